@@ -1,0 +1,90 @@
+"""The replay memory: preallocated tensors on the learner's device, no per-sample objects.
+
+Each slot holds one sample, its label at every level its path names (``targets``, -1 where
+unknown), its own labelled level, its bin (the global id of its (level, class) pair),
+optional pseudo-labels at other levels, and the bookkeeping of the importance rule.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+class ReplayMemory:
+    """Fixed-capacity sample store. Slots ``0 .. size-1`` are in use."""
+
+    def __init__(
+        self,
+        capacity: int,
+        sample_shape: Sequence[int],
+        dtype: torch.dtype,
+        max_depth: int,
+        device: torch.device,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("the replay memory needs a capacity of at least 1")
+        self.capacity = capacity
+        self.device = device
+        self.x = torch.zeros((capacity, *sample_shape), dtype=dtype, device=device)
+        self.targets = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
+        self.pseudo = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
+        self.pseudo_bins = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
+        self.level = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.bin = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.importance = torch.zeros(capacity, device=device)
+        self.last_loss = torch.zeros(capacity, device=device)
+        self.fresh = torch.zeros(capacity, dtype=torch.bool, device=device)
+        self.sample_id = torch.full((capacity,), -1, dtype=torch.long, device=device)
+        self.size = 0
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.capacity
+
+    def write(
+        self,
+        slot: int,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        level: int,
+        bin_id: int,
+        sample_id: int,
+        importance: float = 0.0,
+    ) -> None:
+        """Put a sample into ``slot`` (``slot == size`` appends), clearing its pseudo-labels."""
+        if slot > self.size or slot >= self.capacity:
+            raise IndexError(f"slot {slot} is outside the memory (size {self.size})")
+        self.x[slot] = x
+        self.targets[slot] = targets
+        self.pseudo[slot] = -1
+        self.pseudo_bins[slot] = -1
+        self.level[slot] = level
+        self.bin[slot] = bin_id
+        self.sample_id[slot] = sample_id
+        self.importance[slot] = importance
+        self.fresh[slot] = True
+        if slot == self.size:
+            self.size += 1
+
+    def bin_counts(self, num_bins: int, include_pseudo: bool = False) -> torch.Tensor:
+        """Samples per bin; with ``include_pseudo`` a sample also counts in its pseudo bins."""
+        bins = self.bin[: self.size]
+        if include_pseudo:
+            extra = self.pseudo_bins[: self.size]
+            bins = torch.cat([bins, extra[extra >= 0]])
+        return torch.bincount(bins, minlength=num_bins)
+
+    def members(self, bin_id: int, include_pseudo: bool = False) -> torch.Tensor:
+        """Slots whose own bin (or, optionally, a pseudo bin) is ``bin_id``."""
+        mask = self.bin[: self.size] == bin_id
+        if include_pseudo:
+            mask |= (self.pseudo_bins[: self.size] == bin_id).any(dim=1)
+        return mask.nonzero().flatten()
+
+    def nbytes(self) -> int:
+        """Bytes held by the memory's tensors (allocated capacity, not only the used slots)."""
+        tensors = (self.x, self.targets, self.pseudo, self.pseudo_bins, self.level, self.bin,
+                   self.importance, self.last_loss, self.fresh, self.sample_id)
+        return sum(t.element_size() * t.nelement() for t in tensors)

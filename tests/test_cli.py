@@ -1,0 +1,59 @@
+"""The CLI run as a user runs it: the installed ``hle-stream`` console script, in a subprocess."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _hle_stream(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def bench_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    done = _hle_stream("bench", "--dataset", "synthetic", "--scenario", "multi-depth", "--methods", "er,pl-fms",
+                       "--seeds", "0", "--preset", "quick", "--out", str(out), cwd=out)
+    assert done.returncode == 0, done.stderr
+    return out, done
+
+
+def test_bench_writes_json_markdown_and_plot(bench_report):
+    out, done = bench_report
+    report = json.loads((out / "report.json").read_text())
+    for method in ("er", "pl-fms"):
+        run = report["results"][method]["0"]
+        for level in ("1", "2", "3"):
+            row = run["levels"][level]
+            assert 0.0 <= row["a_auc"] <= 1.0 and 0.0 <= row["a_last"] <= 1.0
+        assert run["events_per_second"] > 0 and run["events"] == 3000
+    assert report["config"]["preset"] == "quick" and report["machine"]["cpu_count"] >= 1
+    table = (out / "report.md").read_text()
+    assert "| pl-fms |" in table and "A_auc" in table
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert "finished multi-depth pl-fms seed 0" in done.stderr
+
+
+def test_bench_accepts_a_user_npz_made_by_export(tmp_path):
+    data = tmp_path / "mine.npz"
+    exported = _hle_stream("export-npz", "--dataset", "synthetic", "--out", str(data), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    done = _hle_stream("bench", "--data", str(data), "--scenario", "single-label", "--methods", "er",
+                       "--seeds", "1", "--preset", "quick", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert set(report["results"]["er"]["1"]["levels"]) == {"1", "2"}
+
+
+def test_bench_explains_bad_options(tmp_path):
+    done = _hle_stream("bench", "--dataset", "synthetic", "--methods", "er,magic", cwd=tmp_path)
+    assert done.returncode != 0 and "unknown method magic" in done.stderr
+    done = _hle_stream("bench", cwd=tmp_path)
+    assert done.returncode != 0 and "exactly one of --dataset or --data" in done.stderr

@@ -1,0 +1,60 @@
+import math
+
+import pytest
+import torch
+
+from hle_stream.evaluation import AnytimeEvaluator, PrequentialAccuracy
+from hle_stream.hierarchy import LabelTree
+
+
+class ScriptedPredictor:
+    """Answers each query with a fixed prediction table: a real tree, scripted outputs."""
+
+    def __init__(self, tree: LabelTree, answers: list[list[list[int]]]) -> None:
+        self.tree = tree
+        self.answers = answers
+
+    def predict(self, x):
+        return [torch.tensor(level) for level in self.answers.pop(0)]
+
+
+def test_a_auc_a_last_and_f_last_match_a_hand_computation():
+    labels = ["a/a1", "a/a2", "b/b1", "b/b2"]
+    tree = LabelTree()
+    evaluator = AnytimeEvaluator(torch.zeros(4, 1), labels)
+    # query 1: only level 1 known (a=0, b=1): predictions a,a,b,a -> 3/4.
+    tree.add("a"), tree.add("b")
+    evaluator.evaluate(ScriptedPredictor(tree, [[[0, 0, 1, 0]]]), 10)
+    # task end: same answers -> 3/4; class a: 2/2, class b: 1/2.
+    evaluator.evaluate(ScriptedPredictor(tree, [[[0, 0, 1, 0]]]), 10, task_end=True)
+    # query 2: level 2 known for a1, b1 only (a/a1=0, b/b1=1); level 1 all right.
+    tree.add("a/a1"), tree.add("b/b1")
+    evaluator.evaluate(ScriptedPredictor(tree, [[[0, 0, 1, 1], [0, 0, 0, 1]]]), 20)
+    # final task end: level 1 now predicts b for a2 -> 3/4; class a: 1/2, class b: 2/2.
+    evaluator.evaluate(ScriptedPredictor(tree, [[[0, 1, 1, 1], [0, 0, 1, 1]]]), 20, task_end=True)
+
+    summary = evaluator.summary()
+    assert math.isclose(summary[1]["a_auc"], (0.75 + 1.0) / 2)
+    assert math.isclose(summary[1]["a_last"], 0.75)
+    assert math.isclose(summary[1]["a_avg"], (0.75 + 0.75) / 2)
+    # F_last level 1: class a best 1.0 -> 0.5 (drop 0.5), class b best 0.5 -> 1.0 (drop -0.5).
+    assert math.isclose(summary[1]["f_last"], 0.0)
+    # level 2 (known: samples 0 and 2): query 2 -> a1 right, b1 wrong (pred 0) = 0.5.
+    assert math.isclose(summary[2]["a_auc"], 0.5)
+    assert math.isclose(summary[2]["a_last"], 1.0)
+    assert math.isnan(summary[2]["f_last"])  # level 2 did not exist before the last task
+    # coarse from fine at the end: fine preds a1,a1,b1,b1 -> ancestors a,a,b,b: all right.
+    assert summary[1]["coarse_from_fine"] == 1.0
+
+
+def test_prequential_accuracy_scores_every_level_of_the_path_and_misses_unknown_classes():
+    tree = LabelTree()
+    tree.add("a/x")
+    metric = PrequentialAccuracy(window=2)
+    metric.update(tree, ["a/x", "a/y"], [torch.tensor([0, 0]), torch.tensor([0, 0])])
+    running = metric.running_accuracy()
+    assert running[1] == 1.0
+    assert running[2] == 0.5  # a/y was not known yet: a miss
+    metric.update(tree, ["a/x", "a/x"], [torch.tensor([0, 0]), torch.tensor([0, 0])])
+    assert metric.rolling_accuracy()[2] == pytest.approx(1.0)
+    assert metric.running_accuracy()[2] == pytest.approx(0.75)

@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from hle_stream.config import METHODS, method_config
+from hle_stream.datasets.synthetic import make_synthetic
+from hle_stream.hierarchy import LabelPathError
+from hle_stream.learner import HierarchicalLearner
+from hle_stream.streams import build_stream
+
+
+def _stream(seed=0):
+    ds = make_synthetic(branching=(2, 2), dim=8, train_per_leaf=60, test_per_leaf=20, noise=0.5, seed=seed)
+    stream = build_stream(ds.labels_train, "multi-depth", seed)
+    return ds, torch.from_numpy(ds.x_train[stream.indices]), list(stream.labels)
+
+
+def _learn(config, x, labels, chunk=5):
+    learner = HierarchicalLearner(config, (x.shape[1],), x.dtype)
+    for start in range(0, len(labels), chunk):
+        learner.observe(x[start:start + chunk], labels[start:start + chunk], ids=list(range(start, start + chunk)))
+    return learner
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_learns_every_level_well_above_chance(small_config, method):
+    ds, x, labels = _stream()
+    learner = _learn(method_config(method, small_config.with_(memory_size=40)), x, labels)
+    predictions = learner.predict(torch.from_numpy(ds.x_test))
+    for level, chance in ((1, 0.5), (2, 0.25)):
+        truth = torch.tensor([learner.tree.locate("/".join(p.split("/")[:level]))[1] for p in ds.labels_test])
+        accuracy = (predictions[level - 1] == truth).float().mean().item()
+        assert accuracy > chance + 0.3, (method, level, accuracy)
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(small_config):
+    _, x, labels = _stream()
+    config = method_config("pl-fms", small_config)
+    a, b = _learn(config, x, labels), _learn(config, x, labels)
+    c = _learn(config.with_(seed=1), x, labels)
+    probe = x[:20]
+    assert all(torch.equal(p, q) for p, q in zip(a.predict_proba(probe), b.predict_proba(probe)))
+    assert torch.equal(a.memory.sample_id, b.memory.sample_id)
+    assert not torch.equal(a.predict_proba(probe)[1], c.predict_proba(probe)[1])
+
+
+def test_pl_fms_inserts_a_sample_before_training_on_it_and_er_after(small_config):
+    x = torch.randn(3, 4)
+    pl_fms = HierarchicalLearner(method_config("pl-fms", small_config), (4,), torch.float32)
+    pl_fms.observe(x, ["a", "b", "a/c"], ids=[7, 8, 9])  # 3 < batch_size // 2: not trained yet
+    assert pl_fms.steps == 0 and pl_fms.memory.sample_id[:3].tolist() == [7, 8, 9]
+    er = HierarchicalLearner(method_config("er", small_config), (4,), torch.float32)
+    er.observe(x, ["a", "b", "a/c"], ids=[7, 8, 9])
+    assert er.memory.size == 0
+    er.observe(torch.randn(1, 4), ["b"], ids=[10])  # the 4th sample completes the batch
+    assert er.steps == 4 and er.memory.size == 4
+
+
+def test_full_memory_stays_balanced_over_level_class_bins(small_config):
+    _, x, labels = _stream()
+    learner = _learn(method_config("pl-fms", small_config.with_(memory_size=35)), x, labels)
+    counts = torch.bincount(learner.memory.bin, minlength=learner.tree.total_classes)
+    assert learner.memory.full and counts.max() - counts.min() <= 1  # 7 bins, 35 slots: 5 each
+
+
+def test_a_malformed_label_rejects_the_whole_batch_before_learning(small_config):
+    learner = HierarchicalLearner(small_config, (4,), torch.float32)
+    with pytest.raises(LabelPathError):
+        learner.observe(torch.randn(2, 4), ["a/b", "a//b"])
+    assert learner.seen == 0 and learner.tree.total_classes == 0
+
+
+def test_pseudo_labels_are_confident_descendants_of_the_known_class(small_config):
+    _, x, labels = _stream()
+    config = method_config("pl-fms-pl", small_config.with_(memory_size=40, pseudo_threshold=0.6))
+    learner = _learn(config, x, labels)
+    mem, tree = learner.memory, learner.tree
+    coarse_rows = (mem.level[: mem.size] == 1).nonzero().flatten()
+    labelled = [r for r in coarse_rows.tolist() if mem.pseudo[r, 1] >= 0]
+    assert labelled, "expected some coarse memory samples to get a fine pseudo-label"
+    for r in labelled:
+        fine = tree.path_of(2, int(mem.pseudo[r, 1]))
+        assert fine.split("/")[0] == tree.path_of(1, int(mem.targets[r, 0]))
+        assert int(mem.pseudo_bins[r, 1]) == tree.global_id(fine)
+    # a sample is never pseudo-labelled at its own level
+    rows = torch.arange(mem.size)
+    assert (mem.pseudo[rows, mem.level[: mem.size] - 1] == -1).all()
+
+
+def test_path_decoding_ranks_fine_classes_by_their_whole_path(small_config):
+    _, x, labels = _stream()
+    learner = _learn(method_config("pl-fms-path", small_config), x, labels)
+    coarse, fine = learner.predict(x[:200])
+    parents = torch.tensor(learner.tree.ancestor_table(2, 1))
+    agreement = (parents[fine] == coarse).float().mean().item()
+    assert agreement > 0.95

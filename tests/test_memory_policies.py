@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from hle_stream.memory import ReplayMemory
+from hle_stream.policies import balanced_importance_slot, initial_importance, reservoir_slot
+
+
+def _memory(capacity=6):
+    return ReplayMemory(capacity, (2,), torch.float32, max_depth=3, device=torch.device("cpu"))
+
+
+def _fill(memory, bins, scores):
+    for slot, (b, s) in enumerate(zip(bins, scores)):
+        memory.write(slot, torch.zeros(2), torch.tensor([b, -1, -1]), 1, b, slot, s)
+
+
+def test_eviction_takes_the_least_important_sample_of_the_fullest_bin():
+    memory = _memory()
+    _fill(memory, bins=[0, 1, 1, 1, 2, 2], scores=[-5.0, 0.3, -0.2, 0.9, -9.0, 1.0])
+    # bin 1 has 3 samples; its least important is slot 2 (score -0.2), not the global minimum.
+    assert balanced_importance_slot(memory, incoming_bin=0, num_bins=3) == 2
+
+
+def test_the_incoming_sample_counts_toward_its_own_bin():
+    memory = _memory()
+    _fill(memory, bins=[0, 0, 0, 1, 1, 1], scores=[0.0, 0.1, 0.2, 0.5, -0.5, 0.3])
+    # tie 3:3 becomes 3:4 for bin 1 when the newcomer is of bin 1.
+    assert balanced_importance_slot(memory, incoming_bin=1, num_bins=2) == 4
+    # ties go to the earliest-seen class (lowest id).
+    assert balanced_importance_slot(memory, incoming_bin=2, num_bins=3) == 0
+
+
+def test_pseudo_labels_count_as_bin_members_when_enabled():
+    memory = _memory()
+    _fill(memory, bins=[0, 0, 1, 1, 2, 2], scores=[0.0, 0.1, 0.2, 0.3, 0.4, -1.0])
+    memory.pseudo_bins[0, 1] = 2
+    memory.pseudo_bins[2, 1] = 2
+    # with pseudo-labels bin 2 holds 4 samples (slots 4, 5 + pseudo 0, 2); slot 5 is least important.
+    assert balanced_importance_slot(memory, incoming_bin=0, num_bins=3, include_pseudo=True) == 5
+    assert balanced_importance_slot(memory, incoming_bin=0, num_bins=3, include_pseudo=False) == 0
+
+
+def test_memory_appends_until_full():
+    memory = _memory(3)
+    assert balanced_importance_slot(memory, 0, 1) == 0
+    _fill(memory, [0, 0], [0.0, 0.0])
+    assert balanced_importance_slot(memory, 0, 1) == 2
+    assert not memory.full
+
+
+def test_a_newcomer_starts_at_its_class_mean_importance():
+    memory = _memory()
+    _fill(memory, bins=[0, 0, 1], scores=[1.0, 3.0, 10.0])
+    assert initial_importance(memory, 0) == 2.0
+    assert initial_importance(memory, 5) == pytest.approx((1.0 + 3.0 + 10.0) / 3)
+    assert initial_importance(_memory(), 0) == 0.0
+
+
+def test_reservoir_keeps_each_sample_with_probability_capacity_over_seen():
+    memory = _memory(10)
+    _fill(memory, bins=[0] * 10, scores=[0.0] * 10)
+    generator = torch.Generator().manual_seed(0)
+    kept = sum(reservoir_slot(memory, 100, generator) is not None for _ in range(4000))
+    assert abs(kept / 4000 - 0.1) < 0.02
+
+
+def test_memory_reports_its_bytes():
+    memory = ReplayMemory(100, (1, 28, 28), torch.uint8, 3, torch.device("cpu"))
+    assert memory.nbytes() >= 100 * 28 * 28
