@@ -31,6 +31,7 @@ class LearnerConfig:
     pseudo_loss_weight: float = 0.0
     supervision: Literal["own-level", "path"] = "own-level"
     decode: Literal["independent", "path"] = "independent"
+    inherit_parent_head: bool = False
     cutmix: bool = True
     augment: bool = True
     adaptive_lr: bool = True
@@ -51,10 +52,12 @@ METHODS: dict[str, dict[str, object]] = {
                adaptive_lr=False),
     # PL-FMS as released: balanced importance eviction, insert-then-train, FMS, own-level CE.
     "pl-fms": dict(),
-    # + hierarchy-aware pseudo-labels on memory samples (eviction counts and importance loss).
+    # + hierarchy-aware pseudo-labels: memory samples get confident predictions at the levels
+    # below their label, which count in eviction and in the importance loss.
     "pl-fms-pl": dict(pseudo_labels=True),
-    # Ours: supervise every level the label path names, decode along the tree.
-    "pl-fms-path": dict(supervision="path", decode="path"),
+    # Ours: supervise every level the label path names, start a new class's head row from its
+    # parent's, decode along the tree.
+    "pl-fms-path": dict(supervision="path", decode="path", inherit_parent_head=True),
 }
 
 

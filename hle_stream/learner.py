@@ -95,7 +95,18 @@ class HierarchicalLearner:
     def _register(self, label: str) -> None:
         for new in self.tree.add(label):
             grow_head(self.net, self.optimizer, new.level, self.tree.num_classes(new.level))
+            if self.config.inherit_parent_head and new.level > 1:
+                self._copy_parent_row(new.level, new.index)
             self.first_seen.append(self.seen)
+
+    @torch.no_grad()
+    def _copy_parent_row(self, level: int, index: int) -> None:
+        """Start a new class's output row as its parent's: from its first step the new class
+        scores high exactly where its parent does, instead of starting from noise."""
+        parent = self.tree.parent_index(level, index)
+        source, target = self.net.heads[level - 2], self.net.heads[level - 1]
+        target.weight[index] = source.weight[parent]
+        target.bias[index] = source.bias[parent]
 
     def _encode(self, label: str) -> tuple[torch.Tensor, int, int]:
         indices = self.tree.path_indices(label)
@@ -199,9 +210,12 @@ class HierarchicalLearner:
             self.adaptive_lr.report(-delta)
 
     def _assign_pseudo_labels(self, start: int, end: int, logits: list[torch.Tensor]) -> None:
-        """Confident predictions at the levels a memory sample is not supervised at.
+        """Confident predictions below a memory sample's labelled level, among its class's
+        descendants only.
 
-        Below the labelled level only descendants of the known class are eligible.
+        Coarser levels are never pseudo-labelled: the label path names them, and counting a
+        fine sample in a coarse bin would make the coarse bins the fullest for good, so that
+        eviction would strip the memory down to the newest level.
         """
         mem = self.memory
         supervised = self._supervised(mem.targets[start:end], mem.level[start:end])
@@ -216,7 +230,7 @@ class HierarchicalLearner:
                     foreign = ancestors[None, :] != own_class[rows][:, None]
                     scores[rows] = scores[rows].masked_fill(foreign, float("-inf"))
             confidence, prediction = torch.softmax(scores, dim=1).max(dim=1)
-            eligible = (supervised[:, h] < 0) & (confidence >= self.config.pseudo_threshold)
+            eligible = (own_level <= h) & (supervised[:, h] < 0) & (confidence >= self.config.pseudo_threshold)
             mem.pseudo[start:end, h] = torch.where(eligible, prediction, -1)
             global_ids = self.tables.global_ids(h + 1)[prediction]
             mem.pseudo_bins[start:end, h] = torch.where(eligible, global_ids, -1)

@@ -69,12 +69,18 @@ class ReplayMemory:
             self.size += 1
 
     def bin_counts(self, num_bins: int, include_pseudo: bool = False) -> torch.Tensor:
-        """Samples per bin; with ``include_pseudo`` a sample also counts in its pseudo bins."""
+        """Samples per bin. With ``include_pseudo`` a sample is shared out evenly over its own
+        bin and its pseudo bins (each sample weighs 1 in total): counting it fully in every bin
+        would make pseudo-labelled samples look over-represented and evict them all."""
         bins = self.bin[: self.size]
-        if include_pseudo:
-            extra = self.pseudo_bins[: self.size]
-            bins = torch.cat([bins, extra[extra >= 0]])
-        return torch.bincount(bins, minlength=num_bins)
+        if not include_pseudo:
+            return torch.bincount(bins, minlength=num_bins).float()
+        pseudo = self.pseudo_bins[: self.size]
+        has_pseudo = pseudo >= 0
+        weight = 1.0 / (1.0 + has_pseudo.sum(dim=1).float())
+        counts = torch.bincount(bins, weights=weight, minlength=num_bins)
+        pseudo_weight = weight[:, None].expand_as(pseudo)[has_pseudo]
+        return counts + torch.bincount(pseudo[has_pseudo], weights=pseudo_weight, minlength=num_bins)
 
     def members(self, bin_id: int, include_pseudo: bool = False) -> torch.Tensor:
         """Slots whose own bin (or, optionally, a pseudo bin) is ``bin_id``."""

@@ -25,7 +25,8 @@ def balanced_importance_slot(
 
     When the memory is full, count samples per (level, class) bin, add the incoming sample to
     its bin, take the fullest bin (ties: the earliest-seen class) and give its least important
-    slot to the newcomer. With ``include_pseudo`` pseudo-labels count as bin members too.
+    slot to the newcomer. With ``include_pseudo`` pseudo-labels count as bin members too
+    (see ``ReplayMemory.bin_counts`` for how they are weighed).
     """
     if not memory.full:
         return memory.size

@@ -81,9 +81,10 @@ def test_pseudo_labels_are_confident_descendants_of_the_known_class(small_config
         fine = tree.path_of(2, int(mem.pseudo[r, 1]))
         assert fine.split("/")[0] == tree.path_of(1, int(mem.targets[r, 0]))
         assert int(mem.pseudo_bins[r, 1]) == tree.global_id(fine)
-    # a sample is never pseudo-labelled at its own level
-    rows = torch.arange(mem.size)
-    assert (mem.pseudo[rows, mem.level[: mem.size] - 1] == -1).all()
+    # only levels below the label are pseudo-labelled
+    fine_rows = mem.level[: mem.size] == 2
+    assert (mem.pseudo[: mem.size][fine_rows] == -1).all()
+    assert (mem.pseudo[: mem.size, 0] == -1).all()
 
 
 def test_path_decoding_ranks_fine_classes_by_their_whole_path(small_config):
@@ -93,3 +94,11 @@ def test_path_decoding_ranks_fine_classes_by_their_whole_path(small_config):
     parents = torch.tensor(learner.tree.ancestor_table(2, 1))
     agreement = (parents[fine] == coarse).float().mean().item()
     assert agreement > 0.95
+
+
+def test_a_new_class_can_start_from_its_parents_head_row(small_config):
+    learner = HierarchicalLearner(small_config.with_(inherit_parent_head=True), (4,), torch.float32)
+    learner.observe(torch.randn(2, 4), ["a", "b"])
+    learner.observe(torch.randn(1, 4), ["b/x"])
+    coarse, fine = learner.net.heads
+    assert torch.equal(fine.weight[0], coarse.weight[1]) and torch.equal(fine.bias[0], coarse.bias[1])

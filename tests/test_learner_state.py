@@ -1,0 +1,49 @@
+import io
+
+import pytest
+import torch
+
+from hle_stream.config import method_config
+from hle_stream.learner import HierarchicalLearner
+from hle_stream.learner_state import IncompatibleStateError, learner_state, restore_learner
+
+
+def _labels(n, offset=0):
+    paths = ["a", "b", "a/x", "b/y", "a/x/1", "b/y/2", "a/z"]
+    return [paths[(i + offset) % len(paths)] for i in range(n)]
+
+
+def _through_bytes(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("method", ["er", "pl-fms", "pl-fms-pl"])
+def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stopped(small_config, method):
+    config = method_config(method, small_config.with_(memory_size=12))
+    torch.manual_seed(0)
+    x, later = torch.randn(45, 6), torch.randn(30, 6)
+    original = HierarchicalLearner(config, (6,), torch.float32)
+    original.observe(x, _labels(45))  # 45 is odd: one sample waits in the half-filled batch
+    restored = restore_learner(_through_bytes(learner_state(original)))
+
+    probe = torch.randn(10, 6)
+    for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
+        assert torch.equal(p, q)
+    state_rng = torch.get_rng_state()
+    original.observe(later, _labels(30, 3))
+    torch.set_rng_state(state_rng)
+    restored.observe(later, _labels(30, 3))
+    for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
+        assert torch.equal(p, q)
+    assert torch.equal(original.memory.importance, restored.memory.importance)
+    assert restored.tree.state_dict() == original.tree.state_dict()
+
+
+def test_a_state_of_another_format_is_refused(small_config):
+    state = learner_state(HierarchicalLearner(small_config, (3,), torch.float32))
+    state["format_version"] = 999
+    with pytest.raises(IncompatibleStateError, match="format 999"):
+        restore_learner(state)
