@@ -31,7 +31,6 @@ class LearnerConfig:
     pseudo_loss_weight: float = 0.0
     supervision: Literal["own-level", "path"] = "own-level"
     decode: Literal["independent", "path"] = "independent"
-    inherit_parent_head: bool = False
     cutmix: bool = True
     augment: bool = True
     adaptive_lr: bool = True
@@ -55,9 +54,8 @@ METHODS: dict[str, dict[str, object]] = {
     # + hierarchy-aware pseudo-labels: memory samples get confident predictions at the levels
     # below their label, which count in eviction and in the importance loss.
     "pl-fms-pl": dict(pseudo_labels=True),
-    # Ours: supervise every level the label path names, start a new class's head row from its
-    # parent's, decode along the tree.
-    "pl-fms-path": dict(supervision="path", decode="path", inherit_parent_head=True),
+    # Ours: supervise every level the label path names, decode along the tree.
+    "pl-fms-path": dict(supervision="path", decode="path"),
 }
 
 

@@ -95,18 +95,7 @@ class HierarchicalLearner:
     def _register(self, label: str) -> None:
         for new in self.tree.add(label):
             grow_head(self.net, self.optimizer, new.level, self.tree.num_classes(new.level))
-            if self.config.inherit_parent_head and new.level > 1:
-                self._copy_parent_row(new.level, new.index)
             self.first_seen.append(self.seen)
-
-    @torch.no_grad()
-    def _copy_parent_row(self, level: int, index: int) -> None:
-        """Start a new class's output row as its parent's: from its first step the new class
-        scores high exactly where its parent does, instead of starting from noise."""
-        parent = self.tree.parent_index(level, index)
-        source, target = self.net.heads[level - 2], self.net.heads[level - 1]
-        target.weight[index] = source.weight[parent]
-        target.bias[index] = source.bias[parent]
 
     def _encode(self, label: str) -> tuple[torch.Tensor, int, int]:
         indices = self.tree.path_indices(label)

@@ -82,12 +82,9 @@ class ReplayMemory:
         pseudo_weight = weight[:, None].expand_as(pseudo)[has_pseudo]
         return counts + torch.bincount(pseudo[has_pseudo], weights=pseudo_weight, minlength=num_bins)
 
-    def members(self, bin_id: int, include_pseudo: bool = False) -> torch.Tensor:
-        """Slots whose own bin (or, optionally, a pseudo bin) is ``bin_id``."""
-        mask = self.bin[: self.size] == bin_id
-        if include_pseudo:
-            mask |= (self.pseudo_bins[: self.size] == bin_id).any(dim=1)
-        return mask.nonzero().flatten()
+    def members(self, bin_id: int) -> torch.Tensor:
+        """Slots whose own (true) bin is ``bin_id``."""
+        return (self.bin[: self.size] == bin_id).nonzero().flatten()
 
     def nbytes(self) -> int:
         """Bytes held by the memory's tensors (allocated capacity, not only the used slots)."""

@@ -25,15 +25,20 @@ def balanced_importance_slot(
 
     When the memory is full, count samples per (level, class) bin, add the incoming sample to
     its bin, take the fullest bin (ties: the earliest-seen class) and give its least important
-    slot to the newcomer. With ``include_pseudo`` pseudo-labels count as bin members too
-    (see ``ReplayMemory.bin_counts`` for how they are weighed).
+    slot to the newcomer. With ``include_pseudo`` pseudo-labels count in the histogram (see
+    ``ReplayMemory.bin_counts``), but the victim is always a sample truly labelled with the
+    fullest class: evicting pseudo members instead was measured to strip the memory down to
+    the newest level (497 of 500 slots on Fashion-MNIST multi-depth), forgetting level 1.
     """
     if not memory.full:
         return memory.size
     counts = memory.bin_counts(num_bins, include_pseudo)
     counts[incoming_bin] += 1
+    if include_pseudo:
+        has_true_member = memory.bin_counts(num_bins) > 0
+        counts = counts.masked_fill(~has_true_member, float("-inf"))
     fullest = int(torch.argmax(counts))
-    candidates = memory.members(fullest, include_pseudo)
+    candidates = memory.members(fullest)
     if candidates.numel() == 0:  # the incoming sample's own, still empty bin cannot be fullest
         candidates = torch.arange(memory.size, device=memory.device)
     return int(candidates[torch.argmin(memory.importance[candidates])])

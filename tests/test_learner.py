@@ -95,10 +95,3 @@ def test_path_decoding_ranks_fine_classes_by_their_whole_path(small_config):
     agreement = (parents[fine] == coarse).float().mean().item()
     assert agreement > 0.95
 
-
-def test_a_new_class_can_start_from_its_parents_head_row(small_config):
-    learner = HierarchicalLearner(small_config.with_(inherit_parent_head=True), (4,), torch.float32)
-    learner.observe(torch.randn(2, 4), ["a", "b"])
-    learner.observe(torch.randn(1, 4), ["b/x"])
-    coarse, fine = learner.net.heads
-    assert torch.equal(fine.weight[0], coarse.weight[1]) and torch.equal(fine.bias[0], coarse.bias[1])

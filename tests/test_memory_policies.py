@@ -30,15 +30,16 @@ def test_the_incoming_sample_counts_toward_its_own_bin():
     assert balanced_importance_slot(memory, incoming_bin=2, num_bins=3) == 0
 
 
-def test_pseudo_labels_count_as_bin_members_when_enabled():
+def test_pseudo_labels_weigh_in_the_histogram_but_only_true_members_are_evicted():
     memory = _memory()
-    _fill(memory, bins=[0, 0, 1, 1, 2, 2], scores=[0.0, 0.1, 0.2, 0.3, 0.4, -1.0])
+    _fill(memory, bins=[0, 0, 1, 1, 2, 2], scores=[-5.0, 0.1, 0.2, 0.3, 0.4, -1.0])
     memory.pseudo_bins[0, 1] = 2
     memory.pseudo_bins[2, 1] = 2
-    # slots 0 and 2 weigh 1/2 in their own bin and 1/2 in bin 2: counts 1.5, 1.5, 3 (+1 incoming
-    # in bin 0). Bin 2's members are slots 4, 5 and pseudo 0, 2; slot 5 is least important.
+    # slots 0 and 2 weigh 1/2 in their own bin and 1/2 in bin 2: counts 1.5, 1.5, 3.
     assert memory.bin_counts(3, include_pseudo=True).tolist() == [1.5, 1.5, 3.0]
+    # bin 2 is fullest; slot 0 (-5.0) is only a pseudo member, so slot 5 (-1.0) goes.
     assert balanced_importance_slot(memory, incoming_bin=0, num_bins=3, include_pseudo=True) == 5
+    # without pseudo-labels bin 0 (2 + incoming) is fullest and slot 0 goes.
     assert balanced_importance_slot(memory, incoming_bin=0, num_bins=3, include_pseudo=False) == 0
 
 
