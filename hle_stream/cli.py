@@ -91,5 +91,33 @@ def export_npz(
                   f"classes per level {ds.classes_per_level()}")
 
 
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", envvar="HLE_BROKER_PORT")] = 9092,
+) -> None:
+    """Run a local Kafka-protocol broker (Tansu, in memory) on 127.0.0.1 until Ctrl-C or SIGTERM.
+
+    For development and tests; production points --bootstrap-servers at a real Kafka cluster.
+    """
+    import signal
+    import threading
+
+    from connectors.broker import LocalBroker
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    running = LocalBroker(port).start()
+    console.print(f"broker listening on {running.bootstrap_servers} (Ctrl-C stops it; data lives in memory only)")
+    try:
+        while not stop.wait(0.5) and running.process.poll() is None:
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.stop()
+    if running.process.returncode not in (0, -signal.SIGINT) and not stop.is_set():
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

@@ -57,3 +57,33 @@ def test_bench_explains_bad_options(tmp_path):
     assert done.returncode != 0 and "unknown method magic" in done.stderr
     done = _hle_stream("bench", cwd=tmp_path)
     assert done.returncode != 0 and "exactly one of --dataset or --data" in done.stderr
+
+
+def test_broker_command_serves_kafka_on_loopback_and_stops_on_sigterm(tmp_path):
+    import signal
+    import socket
+    import time
+
+    from connectors.broker import free_port
+
+    port = free_port()
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    process = subprocess.Popen([exe, "broker", "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "broker did not come up"
+                time.sleep(0.1)
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=[f"127.0.0.1:{port}"])
+        assert admin.describe_cluster()["brokers"]
+        admin.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    assert f"127.0.0.1:{port}" in process.stderr.read()

@@ -1,0 +1,1 @@
+"""Kafka in and out: client settings, topics, and the local development broker."""

@@ -1,0 +1,25 @@
+"""Create the daemon's topics up front: Tansu (and many clusters) would otherwise auto-create
+them with a default partition count on first use."""
+
+from __future__ import annotations
+
+from kafka import KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError
+
+from connectors.settings import KafkaSettings
+
+
+def ensure_topics(settings: KafkaSettings, partitions: dict[str, int]) -> list[str]:
+    """Create each missing topic with its partition count; returns the names created."""
+    admin = KafkaAdminClient(**settings.client())
+    try:
+        existing = set(admin.list_topics())
+        missing = {name: n for name, n in partitions.items() if name not in existing}
+        for name, count in missing.items():
+            try:
+                admin.create_topics({name: {"num_partitions": count, "replication_factor": 1}})
+            except TopicAlreadyExistsError:  # created meanwhile by someone else: fine
+                pass
+        return sorted(missing)
+    finally:
+        admin.close()
