@@ -119,5 +119,39 @@ def broker(
         raise typer.Exit(1)
 
 
+@app.command()
+def produce(
+    topic: Annotated[str, typer.Option(help="Topic to write events to.", envvar="HLE_INPUT_TOPIC")] = "hle-events",
+    bootstrap_servers: Annotated[str, typer.Option(help="Kafka bootstrap servers.", envvar="HLE_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
+    dataset: Annotated[Optional[str], typer.Option(help=f"Built-in dataset: {', '.join(DATASETS)}.")] = "fashion-mnist",
+    data: Annotated[Optional[Path], typer.Option(help="Your own dataset as .npz (overrides --dataset).", exists=True, dir_okay=False)] = None,
+    scenario: Annotated[str, typer.Option(help=f"HLE scenario: {', '.join(SCENARIOS)}.")] = "multi-depth",
+    seed: Annotated[int, typer.Option(help="Seed of the stream order.")] = 0,
+    events: Annotated[Optional[int], typer.Option(help="Stream at most this many training samples (stratified).")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Events per second (default: as fast as possible).")] = None,
+    unlabelled_fraction: Annotated[float, typer.Option(help="Share of events sent without a label.", min=0.0, max=1.0)] = 0.0,
+    partitions: Annotated[int, typer.Option(help="Partitions if the topic must be created.", min=1)] = 1,
+    data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
+) -> None:
+    """Stream a dataset into a topic following an HLE schedule (the producer simulation)."""
+    from connectors.producer_sim import produce as send_events
+    from connectors.producer_sim import simulated_events
+    from connectors.settings import KafkaSettings
+    from connectors.topics import ensure_topics
+
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"unknown scenario {scenario}; choose from {', '.join(SCENARIOS)}")
+    ds = load_dataset(None if data else dataset, data, data_root)
+    settings = KafkaSettings(bootstrap_servers)
+    ensure_topics(settings, {topic: partitions})
+    stream = simulated_events(ds, scenario, seed, events, unlabelled_fraction)
+    total = min(events or len(ds.x_train), len(ds.x_train)) * (2 if scenario == "dual-label" else 1)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task(f"producing to {topic}", total=total)
+        sent = send_events(settings, topic, stream, rate, lambda n: bar.update(task, completed=n))
+    console.print(f"sent {sent} events to {topic} on {bootstrap_servers}")
+
+
 def main() -> None:
     app()

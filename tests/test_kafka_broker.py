@@ -63,3 +63,24 @@ def test_events_round_trip_and_a_group_resumes_from_its_committed_offsets(broker
     reader = KafkaConsumer(**settings.consumer("g1"))  # reads the group's offsets, joins nothing
     assert reader.committed(TopicPartition("roundtrip", 0)) == 15
     reader.close()
+
+
+def test_the_producer_command_streams_a_dataset_in_hle_order(broker, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    done = subprocess.run([exe, "produce", "--bootstrap-servers", broker.bootstrap_servers, "--topic", "sim",
+                           "--dataset", "synthetic", "--events", "120", "--unlabelled-fraction", "0.25"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    settings = KafkaSettings(broker.bootstrap_servers, **TEST_SETTINGS)
+    records = _consume(settings, "sim", "reader", expected=120, commit=False)
+    events = [parse_event(r.value, expected_shape=(32,)) for r in records]
+    assert len(events) == 120
+    labels = [e.label for e in events if e.label]
+    assert 60 < len(labels) < 110  # about a quarter held back
+    depths = [len(label.split("/")) for label in labels]
+    assert depths == sorted(depths)  # multi-depth: coarse labels first, finer later
