@@ -92,6 +92,119 @@ def export_npz(
 
 
 @app.command()
+def run(
+    bootstrap_servers: Annotated[str, typer.Option(help="Kafka bootstrap servers, comma-separated.", envvar="HLE_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
+    input_topic: Annotated[str, typer.Option(help="Topic of labelled/unlabelled events (contract v1).", envvar="HLE_INPUT_TOPIC")] = "hle-events",
+    predictions_topic: Annotated[str, typer.Option(help="Topic the coarse-to-fine predictions go to.", envvar="HLE_PREDICTIONS_TOPIC")] = "hle-predictions",
+    dead_letter_topic: Annotated[str, typer.Option(help="Topic for events that fail to parse or validate.", envvar="HLE_DEAD_LETTER_TOPIC")] = "hle-dead-letters",
+    group_id: Annotated[str, typer.Option(help="Kafka consumer group.", envvar="HLE_GROUP_ID")] = "hle-stream",
+    checkpoint_dir: Annotated[Path, typer.Option(help="Where checkpoints are written and resumed from.", envvar="HLE_CHECKPOINT_DIR")] = Path("checkpoints"),
+    checkpoint_every_events: Annotated[int, typer.Option(help="Checkpoint (then commit) after this many events…", envvar="HLE_CHECKPOINT_EVERY_EVENTS", min=1)] = 5000,
+    checkpoint_every_seconds: Annotated[float, typer.Option(help="…or after this many seconds, whichever comes first.", envvar="HLE_CHECKPOINT_EVERY_SECONDS")] = 60.0,
+    method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.", envvar="HLE_METHOD")] = "pl-fms",
+    memory_size: Annotated[int, typer.Option(help="Replay memory capacity (samples).", envvar="HLE_MEMORY_SIZE", min=1)] = 500,
+    batch_size: Annotated[int, typer.Option(help="Training batch (half stream, half memory).", envvar="HLE_BATCH_SIZE", min=2)] = 16,
+    confidence_threshold: Annotated[float, typer.Option(help="Predicted path stops below this probability.", envvar="HLE_CONFIDENCE_THRESHOLD")] = 0.5,
+    max_batch: Annotated[int, typer.Option(help="Events per micro-batch (predicted, then learned).", envvar="HLE_MAX_BATCH", min=1)] = 64,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.", envvar="HLE_DEVICE")] = "auto",
+    max_events: Annotated[Optional[int], typer.Option(help="Stop after consuming this many events (default: run until SIGTERM).", envvar="HLE_MAX_EVENTS")] = None,
+    security_protocol: Annotated[str, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", envvar="HLE_SECURITY_PROTOCOL")] = "PLAINTEXT",
+    sasl_mechanism: Annotated[Optional[str], typer.Option(help="e.g. PLAIN, SCRAM-SHA-256.", envvar="HLE_SASL_MECHANISM")] = None,
+    sasl_username: Annotated[Optional[str], typer.Option(envvar="HLE_SASL_USERNAME")] = None,
+    sasl_password: Annotated[Optional[str], typer.Option(envvar="HLE_SASL_PASSWORD")] = None,
+    ssl_cafile: Annotated[Optional[str], typer.Option(envvar="HLE_SSL_CAFILE")] = None,
+    ssl_certfile: Annotated[Optional[str], typer.Option(envvar="HLE_SSL_CERTFILE")] = None,
+    ssl_keyfile: Annotated[Optional[str], typer.Option(envvar="HLE_SSL_KEYFILE")] = None,
+    session_timeout_ms: Annotated[int, typer.Option(help="Consumer group session (see kafka.md for Tansu).", envvar="HLE_SESSION_TIMEOUT_MS")] = 6000,
+    heartbeat_interval_ms: Annotated[int, typer.Option(envvar="HLE_HEARTBEAT_INTERVAL_MS")] = 1000,
+) -> None:
+    """Run the daemon: consume events, predict every one, learn from the labelled ones, checkpoint, commit.
+
+    SIGTERM finishes the batch in hand, writes a checkpoint, commits and exits 0.
+    """
+    import logging
+    import signal
+
+    from connectors.settings import KafkaSettings
+    from hle_stream.config import LearnerConfig
+    from hle_stream.daemon import Daemon, DaemonConfig
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"unknown method {method}; choose from {', '.join(METHODS)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines are per connection
+    settings = KafkaSettings(bootstrap_servers, security_protocol, sasl_mechanism, sasl_username, sasl_password,
+                             ssl_cafile, ssl_certfile, ssl_keyfile, session_timeout_ms, heartbeat_interval_ms)
+    config = DaemonConfig(input_topic, predictions_topic, dead_letter_topic, group_id, checkpoint_dir,
+                          checkpoint_every_events, checkpoint_every_seconds, max_batch=max_batch,
+                          confidence_threshold=confidence_threshold,
+                          max_events=max_events, method=method,
+                          learner=LearnerConfig(memory_size=memory_size, batch_size=batch_size, device=device))
+    daemon = Daemon(settings, config)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+    try:
+        daemon.run()
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="Stream this many training samples, then stop.", min=1)] = 20000,
+    dataset: Annotated[str, typer.Option(help=f"Built-in dataset: {', '.join(DATASETS)}.")] = "fashion-mnist",
+    scenario: Annotated[str, typer.Option(help=f"HLE scenario: {', '.join(SCENARIOS)}.")] = "multi-depth",
+    method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.")] = "pl-fms",
+    seed: Annotated[int, typer.Option(help="Seed of the stream.")] = 0,
+    report_every: Annotated[int, typer.Option(help="Print accuracy every this many events.", min=1)] = 2000,
+    data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
+) -> None:
+    """The embedded default: a local broker, the producer simulation and the daemon, in one command.
+
+    Prints the prequential (predict-then-learn) accuracy per level as the model learns; stops after
+    --events or on Ctrl-C, and shuts everything down.
+    """
+    import logging
+    import signal
+    import tempfile
+    import threading
+
+    from connectors.broker import LocalBroker
+    from connectors.producer_sim import produce as send_events
+    from connectors.producer_sim import simulated_events
+    from connectors.settings import KafkaSettings
+    from connectors.topics import ensure_topics
+    from hle_stream.config import LearnerConfig
+    from hle_stream.daemon import Daemon, DaemonConfig
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the producer thread shares the process: kafka-python's slow-loop warnings are expected here
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    ds = load_dataset(dataset, data_root=data_root)
+    total = min(events, len(ds.x_train)) * (2 if scenario == "dual-label" else 1)
+    with LocalBroker() as running, tempfile.TemporaryDirectory() as checkpoints:
+        # Tansu holds a group join for half the session timeout: keep it short on the local broker.
+        settings = KafkaSettings(running.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
+        config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=total, report_every_events=report_every,
+                              method=method, learner=LearnerConfig(memory_size=500, batch_size=16))
+        ensure_topics(settings, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
+        typer.echo(f"broker on {running.bootstrap_servers}; streaming {total} {dataset} events ({scenario}) into "
+                   f"{config.input_topic}; daemon learning with {method}")
+        producer = threading.Thread(target=send_events, daemon=True, args=(
+            settings, config.input_topic, simulated_events(ds, scenario, seed, events)))
+        producer.start()
+
+        def show(consumed: int, dead: int, accuracy: dict[int, float]) -> None:
+            levels = "  ".join(f"level {lv}: {acc:.3f}" for lv, acc in accuracy.items())
+            typer.echo(f"events {consumed:>7}  prequential accuracy (last 1000 per level)  {levels}")
+
+        daemon = Daemon(settings, config, report=show)
+        signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
+        signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+        daemon.run()
+    typer.echo("demo finished: broker stopped, checkpoints removed")
+
+
+@app.command()
 def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", envvar="HLE_BROKER_PORT")] = 9092,
 ) -> None:

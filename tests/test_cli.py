@@ -87,3 +87,11 @@ def test_broker_command_serves_kafka_on_loopback_and_stops_on_sigterm(tmp_path):
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
     assert f"127.0.0.1:{port}" in process.stderr.read()
+
+
+def test_demo_runs_broker_producer_and_daemon_end_to_end(tmp_path):
+    done = _hle_stream("demo", "--dataset", "synthetic", "--events", "600", "--report-every", "200", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("events")]
+    assert len(lines) >= 3 and "level 3:" in lines[-1]
+    assert "demo finished" in done.stdout

@@ -1,0 +1,105 @@
+"""The daemon as a user runs it (``hle-stream run``), against the real local broker."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from connectors.broker import LocalBroker
+from connectors.settings import KafkaSettings
+from connectors.topics import ensure_topics
+
+FAST_GROUP = dict(session_timeout_ms=2000, heartbeat_interval_ms=500)
+EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    with LocalBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running
+
+
+def _produce_synthetic(broker, topic, count, seed):
+    done = subprocess.run([EXE, "produce", "--bootstrap-servers", broker.bootstrap_servers, "--topic", topic,
+                           "--dataset", "synthetic", "--events", str(count), "--seed", str(seed)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def _read_all(broker, topic, expected, timeout=60):
+    consumer = KafkaConsumer(**KafkaSettings(broker.bootstrap_servers).client(), auto_offset_reset="earliest",
+                             fetch_max_wait_ms=100)
+    consumer.assign([TopicPartition(topic, 0)])
+    values, deadline = [], time.monotonic() + timeout
+    while len(values) < expected and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=300).values():
+            values += [json.loads(r.value) for r in records]
+    consumer.close()
+    return values
+
+
+def _start_daemon(broker, tmp_path, topic):
+    args = [EXE, "run", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topic,
+            "--predictions-topic", f"{topic}-pred", "--dead-letter-topic", f"{topic}-dlq", "--group-id", f"{topic}-g",
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--checkpoint-every-events", "50", "--memory-size", "64",
+            "--session-timeout-ms", str(FAST_GROUP["session_timeout_ms"]),
+            "--heartbeat-interval-ms", str(FAST_GROUP["heartbeat_interval_ms"])]
+    return subprocess.Popen(args, stderr=open(tmp_path / "daemon.log", "ab"), env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
+
+
+def _stop(process):
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert process.wait(30) == 0
+    return time.monotonic() - started
+
+
+def test_events_in_predictions_and_dead_letters_out_and_a_restart_resumes_from_the_checkpoint(broker, tmp_path):
+    topic = "daemon-e2e"
+    # made before any reader asks for them: Tansu auto-creates unknown topics with 4 partitions
+    ensure_topics(KafkaSettings(broker.bootstrap_servers), {topic: 1, f"{topic}-pred": 1, f"{topic}-dlq": 1})
+    _produce_synthetic(broker, topic, 240, seed=0)
+    bad = [b"not json", b'{"id": 1}', b'{"id": 2, "x": [1, 2]}', b'{"id": 3, "x": [' + b"1," * 31 + b'NaN]}',
+           json.dumps({"id": 4, "x": [0.0] * 32, "label": "a//b"}).encode()]
+    producer = KafkaProducer(**KafkaSettings(broker.bootstrap_servers).client())
+    for value in bad:
+        producer.send(topic, value)
+    producer.flush()
+
+    daemon = _start_daemon(broker, tmp_path, topic)
+    predictions = _read_all(broker, f"{topic}-pred", 240)
+    dead = _read_all(broker, f"{topic}-dlq", 5)
+    assert _stop(daemon) < 10
+
+    assert len(predictions) == 240
+    assert [int(p["id"].split("-")[0]) for p in predictions] == list(range(240))  # stream order, once each
+    late = predictions[-1]
+    assert late["path"] and late["path"][0]["level"] == 1 and late["model_version"] > 0
+    assert [d["reason"] for d in dead] == ["not_json", "missing_field", "wrong_shape", "non_finite", "bad_label"]
+    assert [d["offset"] for d in dead] == [240, 241, 242, 243, 244]
+
+    checkpoints = sorted((tmp_path / "ckpt").glob("checkpoint-*.pt"))
+    state = torch.load(checkpoints[-1], weights_only=True)
+    assert state["offsets"] == {0: 245}
+    reader = KafkaConsumer(**KafkaSettings(broker.bootstrap_servers).consumer(f"{topic}-g"))
+    assert reader.committed(TopicPartition(topic, 0)) == 245  # committed what the checkpoint covers
+    reader.close()
+    trained = state["learner"]["counters"]["seen"]
+    assert trained == 240
+
+    _produce_synthetic(broker, topic, 60, seed=1)
+    daemon = _start_daemon(broker, tmp_path, topic)
+    everything = _read_all(broker, f"{topic}-pred", 300)
+    _stop(daemon)
+    assert len(everything) == 300  # the restart predicted only the 60 new events
+    assert [int(p["id"].split("-")[0]) for p in everything[240:]] == list(range(60))  # the new stream only
+    state = torch.load(sorted((tmp_path / "ckpt").glob("checkpoint-*.pt"))[-1], weights_only=True)
+    assert state["offsets"] == {0: 305}
+    assert state["learner"]["counters"]["seen"] == 300  # every labelled event trained once in the lineage
