@@ -9,6 +9,7 @@ output, ``id`` is the dedupe key).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class DaemonConfig:
     max_message_bytes: int = 4 << 20
     max_events: int | None = None  # stop after consuming this many (demos, tests)
     report_every_events: int = 1000
+    http_host: str = "127.0.0.1"
+    http_port: int | None = 8080  # None: no HTTP server
     method: str = "pl-fms"
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
@@ -66,6 +69,10 @@ class Daemon:
         self.dead_letters = 0
         self._stop = False
         self._last_reported = -1
+        # HTTP predictions read the learner while the loop trains it.
+        self.lock = threading.Lock()
+        self.last_tick = time.monotonic()
+        self.confidence_threshold = config.confidence_threshold
 
     def request_stop(self) -> None:
         """Finish the batch in hand, checkpoint, commit, close (SIGTERM)."""
@@ -77,13 +84,21 @@ class Daemon:
         ensure_topics(self.settings, {cfg.input_topic: 1, cfg.predictions_topic: 1, cfg.dead_letter_topic: 1})
         consumer = open_consumer(self.settings, cfg.group_id, cfg.input_topic, lambda: dict(self.next_offsets))
         self.publisher = Publisher(self.settings, cfg.predictions_topic, cfg.dead_letter_topic)
+        server = None
+        if cfg.http_port is not None:
+            from hle_stream.serving import HttpServer
+
+            server = HttpServer(self, cfg.http_host, cfg.http_port)
+            server.start()
         since_checkpoint, last_checkpoint, next_report = 0, time.monotonic(), cfg.report_every_events
         try:
             while not self._stop and (cfg.max_events is None or self.consumed < cfg.max_events):
                 limit = cfg.max_batch if cfg.max_events is None else min(cfg.max_batch, cfg.max_events - self.consumed)
                 batches = consumer.poll(timeout_ms=500, max_records=limit)
                 records = [r for part in batches.values() for r in part]
-                self._process(records)
+                self.last_tick = time.monotonic()
+                with self.lock:
+                    self._process(records)
                 since_checkpoint += len(records)
                 if since_checkpoint and (since_checkpoint >= cfg.checkpoint_every_events
                                          or time.monotonic() - last_checkpoint >= cfg.checkpoint_every_seconds):
@@ -98,6 +113,8 @@ class Daemon:
                 self._report()
             consumer.close()
             self.publisher.close()
+            if server is not None:
+                server.stop()
 
     # -- one micro-batch: predict every event, then learn from the labelled ones ------------
     def _process(self, records: list) -> None:

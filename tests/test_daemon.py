@@ -45,8 +45,9 @@ def _read_all(broker, topic, expected, timeout=60):
     return values
 
 
-def _start_daemon(broker, tmp_path, topic):
+def _start_daemon(broker, tmp_path, topic, http_port=0):
     args = [EXE, "run", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topic,
+            "--http-port", str(http_port),
             "--predictions-topic", f"{topic}-pred", "--dead-letter-topic", f"{topic}-dlq", "--group-id", f"{topic}-g",
             "--checkpoint-dir", str(tmp_path / "ckpt"), "--checkpoint-every-events", "50", "--memory-size", "64",
             "--session-timeout-ms", str(FAST_GROUP["session_timeout_ms"]),
@@ -103,3 +104,40 @@ def test_events_in_predictions_and_dead_letters_out_and_a_restart_resumes_from_t
     state = torch.load(sorted((tmp_path / "ckpt").glob("checkpoint-*.pt"))[-1], weights_only=True)
     assert state["offsets"] == {0: 305}
     assert state["learner"]["counters"]["seen"] == 300  # every labelled event trained once in the lineage
+
+
+def test_the_daemon_serves_predictions_health_and_readiness_over_http(broker, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from connectors.broker import free_port
+
+    topic = "daemon-http"
+    ensure_topics(KafkaSettings(broker.bootstrap_servers), {topic: 1, f"{topic}-pred": 1, f"{topic}-dlq": 1})
+    _produce_synthetic(broker, topic, 240, seed=0)  # 20 per class of the 12
+    port = free_port()
+    daemon = _start_daemon(broker, tmp_path, topic, http_port=port)
+    try:
+        assert len(_read_all(broker, f"{topic}-pred", 240)) == 240
+        base = f"http://127.0.0.1:{port}"
+
+        def call(path, body=None):
+            request = urllib.request.Request(base + path, data=body, method="POST" if body else "GET")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as err:
+                return err.code, json.loads(err.read())
+
+        assert call("/healthz")[0] == 200
+        assert call("/readyz") == (200, {"ready": True})
+        status, answer = call("/predict", json.dumps([{"id": "q1", "x": [0.0] * 32}, {"id": "q2", "x": [1.0] * 32}]).encode())
+        assert status == 200
+        assert [p["id"] for p in answer["predictions"]] == ["q1", "q2"]
+        assert answer["predictions"][0]["model_version"] > 0
+        levels = [step["level"] for step in answer["predictions"][0]["path"]]
+        assert levels == list(range(1, len(levels) + 1))
+        assert call("/predict", json.dumps({"id": "bad", "x": [0.0] * 5}).encode())[0:1] == (400,)
+        assert call("/predict", json.dumps({"id": "bad", "x": [0.0] * 5}).encode())[1]["error"] == "wrong_shape"
+    finally:
+        _stop(daemon)
