@@ -72,6 +72,7 @@ class Daemon:
         # HTTP predictions read the learner while the loop trains it.
         self.lock = threading.Lock()
         self.last_tick = time.monotonic()
+        self.first_record_at: float | None = None  # monotonic time of the first event (throughput)
         self.confidence_threshold = config.confidence_threshold
 
     def request_stop(self) -> None:
@@ -97,6 +98,8 @@ class Daemon:
                 batches = consumer.poll(timeout_ms=500, max_records=limit)
                 records = [r for part in batches.values() for r in part]
                 self.last_tick = time.monotonic()
+                if records and self.first_record_at is None:
+                    self.first_record_at = self.last_tick
                 with self.lock:
                     self._process(records)
                 since_checkpoint += len(records)

@@ -1,0 +1,107 @@
+"""Kafka-path cost and HTTP latency of the daemon, measured in one run (on demand, not in CI).
+
+1. In process: the same learner and settings fed the same Fashion-MNIST HLE events in
+   micro-batches of 64, predict-then-learn, no Kafka.
+2. Through Kafka: the events produced to a local Tansu broker first, then the daemon consumes,
+   predicts, publishes, learns and checkpoints them (timed from its first record until it has
+   stopped, so the group join is excluded and the final checkpoint included).
+3. ``POST /predict`` latency on the live daemon: single events, one request at a time.
+
+    python benchmarks/kafka_path.py --events 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from connectors.broker import LocalBroker, free_port
+from connectors.producer_sim import produce, simulated_events
+from connectors.settings import KafkaSettings
+from connectors.topics import ensure_topics
+from hle_stream.config import LearnerConfig, method_config
+from hle_stream.daemon import Daemon, DaemonConfig
+from hle_stream.datasets import load_dataset
+from hle_stream.events import parse_event
+from hle_stream.learner import HierarchicalLearner
+
+BATCH = 64
+
+
+def in_process(events: list[dict], learner_config: LearnerConfig, method: str) -> float:
+    parsed = [parse_event(json.dumps(e).encode()) for e in events]
+    learner = HierarchicalLearner(method_config(method, learner_config), parsed[0].x.shape, torch.uint8)
+    started = time.perf_counter()
+    for start in range(0, len(parsed), BATCH):
+        chunk = parsed[start:start + BATCH]
+        x = torch.from_numpy(np.stack([e.x for e in chunk]))
+        learner.predict_proba(x)
+        labelled = [i for i, e in enumerate(chunk) if e.label]
+        learner.observe(x[labelled], [chunk[i].label for i in labelled])
+    return time.perf_counter() - started
+
+
+def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str) -> tuple[float, list[float]]:
+    with LocalBroker() as broker, tempfile.TemporaryDirectory() as checkpoints:
+        settings = KafkaSettings(broker.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
+        port = free_port()
+        config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=len(events), method=method,
+                              learner=learner_config, max_batch=BATCH, http_port=port, report_every_events=10**9)
+        ensure_topics(settings, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
+        produce(settings, config.input_topic, iter(events))
+        daemon = Daemon(settings, config, report=lambda *_: None)
+        runner = threading.Thread(target=daemon.run)
+        runner.start()
+        runner.join()
+        # from the first record to the loop's end, final checkpoint and close included
+        elapsed = time.monotonic() - daemon.first_record_at
+        # The daemon has stopped its loop; serve a fresh one with the trained model for latency.
+        from hle_stream.serving import HttpServer
+
+        daemon.last_tick = time.monotonic()
+        server = HttpServer(daemon, "127.0.0.1", port)
+        server.start()
+        time.sleep(1.0)
+        probe = {k: v for k, v in events[0].items() if k != "label"}
+        latencies = []
+        for i in range(300):
+            body = json.dumps({**probe, "id": f"probe-{i}"}).encode()
+            tick = time.perf_counter()
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body), timeout=10).read()
+            latencies.append(time.perf_counter() - tick)
+        server.stop()
+        return elapsed, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--method", default="pl-fms")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    dataset = load_dataset("fashion-mnist")
+    events = list(simulated_events(dataset, "multi-depth", 0, args.events))
+    learner_config = LearnerConfig(memory_size=500, batch_size=16, device="cpu", seed=0)
+    kafka_s, latencies = through_kafka(events, learner_config, args.method)
+    local_s = in_process(events, learner_config, args.method)
+    n = len(events)
+    print(f"events: {n} Fashion-MNIST multi-depth, method {args.method}, micro-batch {BATCH}")
+    print(f"in process:    {local_s:7.1f} s  {n / local_s:7.1f} events/s")
+    print(f"through Kafka: {kafka_s:7.1f} s  {n / kafka_s:7.1f} events/s")
+    print(f"Kafka path throughput / in-process throughput: {local_s / kafka_s:.3f}")
+    lat = sorted(latencies)
+    print(f"POST /predict (1 event, sequential, {len(lat)} requests): p50 {1000 * statistics.median(lat):.1f} ms, "
+          f"p99 {1000 * lat[int(0.99 * (len(lat) - 1))]:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
