@@ -35,6 +35,12 @@ def simulated_events(
         yield event
 
 
+def simulated_event_count(dataset: HierarchicalDataset, scenario: str, seed: int, limit: int | None = None) -> int:
+    """How many events ``simulated_events`` yields (the stratified subsample, twice for dual-label)."""
+    n = len(stratified_subsample(dataset.labels_train, limit, seed))
+    return 2 * n if scenario == "dual-label" else n
+
+
 def produce(
     settings: KafkaSettings, topic: str, events: Iterator[dict], rate: float | None = None,
     on_sent: Callable[[int], None] | None = None,

@@ -173,7 +173,7 @@ def demo(
 
     from connectors.broker import LocalBroker
     from connectors.producer_sim import produce as send_events
-    from connectors.producer_sim import simulated_events
+    from connectors.producer_sim import simulated_event_count, simulated_events
     from connectors.settings import KafkaSettings
     from connectors.topics import ensure_topics
     from hle_stream.config import LearnerConfig
@@ -183,7 +183,9 @@ def demo(
     # the producer thread shares the process: kafka-python's slow-loop warnings are expected here
     logging.getLogger("kafka").setLevel(logging.ERROR)
     ds = load_dataset(dataset, data_root=data_root)
-    total = min(events, len(ds.x_train)) * (2 if scenario == "dual-label" else 1)
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"unknown scenario {scenario}; choose from {', '.join(SCENARIOS)}")
+    total = simulated_event_count(ds, scenario, seed, events)
     with LocalBroker() as running, tempfile.TemporaryDirectory() as checkpoints:
         # Tansu holds a group join for half the session timeout: keep it short on the local broker.
         settings = KafkaSettings(running.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
@@ -252,7 +254,7 @@ def produce(
 ) -> None:
     """Stream a dataset into a topic following an HLE schedule (the producer simulation)."""
     from connectors.producer_sim import produce as send_events
-    from connectors.producer_sim import simulated_events
+    from connectors.producer_sim import simulated_event_count, simulated_events
     from connectors.settings import KafkaSettings
     from connectors.topics import ensure_topics
 
@@ -262,7 +264,7 @@ def produce(
     settings = KafkaSettings(bootstrap_servers)
     ensure_topics(settings, {topic: partitions})
     stream = simulated_events(ds, scenario, seed, events, unlabelled_fraction)
-    total = min(events or len(ds.x_train), len(ds.x_train)) * (2 if scenario == "dual-label" else 1)
+    total = simulated_event_count(ds, scenario, seed, events)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task(f"producing to {topic}", total=total)
