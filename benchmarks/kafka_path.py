@@ -7,7 +7,7 @@
    stopped, so the group join is excluded and the final checkpoint included).
 3. ``POST /predict`` latency on the live daemon: single events, one request at a time.
 
-    python benchmarks/kafka_path.py --events 3000
+    python benchmarks/kafka_path.py --events 3000 --repeats 2
 """
 
 from __future__ import annotations
@@ -86,17 +86,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--method", default="pl-fms")
+    parser.add_argument("--repeats", type=int, default=2, help="alternate in-process and Kafka runs this many times")
     args = parser.parse_args()
     torch.set_num_threads(2)
     dataset = load_dataset("fashion-mnist")
     events = list(simulated_events(dataset, "multi-depth", 0, args.events))
     learner_config = LearnerConfig(memory_size=500, batch_size=16, device="cpu", seed=0)
-    kafka_s, latencies = through_kafka(events, learner_config, args.method)
-    local_s = in_process(events, learner_config, args.method)
     n = len(events)
     print(f"events: {n} Fashion-MNIST multi-depth, method {args.method}, micro-batch {BATCH}")
-    print(f"in process:    {local_s:7.1f} s  {n / local_s:7.1f} events/s")
-    print(f"through Kafka: {kafka_s:7.1f} s  {n / kafka_s:7.1f} events/s")
+    # Alternating runs, so that warm-up and a noisy neighbour do not favour one side.
+    local, kafka, latencies = [], [], []
+    for round_ in range(args.repeats):
+        local.append(in_process(events, learner_config, args.method))
+        seconds, lat = through_kafka(events, learner_config, args.method)
+        kafka.append(seconds)
+        latencies += lat
+        print(f"round {round_ + 1}: in process {n / local[-1]:6.1f} events/s, through Kafka {n / kafka[-1]:6.1f} events/s, "
+              f"ratio {local[-1] / kafka[-1]:.3f}", flush=True)
+    local_s, kafka_s = statistics.median(local), statistics.median(kafka)
+    print(f"median in process:    {local_s:7.1f} s  {n / local_s:7.1f} events/s")
+    print(f"median through Kafka: {kafka_s:7.1f} s  {n / kafka_s:7.1f} events/s")
     print(f"Kafka path throughput / in-process throughput: {local_s / kafka_s:.3f}")
     lat = sorted(latencies)
     print(f"POST /predict (1 event, sequential, {len(lat)} requests): p50 {1000 * statistics.median(lat):.1f} ms, "
