@@ -91,6 +91,13 @@ def parse_event(
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise EventError("not_json", str(err)) from None
+    return event_from_document(doc, expected_shape, tree)
+
+
+def event_from_document(
+    doc: object, expected_shape: Sequence[int] | None = None, tree: LabelTree | None = None
+) -> Event:
+    """Validate an already decoded JSON value (the HTTP API decodes the body itself)."""
     if not isinstance(doc, dict):
         raise EventError("not_object", "the value must be a JSON object")
     if "id" not in doc:

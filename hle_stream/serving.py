@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from hle_stream.events import EventError, parse_event, prediction_path
+from hle_stream.events import EventError, event_from_document, prediction_path
 from hle_stream.learner import HierarchicalLearner
 
 # A loop that has not ticked for this long is stuck: a poll waits at most 0.5 s and a batch of
@@ -50,7 +50,7 @@ def build_app(model: ServedModel) -> Starlette:
             return JSONResponse({"error": "not_json", "detail": str(err)}, status_code=400)
         documents = documents if isinstance(documents, list) else [documents]
         try:
-            events = [parse_event(json.dumps(d).encode(), learner.input_shape) for d in documents]
+            events = [event_from_document(d, learner.input_shape) for d in documents]
         except EventError as err:
             return JSONResponse({"error": err.reason, "detail": str(err)}, status_code=400)
         if not events:
