@@ -15,7 +15,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import torch
-from river import metrics, utils
+from river import metrics, stats, utils
 
 from hle_stream.hierarchy import LabelTree
 
@@ -110,31 +110,69 @@ class AnytimeEvaluator:
         return float(np.mean(drops)) if drops else float("nan")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One labelled sample scored at one level: ``truth``/``guess`` are class indices (-1: the
+    class is new, -2: the model has no head at that level yet)."""
+
+    sample: int
+    level: int
+    truth: int
+    guess: int
+
+    @property
+    def correct(self) -> bool:
+        return self.truth == self.guess
+
+
 class PrequentialAccuracy:
     """Test-then-train accuracy per level: each labelled sample is predicted before it is learned.
 
     A sample labelled ``a/b/c`` scores levels 1-3 against its ancestors; a class the model has
-    not met yet counts as a miss. Keeps a rolling window (river ``Rolling``) and the running total.
+    not met yet counts as a miss. Keeps a rolling window (river ``Rolling``), the running total,
+    the anytime average (the mean of the rolling accuracy after each sample: the area under the
+    prequential curve, A_auc's online twin) and per-class counts for the per-class report.
     """
 
     def __init__(self, window: int = 1000) -> None:
         self.window = window
         self.rolling: dict[int, utils.Rolling] = {}
         self.total: dict[int, metrics.Accuracy] = {}
+        self.anytime: dict[int, stats.Mean] = {}
+        self.per_class: dict[tuple[int, int], list[int]] = {}  # (level, class index) -> [correct, seen]
 
-    def update(self, tree: LabelTree, labels: Sequence[str], predictions: list[torch.Tensor]) -> None:
+    def update(self, tree: LabelTree, labels: Sequence[str], predictions: list[torch.Tensor]) -> list[Outcome]:
+        """Score a batch; returns each (sample, level) outcome for drift detection."""
+        guesses = [p.tolist() for p in predictions]
+        outcomes = []
         for i, label in enumerate(labels):
             for level, prefix in enumerate(_prefixes(label), start=1):
                 truth = tree.locate(prefix)[1] if prefix in tree else -1
-                guess = int(predictions[level - 1][i]) if level <= len(predictions) else -2
+                guess = guesses[level - 1][i] if level <= len(guesses) else -2
                 if level not in self.total:
                     self.rolling[level] = utils.Rolling(metrics.Accuracy, window_size=self.window)
                     self.total[level] = metrics.Accuracy()
+                    self.anytime[level] = stats.Mean()
                 self.rolling[level].update(truth, guess)
                 self.total[level].update(truth, guess)
+                self.anytime[level].update(self.rolling[level].get())
+                if truth >= 0:
+                    counts = self.per_class.setdefault((level, truth), [0, 0])
+                    counts[0] += truth == guess
+                    counts[1] += 1
+                outcomes.append(Outcome(i, level, truth, guess))
+        return outcomes
 
     def rolling_accuracy(self) -> dict[int, float]:
         return {level: m.get() for level, m in sorted(self.rolling.items())}
 
     def running_accuracy(self) -> dict[int, float]:
         return {level: m.get() for level, m in sorted(self.total.items())}
+
+    def anytime_accuracy(self) -> dict[int, float]:
+        return {level: m.get() for level, m in sorted(self.anytime.items())}
+
+    def class_accuracy(self, level: int, index: int) -> tuple[int, int]:
+        """(correct, seen) prequential counts of one class; (0, 0) before it was seen."""
+        correct, seen = self.per_class.get((level, index), (0, 0))
+        return correct, seen

@@ -58,3 +58,31 @@ def test_prequential_accuracy_scores_every_level_of_the_path_and_misses_unknown_
     metric.update(tree, ["a/x", "a/x"], [torch.tensor([0, 0]), torch.tensor([0, 0])])
     assert metric.rolling_accuracy()[2] == pytest.approx(1.0)
     assert metric.running_accuracy()[2] == pytest.approx(0.75)
+
+
+def test_prequential_accuracy_reports_outcomes_the_anytime_average_and_per_class_counts():
+    tree = LabelTree()
+    tree.add("a/x")
+    tree.add("b/y")
+    metric = PrequentialAccuracy(window=10)
+    outcomes = metric.update(tree, ["a/x", "b/y"], [torch.tensor([0, 0]), torch.tensor([0, 1])])
+    assert [(o.sample, o.level, o.correct) for o in outcomes] == [(0, 1, True), (0, 2, True), (1, 1, False), (1, 2, True)]
+    # rolling level-1 accuracy after each sample: 1.0, then 0.5 -> anytime mean 0.75
+    assert metric.anytime_accuracy()[1] == pytest.approx(0.75)
+    assert metric.class_accuracy(1, 1) == (0, 1)  # "b" seen once, missed
+    assert metric.class_accuracy(2, 0) == (1, 1)
+    assert metric.class_accuracy(3, 0) == (0, 0)
+
+
+def test_drift_monitor_fires_on_the_level_whose_error_jumps_and_not_on_a_steady_one():
+    from hle_stream.drift import DriftMonitor
+    from hle_stream.evaluation import Outcome
+
+    monitor = DriftMonitor()
+    steady = [Outcome(i, 1, 0, 0) for i in range(2000)]
+    assert monitor.update(steady) == []
+    # level 2: right for 1,000 samples, then wrong for 1,000: a drift ADWIN must flag
+    jump = [Outcome(i, 2, 0, 0) for i in range(1000)] + [Outcome(1000 + i, 2, 0, 1) for i in range(1000)]
+    fired = monitor.update(jump + [Outcome(0, 1, 0, 0)])
+    assert [o.level for o in fired] == [2]
+    assert fired[0].sample >= 1000
