@@ -106,8 +106,9 @@ def run(
     batch_size: Annotated[int, typer.Option(help="Training batch (half stream, half memory).", envvar="HLE_BATCH_SIZE", min=2)] = 16,
     confidence_threshold: Annotated[float, typer.Option(help="Predicted path stops below this probability.", envvar="HLE_CONFIDENCE_THRESHOLD")] = 0.5,
     max_batch: Annotated[int, typer.Option(help="Events per micro-batch (predicted, then learned).", envvar="HLE_MAX_BATCH", min=1)] = 64,
-    http_host: Annotated[str, typer.Option(help="Address of /predict, /healthz, /readyz.", envvar="HLE_HTTP_HOST")] = "127.0.0.1",
+    http_host: Annotated[str, typer.Option(help="Address of /predict, /healthz, /readyz, /metrics, /classes.", envvar="HLE_HTTP_HOST")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="Port of the HTTP server (0: none).", envvar="HLE_HTTP_PORT", min=0)] = 8080,
+    no_metrics: Annotated[bool, typer.Option("--no-metrics", help="No /metrics and no drift detection (to measure their cost).", envvar="HLE_NO_METRICS")] = False,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.", envvar="HLE_DEVICE")] = "auto",
     max_events: Annotated[Optional[int], typer.Option(help="Stop after consuming this many events (default: run until SIGTERM).", envvar="HLE_MAX_EVENTS")] = None,
     security_protocol: Annotated[str, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", envvar="HLE_SECURITY_PROTOCOL")] = "PLAINTEXT",
@@ -139,7 +140,7 @@ def run(
                              ssl_cafile, ssl_certfile, ssl_keyfile, session_timeout_ms, heartbeat_interval_ms)
     config = DaemonConfig(input_topic, predictions_topic, dead_letter_topic, group_id, checkpoint_dir,
                           checkpoint_every_events, checkpoint_every_seconds, max_batch=max_batch,
-                          http_host=http_host, http_port=http_port or None,
+                          http_host=http_host, http_port=http_port or None, metrics=not no_metrics,
                           confidence_threshold=confidence_threshold,
                           max_events=max_events, method=method,
                           learner=LearnerConfig(memory_size=memory_size, batch_size=batch_size, device=device))

@@ -23,11 +23,14 @@ from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.checkpoint import CheckpointStore
 from hle_stream.config import LearnerConfig, method_config
+from hle_stream.device import pick_device
+from hle_stream.drift import DriftMonitor
 from hle_stream.evaluation import PrequentialAccuracy
 from hle_stream.events import Event, EventError, parse_event, prediction_path
 from hle_stream.hierarchy import LabelPathError
 from hle_stream.learner import HierarchicalLearner
 from hle_stream.learner_state import learner_state, restore_learner
+from hle_stream.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
@@ -49,6 +52,7 @@ class DaemonConfig:
     report_every_events: int = 1000
     http_host: str = "127.0.0.1"
     http_port: int | None = 8080  # None: no HTTP server
+    metrics: bool = True  # Prometheus series on /metrics and ADWIN drift detection
     method: str = "pl-fms"
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
@@ -74,6 +78,9 @@ class Daemon:
         self.last_tick = time.monotonic()
         self.first_record_at: float | None = None  # monotonic time of the first event (throughput)
         self.confidence_threshold = config.confidence_threshold
+        self.telemetry = (Telemetry(config.learner.max_depth, config.method, pick_device(config.learner.device).type)
+                          if config.metrics else None)
+        self.drift = DriftMonitor() if config.metrics else None
 
     def request_stop(self) -> None:
         """Finish the batch in hand, checkpoint, commit, close (SIGTERM)."""
@@ -102,6 +109,10 @@ class Daemon:
                     self.first_record_at = self.last_tick
                 with self.lock:
                     self._process(records)
+                if self.telemetry is not None:
+                    self.telemetry.record_consumed(len(records))
+                    self.telemetry.record_lag(_lag(consumer, self.next_offsets))
+                    self.telemetry.refresh(self.learner, self.prequential)
                 since_checkpoint += len(records)
                 if since_checkpoint and (since_checkpoint >= cfg.checkpoint_every_events
                                          or time.monotonic() - last_checkpoint >= cfg.checkpoint_every_seconds):
@@ -142,16 +153,22 @@ class Daemon:
             self.learner = HierarchicalLearner(method_config(self.config.method, self.config.learner), shape, dtype)
             log.info("learner created for inputs of shape %s (%s), method %s", shape, dtype, self.config.method)
         x = torch.from_numpy(np.stack([e.x for e in events]))
-        self._predict_and_publish(events, x)
+        self._predict_and_publish(events, sources, x)
         self._learn(events, sources, x)
 
-    def _predict_and_publish(self, events: list[Event], x: torch.Tensor) -> None:
+    def _predict_and_publish(self, events: list[Event], sources: list, x: torch.Tensor) -> None:
         learner = self.learner
+        started = time.perf_counter()
         probs = learner.predict_proba(x) if learner.net.heads else []
+        if self.telemetry is not None:
+            self.telemetry.record_prediction("stream", len(events), time.perf_counter() - started)
         labelled = [i for i, e in enumerate(events) if e.label]
         if labelled:
-            self.prequential.update(learner.tree, [events[i].label for i in labelled],
-                                    [p[labelled].argmax(dim=1) for p in probs])
+            outcomes = self.prequential.update(learner.tree, [events[i].label for i in labelled],
+                                               [p[labelled].argmax(dim=1) for p in probs])
+            if self.drift is not None:
+                for outcome in self.drift.update(outcomes):
+                    self._drift_detected(outcome.level, sources[labelled[outcome.sample]])
         for i, event in enumerate(events):
             document = {"id": event.id, "model_version": learner.steps,
                         "path": prediction_path(learner.tree, [p[i].numpy() for p in probs], self.config.confidence_threshold)}
@@ -161,6 +178,7 @@ class Daemon:
 
     def _learn(self, events: list[Event], sources: list, x: torch.Tensor) -> None:
         labelled = [i for i, e in enumerate(events) if e.label]
+        started = time.perf_counter()
         try:
             self.learner.observe(x[labelled], [events[i].label for i in labelled])
         except LabelPathError:  # e.g. the class cap reached inside this batch: learn one by one
@@ -169,9 +187,18 @@ class Daemon:
                     self.learner.observe(x[i:i + 1], [events[i].label])
                 except LabelPathError as err:
                     self._dead_letter(sources[i], "bad_label", str(err))
+        if self.telemetry is not None and labelled:
+            self.telemetry.record_training(len(labelled), time.perf_counter() - started)
+
+    def _drift_detected(self, level: int, record) -> None:
+        log.warning("drift detected on level %d's prequential error at %s[%d]@%d", level, record.topic,
+                    record.partition, record.offset)
+        self.telemetry.record_drift(level)
 
     def _dead_letter(self, record, reason: str, detail: str) -> None:
         self.dead_letters += 1
+        if self.telemetry is not None:
+            self.telemetry.record_dead_letter(reason)
         log.warning("dead letter: %s at %s[%d]@%d: %s", reason, record.topic, record.partition, record.offset, detail)
         self.publisher.dead_letter(record.value, reason, detail, record.topic, record.partition, record.offset)
 
@@ -185,9 +212,11 @@ class Daemon:
             "topic": self.config.input_topic,
             "offsets": dict(self.next_offsets),
         })
+        seconds = time.perf_counter() - started
         commit_offsets(consumer, self.config.input_topic, self.next_offsets)
-        log.info("checkpoint %s (%.2f s) covers offsets %s; committed", path.name, time.perf_counter() - started,
-                 self.next_offsets)
+        if self.telemetry is not None:
+            self.telemetry.record_checkpoint(seconds, path.stat().st_size)
+        log.info("checkpoint %s (%.2f s) covers offsets %s; committed", path.name, seconds, self.next_offsets)
 
     def _restore(self) -> None:
         state = self.store.load_latest()
@@ -210,3 +239,20 @@ class Daemon:
             return
         log.info("consumed %d, dead letters %d, prequential accuracy per level (rolling): %s",
                  self.consumed, self.dead_letters, rolling)
+
+
+def _lag(consumer, next_offsets: dict[int, int]) -> dict[int, int]:
+    """Per assigned partition: the fetch high watermark minus the next offset to read.
+
+    kafka.md: Tansu's ``end_offsets`` is wrong, the high watermark of the last fetch is right;
+    a partition not fetched yet has none and is left out.
+    """
+    lag = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            position = next_offsets.get(tp.partition)
+            if position is None:  # fetched but nothing processed yet: the consumer knows where it is
+                position = consumer.position(tp)
+            lag[tp.partition] = max(0, highwater - position)
+    return lag

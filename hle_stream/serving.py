@@ -6,6 +6,9 @@ health and readiness probes.
   reason.
 - ``GET /healthz``: 200 while the consume loop keeps ticking (liveness).
 - ``GET /readyz``: 200 once a model exists and the loop runs (readiness).
+- ``GET /metrics``: the Prometheus series (when metrics are on).
+- ``GET /classes``: per-class detail, which Prometheus must not hold (one series per class would
+  grow without bound): prequential accuracy and replay-memory samples of every known class.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ import torch
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hle_stream.evaluation import PrequentialAccuracy
 from hle_stream.events import EventError, event_from_document, prediction_path
 from hle_stream.learner import HierarchicalLearner
+from hle_stream.telemetry import Telemetry
 
 # A loop that has not ticked for this long is stuck: a poll waits at most 0.5 s and a batch of
 # 64 events trains in well under a second on a CPU, so 30 s leaves a wide margin.
@@ -36,6 +42,8 @@ class ServedModel(Protocol):
     learner: HierarchicalLearner | None
     last_tick: float
     confidence_threshold: float
+    prequential: PrequentialAccuracy
+    telemetry: Telemetry | None
 
 
 def build_app(model: ServedModel) -> Starlette:
@@ -57,7 +65,10 @@ def build_app(model: ServedModel) -> Starlette:
             return JSONResponse({"predictions": []})
         x = torch.from_numpy(np.stack([e.x for e in events]))
         with model.lock:
+            started = time.perf_counter()
             probs = learner.predict_proba(x) if learner.net.heads else []
+            if model.telemetry is not None:
+                model.telemetry.record_prediction("http", len(events), time.perf_counter() - started)
             version, tree = learner.steps, learner.tree
             paths = [prediction_path(tree, [p[i].numpy() for p in probs], model.confidence_threshold)
                      for i in range(len(events))]
@@ -72,8 +83,38 @@ def build_app(model: ServedModel) -> Starlette:
         ready = model.learner is not None and time.monotonic() - model.last_tick < LIVENESS_WINDOW_S
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
-    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/healthz", healthz),
-                             Route("/readyz", readyz)])
+    # Plain (sync) endpoints run in Starlette's thread pool: waiting for the loop's lock there
+    # does not stall /healthz.
+    def metrics(request: Request) -> Response:
+        return Response(generate_latest(model.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def classes(request: Request) -> JSONResponse:
+        with model.lock:
+            return JSONResponse({"levels": class_report(model.learner, model.prequential)})
+
+    routes = [Route("/predict", predict, methods=["POST"]), Route("/healthz", healthz), Route("/readyz", readyz),
+              Route("/classes", classes)]
+    if model.telemetry is not None:
+        routes.append(Route("/metrics", metrics))
+    return Starlette(routes=routes)
+
+
+def class_report(learner: HierarchicalLearner | None, prequential: PrequentialAccuracy) -> list[dict]:
+    """Per level, every known class: prequential accuracy (null before it was scored), labelled
+    events seen, and replay-memory samples whose own label is that class."""
+    if learner is None:
+        return []
+    tree, memory = learner.tree, learner.memory
+    in_memory = torch.bincount(memory.bin[: memory.size], minlength=tree.total_classes).tolist()
+    report = []
+    for level in range(1, tree.depth + 1):
+        rows = []
+        for index, path in enumerate(tree.classes(level)):
+            correct, seen = prequential.class_accuracy(level, index)
+            rows.append({"path": path, "prequential_accuracy": correct / seen if seen else None, "seen": seen,
+                         "memory_samples": in_memory[tree.global_id_of(level, index)]})
+        report.append({"level": level, "classes": rows})
+    return report
 
 
 class HttpServer:
