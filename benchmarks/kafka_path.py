@@ -50,20 +50,31 @@ def in_process(events: list[dict], learner_config: LearnerConfig, method: str) -
     return time.perf_counter() - started
 
 
-def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str) -> tuple[float, list[float]]:
+def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str, metrics: bool = True,
+                  probe_requests: int = 300) -> tuple[float, list[float]]:
+    """Seconds from the daemon's first record to its stop, and ``POST /predict`` latencies.
+
+    With ``metrics``, /metrics is scraped every second while the daemon runs (a busy Prometheus).
+    """
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as checkpoints:
         settings = KafkaSettings(broker.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
         port = free_port()
         config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=len(events), method=method,
-                              learner=learner_config, max_batch=BATCH, http_port=port, report_every_events=10**9)
+                              learner=learner_config, max_batch=BATCH, http_port=port, report_every_events=10**9,
+                              metrics=metrics)
         ensure_topics(settings, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
         produce(settings, config.input_topic, iter(events))
         daemon = Daemon(settings, config, report=lambda *_: None)
         runner = threading.Thread(target=daemon.run)
         runner.start()
+        scraped = _scrape_while(runner, port) if metrics else 0
         runner.join()
         # from the first record to the loop's end, final checkpoint and close included
         elapsed = time.monotonic() - daemon.first_record_at
+        if metrics:
+            assert scraped > 0, "the benchmark meant to scrape /metrics and never did"
+        if not probe_requests:
+            return elapsed, []
         # The daemon has stopped its loop; serve a fresh one with the trained model for latency.
         from hle_stream.serving import HttpServer
 
@@ -73,7 +84,7 @@ def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str
         time.sleep(1.0)
         probe = {k: v for k, v in events[0].items() if k != "label"}
         latencies = []
-        for i in range(300):
+        for i in range(probe_requests):
             body = json.dumps({**probe, "id": f"probe-{i}"}).encode()
             tick = time.perf_counter()
             urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body), timeout=10).read()
@@ -82,18 +93,34 @@ def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str
         return elapsed, latencies
 
 
+def _scrape_while(runner: threading.Thread, port: int) -> int:
+    """GET /metrics once a second until ``runner`` ends; returns how many scrapes succeeded."""
+    scrapes = 0
+    while runner.is_alive():
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+            scrapes += 1
+        except OSError:
+            pass  # the server is not up yet, or already down
+        runner.join(1.0)
+    return scrapes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--method", default="pl-fms")
     parser.add_argument("--repeats", type=int, default=2, help="alternate in-process and Kafka runs this many times")
+    parser.add_argument("--torch-threads", type=int, default=torch.get_num_threads(),
+                        help="intra-op threads for both sides (1 leaves a core to the broker on a 2-core box)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.torch_threads)
     dataset = load_dataset("fashion-mnist")
     events = list(simulated_events(dataset, "multi-depth", 0, args.events))
     learner_config = LearnerConfig(memory_size=500, batch_size=16, device="cpu", seed=0)
     n = len(events)
-    print(f"events: {n} Fashion-MNIST multi-depth, method {args.method}, micro-batch {BATCH}")
+    print(f"events: {n} Fashion-MNIST multi-depth, method {args.method}, micro-batch {BATCH}, "
+          f"torch threads {args.torch_threads}")
     # Alternating runs, so that warm-up and a noisy neighbour do not favour one side.
     local, kafka, latencies = [], [], []
     for round_ in range(args.repeats):
