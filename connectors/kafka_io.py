@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from typing import Any, Callable
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
 
 from connectors.settings import KafkaSettings
 
@@ -46,26 +48,92 @@ def commit_offsets(consumer: KafkaConsumer, topic: str, offsets: dict[int, int])
         consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
 
 
+class DeliveryAborted(RuntimeError):
+    """Delivery was given up because the daemon is stopping; the records may not be in Kafka."""
+
+
 class Publisher:
-    """Predictions and dead letters, as JSON values."""
+    """Predictions and dead letters, as JSON values, delivered at least once.
+
+    Sends are asynchronous; ``delivery_failed`` looks at the acknowledgements that have come
+    back without waiting. ``deliver_all`` waits for every record sent since the last call and
+    re-sends the failed ones on a fresh producer, with backoff, until Kafka has them all: a broker
+    restart leaves kafka-python's idempotent producer unusable (kafka.md), and a dead letter or a
+    prediction must not be lost with it.
+    """
 
     def __init__(self, settings: KafkaSettings, predictions_topic: str, dead_letter_topic: str) -> None:
-        self.producer = KafkaProducer(**settings.client(), linger_ms=5)
+        self.settings = settings
         self.predictions_topic = predictions_topic
         self.dead_letter_topic = dead_letter_topic
+        self.producer = self._new_producer()
+        self._in_flight: list[tuple[str, bytes | None, bytes, Any]] = []  # topic, key, value, future
+        self.healthy = True
+        self.replaced_producers = 0
+
+    def _new_producer(self) -> KafkaProducer:
+        return KafkaProducer(**self.settings.client(), linger_ms=5)
+
+    def _send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        try:
+            future = self.producer.send(topic, value, key=key)
+        except KafkaError as err:  # e.g. a producer a fatal error closed: re-sent by deliver_all
+            log.warning("send to %s failed at once: %s", topic, err)
+            future = None
+        self._in_flight.append((topic, key, value, future))
 
     def prediction(self, document: dict[str, Any]) -> None:
         # keyed by event id: a repeated prediction lands in the same partition as the first
-        self.producer.send(self.predictions_topic, json.dumps(document).encode(), key=str(document["id"]).encode())
+        self._send(self.predictions_topic, json.dumps(document).encode(), key=str(document["id"]).encode())
 
     def dead_letter(self, raw: bytes, reason: str, detail: str, topic: str, partition: int, offset: int) -> None:
-        self.producer.send(self.dead_letter_topic, json.dumps({
+        self._send(self.dead_letter_topic, json.dumps({
             "reason": reason, "detail": detail, "topic": topic, "partition": partition, "offset": offset,
             "value_b64": base64.b64encode(raw or b"").decode("ascii"),
         }).encode())
 
-    def flush(self) -> None:
-        self.producer.flush()
+    def delivery_failed(self) -> bool:
+        """Without blocking: forget acknowledged records; True if any record has failed."""
+        self._in_flight = [item for item in self._in_flight if item[3] is None or not item[3].succeeded()]
+        return any(item[3] is None or item[3].failed() for item in self._in_flight)
+
+    def deliver_all(self, stopping: Callable[[], bool], flush_timeout_s: float = 30.0) -> None:
+        """Block until every record sent so far is acknowledged. Raises ``DeliveryAborted`` if
+        ``stopping()`` turns true while records are still undelivered."""
+        backoff = 0.5
+        while True:
+            try:
+                self.producer.flush(timeout=flush_timeout_s)
+            except KafkaError as err:
+                log.warning("flush failed: %s", err)
+            failed = [(t, k, v) for t, k, v, f in self._in_flight if f is None or not f.succeeded()]
+            if not failed:
+                self._in_flight.clear()
+                if not self.healthy:
+                    log.info("Kafka accepts records again")
+                self.healthy = True
+                return
+            self.healthy = False
+            if stopping():
+                raise DeliveryAborted(f"{len(failed)} records undelivered at shutdown")
+            log.warning("%d records undelivered; new producer and retry in %.1f s", len(failed), backoff)
+            time.sleep(backoff)
+            backoff = min(2 * backoff, 10.0)
+            self._replace_producer()
+            self._in_flight = []
+            for topic, key, value in failed:
+                self._send(topic, value, key)
+
+    def _replace_producer(self) -> None:
+        try:
+            self.producer.close(timeout=0)
+        except KafkaError:
+            pass
+        try:
+            self.producer = self._new_producer()
+            self.replaced_producers += 1
+        except KafkaError as err:  # no broker to bootstrap from yet: the next round tries again
+            log.warning("cannot create a producer yet: %s", err)
 
     def close(self) -> None:
-        self.producer.close()
+        self.producer.close(timeout=10)

@@ -111,6 +111,11 @@ def run(
     no_metrics: Annotated[bool, typer.Option("--no-metrics", help="No /metrics and no drift detection (to measure their cost).", envvar="HLE_NO_METRICS")] = False,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.", envvar="HLE_DEVICE")] = "auto",
     max_events: Annotated[Optional[int], typer.Option(help="Stop after consuming this many events (default: run until SIGTERM).", envvar="HLE_MAX_EVENTS")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="Feature shape, e.g. 1,28,28 (default: the first valid event's).", envvar="HLE_INPUT_SHAPE")] = None,
+    input_dtype: Annotated[Optional[str], typer.Option(help="Feature dtype, float32 or uint8 (default: the first valid event's).", envvar="HLE_INPUT_DTYPE")] = None,
+    max_classes: Annotated[int, typer.Option(help="Class cap over all levels; labels past it are dead-lettered.", envvar="HLE_MAX_CLASSES", min=1)] = 10_000,
+    max_message_bytes: Annotated[int, typer.Option(help="Larger input values are dead-lettered (too_large).", envvar="HLE_MAX_MESSAGE_BYTES", min=1)] = 4 << 20,
+    trained_ids_log: Annotated[Optional[Path], typer.Option(help="Keep a file of the event ids in the model's lineage (one line per labelled event).", envvar="HLE_TRAINED_IDS_LOG")] = None,
     security_protocol: Annotated[str, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", envvar="HLE_SECURITY_PROTOCOL")] = "PLAINTEXT",
     sasl_mechanism: Annotated[Optional[str], typer.Option(help="e.g. PLAIN, SCRAM-SHA-256.", envvar="HLE_SASL_MECHANISM")] = None,
     sasl_username: Annotated[Optional[str], typer.Option(envvar="HLE_SASL_USERNAME")] = None,
@@ -142,14 +147,34 @@ def run(
                           checkpoint_every_events, checkpoint_every_seconds, max_batch=max_batch,
                           http_host=http_host, http_port=http_port or None, metrics=not no_metrics,
                           confidence_threshold=confidence_threshold,
-                          max_events=max_events, method=method,
-                          learner=LearnerConfig(memory_size=memory_size, batch_size=batch_size, device=device))
+                          max_events=max_events, method=method, max_message_bytes=max_message_bytes,
+                          input_shape=_shape(input_shape), input_dtype=_dtype(input_dtype), trained_ids_log=trained_ids_log,
+                          learner=LearnerConfig(memory_size=memory_size, batch_size=batch_size, device=device,
+                                                max_classes=max_classes))
     daemon = Daemon(settings, config)
     signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
     try:
         daemon.run()
     except KeyboardInterrupt:
         pass
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--input-shape {text!r}: comma-separated positive integers, e.g. 1,28,28") from None
+    if not shape or min(shape) < 1:
+        raise typer.BadParameter(f"--input-shape {text!r}: comma-separated positive integers, e.g. 1,28,28")
+    return shape
+
+
+def _dtype(text: str | None) -> str | None:
+    if text not in (None, "float32", "uint8"):
+        raise typer.BadParameter(f"--input-dtype {text!r}: float32 or uint8")
+    return text
 
 
 @app.command()

@@ -3,7 +3,8 @@
 Offsets are committed only after the checkpoint that covers them is on disk, and a restart
 resumes from the offsets stored in the checkpoint, so the model's lineage trains each event
 once; predictions between the last checkpoint and a crash are sent again (at-least-once
-output, ``id`` is the dedupe key).
+output, ``id`` is the dedupe key). A checkpoint is written only once every prediction and dead
+letter before it is acknowledged by Kafka, so output is never lost either.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from connectors.kafka_io import Publisher, commit_offsets, open_consumer
+from kafka.errors import KafkaError
+
+from connectors.kafka_io import DeliveryAborted, Publisher, commit_offsets, open_consumer
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.checkpoint import CheckpointStore
@@ -27,13 +30,13 @@ from hle_stream.device import pick_device
 from hle_stream.drift import DriftMonitor
 from hle_stream.evaluation import PrequentialAccuracy
 from hle_stream.events import Event, EventError, parse_event, prediction_path
-from hle_stream.hierarchy import LabelPathError
+from hle_stream.hierarchy import LabelPathError, LabelTree
 from hle_stream.learner import HierarchicalLearner
 from hle_stream.learner_state import learner_state, restore_learner
+from hle_stream.lineage import TrainedIdLog
 from hle_stream.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class DaemonConfig:
     metrics: bool = True  # Prometheus series on /metrics and ADWIN drift detection
     method: str = "pl-fms"
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    input_shape: tuple[int, ...] | None = None  # None: the first valid event sets it
+    input_dtype: str | None = None  # float32 or uint8; None: the first valid event sets it
+    trained_ids_log: Path | None = None  # record of the event ids in the model's lineage (lineage.py)
 
 
 ProgressReport = Callable[[int, int, dict[int, float]], None]  # consumed, dead letters, rolling accuracy
@@ -81,6 +87,10 @@ class Daemon:
         self.telemetry = (Telemetry(config.learner.max_depth, config.method, pick_device(config.learner.device).type)
                           if config.metrics else None)
         self.drift = DriftMonitor() if config.metrics else None
+        # checks the first events' labels against the configured depth before a learner exists
+        self._no_classes_yet = LabelTree(config.learner.max_depth, config.learner.max_classes)
+        self.lineage = TrainedIdLog(config.trained_ids_log) if config.trained_ids_log else None
+        self.kafka_ok = False  # the publisher delivers and the consumer holds its partitions (/readyz)
 
     def request_stop(self) -> None:
         """Finish the batch in hand, checkpoint, commit, close (SIGTERM)."""
@@ -101,6 +111,9 @@ class Daemon:
         since_checkpoint, last_checkpoint, next_report = 0, time.monotonic(), cfg.report_every_events
         try:
             while not self._stop and (cfg.max_events is None or self.consumed < cfg.max_events):
+                if self.publisher.delivery_failed():  # the broker went away: wait for it, not-ready
+                    self.kafka_ok = False
+                    self.publisher.deliver_all(lambda: self._stop)
                 limit = cfg.max_batch if cfg.max_events is None else min(cfg.max_batch, cfg.max_events - self.consumed)
                 batches = consumer.poll(timeout_ms=500, max_records=limit)
                 records = [r for part in batches.values() for r in part]
@@ -109,6 +122,7 @@ class Daemon:
                     self.first_record_at = self.last_tick
                 with self.lock:
                     self._process(records)
+                self.kafka_ok = self.publisher.healthy and bool(consumer.assignment())
                 if self.telemetry is not None:
                     self.telemetry.record_consumed(len(records))
                     self.telemetry.record_lag(_lag(consumer, self.next_offsets))
@@ -121,8 +135,11 @@ class Daemon:
                 if self.consumed >= next_report:
                     self._report()
                     next_report += cfg.report_every_events
+            self._checkpoint_and_commit(consumer)  # a clean stop: SIGTERM or --max-events
+        except DeliveryAborted as err:
+            log.warning("stopping without a final checkpoint (%s): the last checkpoint stands, and the events "
+                        "after it will be consumed, predicted and learned again on restart", err)
         finally:
-            self._checkpoint_and_commit(consumer)
             if self.consumed != self._last_reported:
                 self._report()
             consumer.close()
@@ -137,24 +154,48 @@ class Daemon:
             self.consumed += 1
             self.next_offsets[record.partition] = record.offset + 1
             try:
-                event = parse_event(record.value, self.learner.input_shape if self.learner else None,
-                                    self.learner.tree if self.learner else None, self.config.max_message_bytes)
+                event = parse_event(record.value, self.learner.input_shape if self.learner else self.config.input_shape,
+                                    self.learner.tree if self.learner else self._no_classes_yet,
+                                    self.config.max_message_bytes)
                 if events and event.x.shape != events[0].x.shape:
                     raise EventError("wrong_shape", f"shape {event.x.shape} differs from {events[0].x.shape} in the batch")
+                expected = self._expected_dtype(events)
+                if expected is not None and _dtype(event) != expected:
+                    raise EventError("wrong_type", f"features of dtype {_dtype(event)}; the model takes {expected}")
             except EventError as err:
                 self._dead_letter(record, err.reason, str(err))
                 continue
             events.append(event)
             sources.append(record)
+        events, sources = self._within_class_cap(events, sources)
         if not events:
             return
         if self.learner is None:
-            shape, dtype = events[0].x.shape, torch.from_numpy(events[0].x[:0]).dtype
+            shape, dtype = events[0].x.shape, _dtype(events[0])
             self.learner = HierarchicalLearner(method_config(self.config.method, self.config.learner), shape, dtype)
             log.info("learner created for inputs of shape %s (%s), method %s", shape, dtype, self.config.method)
         x = torch.from_numpy(np.stack([e.x for e in events]))
         self._predict_and_publish(events, sources, x)
         self._learn(events, sources, x)
+
+    def _within_class_cap(self, events: list[Event], sources: list) -> tuple[list[Event], list]:
+        """Dead-letter, before predicting, the labelled events whose new classes would pass the cap
+        once the earlier events of the batch are learned (each alone passed ``parse_event``)."""
+        tree = self.learner.tree if self.learner else self._no_classes_yet
+        labelled = [i for i, e in enumerate(events) if e.label]
+        rejected = {labelled[j] for j in tree.over_cap([events[i].label for i in labelled])}
+        for i in sorted(rejected):
+            self._dead_letter(sources[i], "bad_label", f"{events[i].label}: would exceed the cap of "
+                                                        f"{tree.max_classes} classes")
+        keep = [i for i in range(len(events)) if i not in rejected]
+        return [events[i] for i in keep], [sources[i] for i in keep]
+
+    def _expected_dtype(self, events: list[Event]) -> torch.dtype | None:
+        if self.learner is not None:
+            return self.learner.memory.x.dtype
+        if self.config.input_dtype is not None:
+            return getattr(torch, self.config.input_dtype)
+        return _dtype(events[0]) if events else None
 
     def _predict_and_publish(self, events: list[Event], sources: list, x: torch.Tensor) -> None:
         learner = self.learner
@@ -179,14 +220,19 @@ class Daemon:
     def _learn(self, events: list[Event], sources: list, x: torch.Tensor) -> None:
         labelled = [i for i, e in enumerate(events) if e.label]
         started = time.perf_counter()
-        try:
+        learned = labelled
+        try:  # observe() rejects a whole batch before learning any of it
             self.learner.observe(x[labelled], [events[i].label for i in labelled])
         except LabelPathError:  # e.g. the class cap reached inside this batch: learn one by one
+            learned = []
             for i in labelled:
                 try:
                     self.learner.observe(x[i:i + 1], [events[i].label])
+                    learned.append(i)
                 except LabelPathError as err:
                     self._dead_letter(sources[i], "bad_label", str(err))
+        if self.lineage is not None:
+            self.lineage.record(events[i].id for i in learned)
         if self.telemetry is not None and labelled:
             self.telemetry.record_training(len(labelled), time.perf_counter() - started)
 
@@ -204,32 +250,50 @@ class Daemon:
 
     # -- state ------------------------------------------------------------------------------
     def _checkpoint_and_commit(self, consumer) -> None:
-        self.publisher.flush()
+        """Every output acknowledged → trained ids appended → checkpoint on disk → offsets committed.
+        A crash between any two steps leaves the previous checkpoint in charge."""
+        self.publisher.deliver_all(lambda: self._stop)
         started = time.perf_counter()
         path = self.store.save({
-            "format_version": CHECKPOINT_FORMAT,
             "learner": learner_state(self.learner) if self.learner else None,
+            "prequential": self.prequential.state_dict(),
             "topic": self.config.input_topic,
             "offsets": dict(self.next_offsets),
+            "trained_ids": self.lineage.commit() if self.lineage is not None else None,
         })
         seconds = time.perf_counter() - started
-        commit_offsets(consumer, self.config.input_topic, self.next_offsets)
         if self.telemetry is not None:
             self.telemetry.record_checkpoint(seconds, path.stat().st_size)
+        try:
+            commit_offsets(consumer, self.config.input_topic, self.next_offsets)
+        except KafkaError as err:  # the checkpoint's offsets rule on restart; the next commit catches up
+            log.warning("offset commit failed after checkpoint %s: %s", path.name, err)
+            return
         log.info("checkpoint %s (%.2f s) covers offsets %s; committed", path.name, seconds, self.next_offsets)
 
     def _restore(self) -> None:
-        state = self.store.load_latest()
+        state, report = self.store.load_latest()
+        if self.telemetry is not None and report.corrupt:
+            self.telemetry.record_corrupt_checkpoints(len(report.corrupt))
+        if report.corrupt:
+            log.error("recovered from %d unusable checkpoint(s) %s: resuming from %s", len(report.corrupt),
+                      [p.name for p in report.corrupt], report.path.name if report.path else "nothing (fresh start)")
         if state is None:
             log.info("no checkpoint in %s: starting fresh", self.config.checkpoint_dir)
+            if self.lineage is not None:
+                self.lineage.truncate_to(0)
             return
-        if state.get("format_version") != CHECKPOINT_FORMAT or state.get("topic") != self.config.input_topic:
-            raise RuntimeError(f"checkpoint in {self.config.checkpoint_dir} is of another format or topic; "
-                               "point --checkpoint-dir elsewhere")
+        if state.get("topic") != self.config.input_topic:
+            raise RuntimeError(f"the checkpoint in {self.config.checkpoint_dir} is for topic {state.get('topic')!r}, "
+                               f"not {self.config.input_topic!r}; point --checkpoint-dir elsewhere")
         if state["learner"] is not None:
             self.learner = restore_learner(state["learner"], device=self.config.learner.device)
+        self.prequential = PrequentialAccuracy.from_state_dict(state["prequential"])
         self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
-        log.info("restored checkpoint: offsets %s", self.next_offsets)
+        if self.lineage is not None and state["trained_ids"] is not None:
+            dropped = self.lineage.truncate_to(state["trained_ids"])
+            log.info("trained-ids log: %d ids after the checkpoint dropped (they will be learned again)", dropped)
+        log.info("restored checkpoint %s: offsets %s", report.path.name, self.next_offsets)
 
     def _report(self) -> None:
         self._last_reported = self.consumed
@@ -256,3 +320,7 @@ def _lag(consumer, next_offsets: dict[int, int]) -> dict[int, int]:
                 position = consumer.position(tp)
             lag[tp.partition] = max(0, highwater - position)
     return lag
+
+
+def _dtype(event: Event) -> torch.dtype:
+    return torch.from_numpy(event.x[:0]).dtype

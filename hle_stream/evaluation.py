@@ -10,12 +10,13 @@ deepest head's prediction: how consistent the fine head is with the tree.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
-from river import metrics, stats, utils
+from river import metrics, utils
 
 from hle_stream.hierarchy import LabelTree
 
@@ -132,13 +133,15 @@ class PrequentialAccuracy:
     not met yet counts as a miss. Keeps a rolling window (river ``Rolling``), the running total,
     the anytime average (the mean of the rolling accuracy after each sample: the area under the
     prequential curve, A_auc's online twin) and per-class counts for the per-class report.
+    ``state_dict`` / ``load_state_dict`` carry all of it through a checkpoint as plain data.
     """
 
     def __init__(self, window: int = 1000) -> None:
         self.window = window
         self.rolling: dict[int, utils.Rolling] = {}
-        self.total: dict[int, metrics.Accuracy] = {}
-        self.anytime: dict[int, stats.Mean] = {}
+        self.recent: dict[int, deque[tuple[int, int]]] = {}  # the rolling window's (truth, guess) pairs
+        self.total: dict[int, list[int]] = {}  # level -> [correct, scored]
+        self.anytime: dict[int, list[float]] = {}  # level -> [sum of rolling accuracies, count]
         self.per_class: dict[tuple[int, int], list[int]] = {}  # (level, class index) -> [correct, seen]
 
     def update(self, tree: LabelTree, labels: Sequence[str], predictions: list[torch.Tensor]) -> list[Outcome]:
@@ -149,30 +152,61 @@ class PrequentialAccuracy:
             for level, prefix in enumerate(_prefixes(label), start=1):
                 truth = tree.locate(prefix)[1] if prefix in tree else -1
                 guess = guesses[level - 1][i] if level <= len(guesses) else -2
-                if level not in self.total:
-                    self.rolling[level] = utils.Rolling(metrics.Accuracy, window_size=self.window)
-                    self.total[level] = metrics.Accuracy()
-                    self.anytime[level] = stats.Mean()
-                self.rolling[level].update(truth, guess)
-                self.total[level].update(truth, guess)
-                self.anytime[level].update(self.rolling[level].get())
-                if truth >= 0:
-                    counts = self.per_class.setdefault((level, truth), [0, 0])
-                    counts[0] += truth == guess
-                    counts[1] += 1
+                self._score(level, truth, guess)
                 outcomes.append(Outcome(i, level, truth, guess))
         return outcomes
+
+    def _score(self, level: int, truth: int, guess: int) -> None:
+        if level not in self.total:
+            self.rolling[level] = utils.Rolling(metrics.Accuracy, window_size=self.window)
+            self.recent[level] = deque(maxlen=self.window)
+            self.total[level] = [0, 0]
+            self.anytime[level] = [0.0, 0]
+        self.rolling[level].update(truth, guess)
+        self.recent[level].append((truth, guess))
+        total = self.total[level]
+        total[0] += truth == guess
+        total[1] += 1
+        anytime = self.anytime[level]
+        anytime[0] += self.rolling[level].get()
+        anytime[1] += 1
+        if truth >= 0:
+            counts = self.per_class.setdefault((level, truth), [0, 0])
+            counts[0] += truth == guess
+            counts[1] += 1
 
     def rolling_accuracy(self) -> dict[int, float]:
         return {level: m.get() for level, m in sorted(self.rolling.items())}
 
     def running_accuracy(self) -> dict[int, float]:
-        return {level: m.get() for level, m in sorted(self.total.items())}
+        return {level: correct / scored for level, (correct, scored) in sorted(self.total.items())}
 
     def anytime_accuracy(self) -> dict[int, float]:
-        return {level: m.get() for level, m in sorted(self.anytime.items())}
+        return {level: total / count for level, (total, count) in sorted(self.anytime.items())}
 
     def class_accuracy(self, level: int, index: int) -> tuple[int, int]:
         """(correct, seen) prequential counts of one class; (0, 0) before it was seen."""
         correct, seen = self.per_class.get((level, index), (0, 0))
         return correct, seen
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"window": self.window,
+                "recent": {level: [list(pair) for pair in pairs] for level, pairs in self.recent.items()},
+                "total": {level: list(v) for level, v in self.total.items()},
+                "anytime": {level: list(v) for level, v in self.anytime.items()},
+                "per_class": [[level, index, *counts] for (level, index), counts in self.per_class.items()]}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "PrequentialAccuracy":
+        metric = cls(state["window"])
+        for level, pairs in state["recent"].items():
+            level = int(level)
+            metric.rolling[level] = utils.Rolling(metrics.Accuracy, window_size=metric.window)
+            metric.recent[level] = deque(maxlen=metric.window)
+            for truth, guess in pairs:  # replaying the window rebuilds river's rolling state
+                metric.rolling[level].update(truth, guess)
+                metric.recent[level].append((truth, guess))
+        metric.total = {int(level): list(v) for level, v in state["total"].items()}
+        metric.anytime = {int(level): list(v) for level, v in state["anytime"].items()}
+        metric.per_class = {(level, index): [correct, seen] for level, index, correct, seen in state["per_class"]}
+        return metric

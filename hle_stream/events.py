@@ -79,12 +79,14 @@ def _features(doc: dict[str, Any], expected_shape: Sequence[int] | None) -> np.n
 
 
 def parse_event(
-    raw: bytes, expected_shape: Sequence[int] | None = None, tree: LabelTree | None = None, max_bytes: int = 4 << 20
+    raw: bytes | None, expected_shape: Sequence[int] | None = None, tree: LabelTree | None = None, max_bytes: int = 4 << 20
 ) -> Event:
     """Decode and validate one input value; raises ``EventError``.
 
     With ``tree`` the label is checked against its depth and class cap without being added.
     """
+    if raw is None:
+        raise EventError("not_json", "no value (a tombstone)")
     if len(raw) > max_bytes:
         raise EventError("too_large", f"{len(raw)} bytes exceed the limit of {max_bytes}")
     try:

@@ -9,7 +9,7 @@ which the replay memory uses as its bin key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 SEPARATOR = "/"
 
@@ -91,6 +91,28 @@ class LabelTree:
                 "class_cap", path, f"would exceed the cap of {self.max_classes} classes"
             )
         return missing
+
+    def check_all(self, paths: Sequence[str]) -> None:
+        """Validate a batch of paths as if they were added in order, without adding them: the
+        cap counts the classes earlier paths of the batch would add."""
+        rejected = self.over_cap(paths)
+        if rejected:
+            raise LabelPathError("class_cap", paths[rejected[0]], f"would exceed the cap of {self.max_classes} classes")
+
+    def over_cap(self, paths: Sequence[str]) -> list[int]:
+        """Indices of the paths the class cap turns away when the batch is admitted in order
+        (the others fit together). Each path must be well formed (``split`` raises otherwise)."""
+        new: set[str] = set()
+        rejected = []
+        for i, path in enumerate(paths):
+            segments = self.split(path)
+            missing = {SEPARATOR.join(segments[: k + 1]) for k in range(len(segments))} - new
+            missing = {prefix for prefix in missing if prefix not in self._index}
+            if missing and len(self._global_paths) + len(new) + len(missing) > self.max_classes:
+                rejected.append(i)
+            else:
+                new |= missing
+        return rejected
 
     # -- growth -----------------------------------------------------------------------------
     def add(self, path: str) -> list[NewClass]:

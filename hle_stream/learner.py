@@ -77,8 +77,7 @@ class HierarchicalLearner:
         Every path is validated first, so a malformed label rejects the batch before any of
         it is learned (``LabelPathError``).
         """
-        for label in labels:
-            self.tree.split(label)
+        self.tree.check_all(labels)
         for i, label in enumerate(labels):
             self._register(label)
             targets, level, bin_id = self._encode(label)

@@ -5,7 +5,8 @@ health and readiness probes.
   → ``{"predictions": [{"id", "model_version", "path"}]}``; an invalid event → 400 with its
   reason.
 - ``GET /healthz``: 200 while the consume loop keeps ticking (liveness).
-- ``GET /readyz``: 200 once a model exists and the loop runs (readiness).
+- ``GET /readyz``: 200 once a model exists, the loop runs and Kafka takes the daemon's output
+  (readiness; 503 while the broker is away).
 - ``GET /metrics``: the Prometheus series (when metrics are on).
 - ``GET /classes``: per-class detail, which Prometheus must not hold (one series per class would
   grow without bound): prequential accuracy and replay-memory samples of every known class.
@@ -41,6 +42,7 @@ class ServedModel(Protocol):
     lock: threading.Lock
     learner: HierarchicalLearner | None
     last_tick: float
+    kafka_ok: bool
     confidence_threshold: float
     prequential: PrequentialAccuracy
     telemetry: Telemetry | None
@@ -80,8 +82,10 @@ def build_app(model: ServedModel) -> Starlette:
         return JSONResponse({"loop_tick_age_s": round(age, 3)}, status_code=200 if age < LIVENESS_WINDOW_S else 503)
 
     async def readyz(request: Request) -> JSONResponse:
-        ready = model.learner is not None and time.monotonic() - model.last_tick < LIVENESS_WINDOW_S
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        checks = {"model": model.learner is not None, "loop": time.monotonic() - model.last_tick < LIVENESS_WINDOW_S,
+                  "kafka": model.kafka_ok}
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
     # Plain (sync) endpoints run in Starlette's thread pool: waiting for the loop's lock there
     # does not stall /healthz.

@@ -105,6 +105,9 @@ class Telemetry:
                                             buckets=CHECKPOINT_BUCKETS, registry=registry)
         self.checkpoint_time = Gauge("hle_checkpoint_last_success_timestamp_seconds",
                                      "Unix time of the last checkpoint written.", registry=registry)
+        self.checkpoint_corruptions = Counter("hle_checkpoint_corruptions_total",
+                                              "Unusable checkpoints found at start (quarantined; an older one used).",
+                                              registry=registry)
         self.checkpoint_bytes = Gauge("hle_checkpoint_size_bytes", "Size of the last checkpoint written.",
                                       registry=registry)
         self.gpu_allocated = Gauge("hle_gpu_memory_allocated_bytes", "CUDA memory allocated by tensors.",
@@ -148,6 +151,9 @@ class Telemetry:
         self.checkpoint_seconds.observe(seconds)
         self.checkpoint_time.set(time.time())
         self.checkpoint_bytes.set(size_bytes)
+
+    def record_corrupt_checkpoints(self, count: int) -> None:
+        self.checkpoint_corruptions.inc(count)
 
     def record_lag(self, lag: dict[int, int]) -> None:
         for partition, messages in lag.items():

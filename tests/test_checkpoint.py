@@ -1,6 +1,9 @@
+import io
+
+import pytest
 import torch
 
-from hle_stream.checkpoint import CheckpointStore
+from hle_stream.checkpoint import CheckpointStore, IncompatibleCheckpointError
 
 
 def test_the_newest_checkpoint_loads_and_only_the_last_k_are_kept(tmp_path):
@@ -8,13 +11,63 @@ def test_the_newest_checkpoint_loads_and_only_the_last_k_are_kept(tmp_path):
     for i in range(4):
         store.save({"n": i, "t": torch.tensor([i])})
     assert len(list(tmp_path.glob("checkpoint-*.pt"))) == 2
-    assert store.load_latest()["n"] == 3
+    state, report = store.load_latest()
+    assert state["n"] == 3 and report.path.name == "checkpoint-000000004.pt" and report.corrupt == []
 
 
-def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+@pytest.mark.parametrize("damage", ["truncate", "flip_one_byte", "garbage"])
+def test_a_corrupt_newest_checkpoint_is_quarantined_and_the_previous_one_used(tmp_path, damage):
     store = CheckpointStore(tmp_path)
-    store.save({"n": 1})
-    newest = store.save({"n": 2})
-    newest.write_bytes(newest.read_bytes()[:20])
-    assert store.load_latest()["n"] == 1
-    assert CheckpointStore(tmp_path / "empty").load_latest() is None
+    store.save({"n": 1, "t": torch.zeros(1000)})
+    newest = store.save({"n": 2, "t": torch.ones(1000)})
+    blob = bytearray(newest.read_bytes())
+    if damage == "truncate":
+        blob = blob[: len(blob) // 2]
+    elif damage == "flip_one_byte":  # inside the tensor data: torch.load alone would not notice
+        blob[-600] ^= 0x01
+    else:
+        blob = bytearray(b"\x00" * len(blob))
+    newest.write_bytes(bytes(blob))
+
+    state, report = store.load_latest()
+    assert state["n"] == 1
+    assert [p.name for p in report.corrupt] == ["checkpoint-000000002.corrupt"]
+    assert store.save({"n": 3}).name == "checkpoint-000000002.pt"  # the corrupt one no longer counts
+    assert store.load_latest()[0]["n"] == 3
+
+
+def test_no_checkpoint_and_an_interrupted_write_leave_nothing_to_load(tmp_path):
+    (tmp_path / "checkpoint-000000001.tmp").write_bytes(b"half a write")
+    store = CheckpointStore(tmp_path)
+    assert store.load_latest()[0] is None
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_checkpoint_of_another_format_is_refused_with_a_clear_message(tmp_path):
+    store = CheckpointStore(tmp_path)
+    path = store.save({"n": 1})
+    path.write_bytes(path.read_bytes().replace(b"HLECKPT 2 ", b"HLECKPT 9 ", 1))
+    with pytest.raises(IncompatibleCheckpointError, match="format 9; this hle-stream reads format 2"):
+        store.load_latest()
+    old = io.BytesIO()
+    torch.save({"n": 0}, old)  # format 1: a bare torch.save file
+    path.write_bytes(old.getvalue())
+    with pytest.raises(IncompatibleCheckpointError, match="format 1"):
+        store.load_latest()
+
+
+def test_a_checkpoint_never_runs_code_from_the_file(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('code from a checkpoint ran')",))
+
+    import hashlib
+    import pickle
+
+    data = io.BytesIO()
+    torch.save({"n": Payload()}, data, pickle_module=pickle)
+    blob = data.getvalue()
+    (tmp_path / "checkpoint-000000001.pt").write_bytes(
+        b"HLECKPT 2 " + hashlib.sha256(blob).hexdigest().encode() + b"\n" + blob)
+    state, report = CheckpointStore(tmp_path).load_latest()  # weights_only refuses it: treated as unusable
+    assert state is None and len(report.corrupt) == 1

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from connectors.broker import LocalBroker
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
+from hle_stream.checkpoint import decode
 
 FAST_GROUP = dict(session_timeout_ms=2000, heartbeat_interval_ms=500)
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
@@ -87,7 +87,7 @@ def test_events_in_predictions_and_dead_letters_out_and_a_restart_resumes_from_t
     assert [d["offset"] for d in dead] == [240, 241, 242, 243, 244]
 
     checkpoints = sorted((tmp_path / "ckpt").glob("checkpoint-*.pt"))
-    state = torch.load(checkpoints[-1], weights_only=True)
+    state = decode(checkpoints[-1].read_bytes())
     assert state["offsets"] == {0: 245}
     reader = KafkaConsumer(**KafkaSettings(broker.bootstrap_servers).consumer(f"{topic}-g"))
     assert reader.committed(TopicPartition(topic, 0)) == 245  # committed what the checkpoint covers
@@ -101,7 +101,7 @@ def test_events_in_predictions_and_dead_letters_out_and_a_restart_resumes_from_t
     _stop(daemon)
     assert len(everything) == 300  # the restart predicted only the 60 new events
     assert [int(p["id"].split("-")[0]) for p in everything[240:]] == list(range(60))  # the new stream only
-    state = torch.load(sorted((tmp_path / "ckpt").glob("checkpoint-*.pt"))[-1], weights_only=True)
+    state = decode(sorted((tmp_path / "ckpt").glob("checkpoint-*.pt"))[-1].read_bytes())
     assert state["offsets"] == {0: 305}
     assert state["learner"]["counters"]["seen"] == 300  # every labelled event trained once in the lineage
 
@@ -130,7 +130,7 @@ def test_the_daemon_serves_predictions_health_and_readiness_over_http(broker, tm
                 return err.code, json.loads(err.read())
 
         assert call("/healthz")[0] == 200
-        assert call("/readyz") == (200, {"ready": True})
+        assert call("/readyz") == (200, {"ready": True, "model": True, "loop": True, "kafka": True})
         status, answer = call("/predict", json.dumps([{"id": "q1", "x": [0.0] * 32}, {"id": "q2", "x": [1.0] * 32}]).encode())
         assert status == 200
         assert [p["id"] for p in answer["predictions"]] == ["q1", "q2"]

@@ -86,3 +86,23 @@ def test_drift_monitor_fires_on_the_level_whose_error_jumps_and_not_on_a_steady_
     fired = monitor.update(jump + [Outcome(0, 1, 0, 0)])
     assert [o.level for o in fired] == [2]
     assert fired[0].sample >= 1000
+
+
+def test_prequential_state_round_trips_through_plain_data_and_goes_on_identically():
+    import io
+
+    tree = LabelTree()
+    tree.add("a/x")
+    tree.add("b/y")
+    metric = PrequentialAccuracy(window=3)
+    for guess in ([0, 1], [1, 1], [0, 0], [1, 0]):
+        metric.update(tree, ["a/x", "b/y"], [torch.tensor(guess), torch.tensor([0, 0])])
+    buffer = io.BytesIO()
+    torch.save(metric.state_dict(), buffer)
+    restored = PrequentialAccuracy.from_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    for m in (metric, restored):
+        m.update(tree, ["b/y", "a/x"], [torch.tensor([1, 1]), torch.tensor([1, 0])])
+    assert restored.rolling_accuracy() == metric.rolling_accuracy()
+    assert restored.running_accuracy() == metric.running_accuracy()
+    assert restored.anytime_accuracy() == metric.anytime_accuracy()
+    assert restored.per_class == metric.per_class

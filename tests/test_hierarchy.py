@@ -67,3 +67,29 @@ def test_state_round_trip_keeps_numbering():
     copy = LabelTree.from_state_dict(tree.state_dict())
     assert copy.state_dict() == tree.state_dict()
     assert copy.locate("b/x/q") == tree.locate("b/x/q")
+
+
+def test_check_all_counts_the_classes_earlier_paths_of_the_batch_would_add():
+    tree = LabelTree(max_depth=3, max_classes=4)
+    tree.add("a/x")
+    tree.check_all(["a/y", "a/y", "a/x"])  # one new class: 3 of 4
+    with pytest.raises(LabelPathError) as err:
+        tree.check_all(["b", "a/z", "c"])  # b makes 3, a/z 4, c would make 5
+    assert err.value.reason == "class_cap" and tree.total_classes == 2
+
+
+def test_a_learner_rejects_a_batch_that_would_pass_the_cap_before_learning_any_of_it(small_config):
+    import torch
+
+    from hle_stream.learner import HierarchicalLearner
+
+    learner = HierarchicalLearner(small_config.with_(max_classes=3), (4,), torch.float32)
+    with pytest.raises(LabelPathError):
+        learner.observe(torch.zeros(3, 4), ["a/x", "a/y", "b"])
+    assert learner.seen == 0 and learner.tree.total_classes == 0
+
+
+def test_over_cap_admits_a_batch_in_order_and_turns_away_only_what_does_not_fit():
+    tree = LabelTree(max_depth=3, max_classes=4)
+    tree.add("a/x")
+    assert tree.over_cap(["b", "a/y", "c", "a/x", "b"]) == [2]  # b makes 3, a/y 4, c would be 5

@@ -1,8 +1,7 @@
-import io
-
 import pytest
 import torch
 
+from hle_stream.checkpoint import decode, encode
 from hle_stream.config import method_config
 from hle_stream.learner import HierarchicalLearner
 from hle_stream.learner_state import IncompatibleStateError, learner_state, restore_learner
@@ -14,10 +13,8 @@ def _labels(n, offset=0):
 
 
 def _through_bytes(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
+    """The daemon's path: a checkpoint file's bytes (header, checksum, weights-only payload)."""
+    return decode(encode({"learner": state}))["learner"]
 
 
 @pytest.mark.parametrize("method", ["er", "pl-fms", "pl-fms-pl"])

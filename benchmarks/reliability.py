@@ -1,0 +1,333 @@
+"""Fault injection against the real daemon (``hle-stream run`` processes) and a real broker; prints
+what each fault cost. ``tests/test_reliability.py`` runs the same scenarios in CI and asserts on
+the figures; run this script for the numbers:
+
+    python benchmarks/reliability.py --events 20000 --kills 10 --malformed-per-kind 600
+
+- kills: N SIGKILLs at random moments during a stream of M labelled events (one checkpoint
+  corrupted on the way) → events lost and trained twice, from the daemon's own record of the ids
+  in its model's lineage (``--trained-ids-log``) compared with what was produced;
+- malformed: K malformed records of every kind interleaved with valid events → dead-lettered by
+  reason, crashes, valid events lost;
+- sigterm: SIGTERM while the daemon streams at full speed → seconds to exit, exit code, checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from connectors.broker import LocalBroker
+from connectors.settings import KafkaSettings
+from connectors.topics import ensure_topics
+from hle_stream.checkpoint import decode
+from hle_stream.datasets.synthetic import make_synthetic
+from connectors.producer_sim import simulated_events
+
+EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+DIM = 32  # the synthetic features
+CLASSES = 21  # the synthetic tree: 3 + 6 + 12
+FAST_GROUP = ["--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500"]
+
+
+def labelled_stream(count: int, seed: int = 0) -> list[dict]:
+    """``count`` synthetic HLE events (multi-depth, ids unique), every one labelled."""
+    per_leaf = -(-count // 12)
+    dataset = make_synthetic(train_per_leaf=per_leaf, test_per_leaf=1, seed=seed)
+    return list(simulated_events(dataset, "multi-depth", seed, count))[:count]
+
+
+@dataclass
+class DaemonRun:
+    """One stream's topics, checkpoint directory and trained-ids log, and the processes run on it."""
+
+    broker: LocalBroker
+    workdir: Path
+    topic: str
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.settings = KafkaSettings(self.broker.bootstrap_servers)
+        ensure_topics(self.settings, {self.topic: 1, self.predictions: 1, self.dead_letters: 1})
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    predictions = property(lambda self: f"{self.topic}-pred")
+    dead_letters = property(lambda self: f"{self.topic}-dlq")
+    checkpoints = property(lambda self: self.workdir / "ckpt")
+    lineage = property(lambda self: self.workdir / "trained-ids.log")
+
+    def start(self) -> None:
+        args = [EXE, "run", "--bootstrap-servers", self.broker.bootstrap_servers, "--input-topic", self.topic,
+                "--predictions-topic", self.predictions, "--dead-letter-topic", self.dead_letters,
+                "--group-id", f"{self.topic}-g", "--checkpoint-dir", str(self.checkpoints),
+                "--trained-ids-log", str(self.lineage), "--http-port", "0", "--no-metrics", *FAST_GROUP,
+                *self.extra_args]
+        log = open(self.workdir / "daemon.log", "ab")
+        self.process = subprocess.Popen(args, stderr=log, env={"OMP_NUM_THREADS": "1", **os.environ})
+
+    def trained(self) -> int:
+        return sum(1 for _ in open(self.lineage, "rb")) if self.lineage.exists() else 0
+
+    def wait_trained(self, at_least: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the daemon exited with code {self.process.returncode}; see {self.workdir}/daemon.log")
+            if (n := self.trained()) >= at_least:
+                return n
+            time.sleep(0.1)
+        raise TimeoutError(f"the daemon trained {self.trained()} of {at_least} events in {timeout} s")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def terminate(self) -> tuple[int, float]:
+        """SIGTERM; returns the exit code and the seconds it took."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(60)
+        return code, time.monotonic() - started
+
+    def produce(self, values: list[bytes | None]) -> None:
+        producer = KafkaProducer(**self.settings.client(), linger_ms=20, batch_size=262_144)
+        for value in values:
+            producer.send(self.topic, value, key=b"tombstone" if value is None else None)  # a tombstone needs a key
+        producer.flush()
+        producer.close()
+
+    def read(self, topic: str, expected: int, timeout: float = 60, quiet_s: float = 2.0) -> list[dict]:
+        """Every value of ``topic``: at least ``expected``, then until nothing new came for ``quiet_s``
+        (repeated predictions make the count open-ended; Tansu's end offsets cannot be trusted)."""
+        consumer = KafkaConsumer(**self.settings.client(), auto_offset_reset="earliest", fetch_max_wait_ms=100)
+        consumer.assign([TopicPartition(topic, 0)])
+        values, deadline, last_new = [], time.monotonic() + timeout, time.monotonic()
+        while time.monotonic() < deadline and (len(values) < expected or time.monotonic() - last_new < quiet_s):
+            for records in consumer.poll(timeout_ms=300).values():
+                values += [json.loads(r.value) for r in records]
+                last_new = time.monotonic()
+        consumer.close()
+        return values
+
+    def lineage_ids(self) -> list[str]:
+        return self.lineage.read_text().splitlines()
+
+    def last_checkpoint(self) -> dict:
+        return decode(sorted(self.checkpoints.glob("checkpoint-*.pt"))[-1].read_bytes())
+
+
+def _corrupt_newest_checkpoint(run: DaemonRun) -> bool:
+    files = sorted(run.checkpoints.glob("checkpoint-*.pt"))
+    if not files:
+        return False
+    blob = bytearray(files[-1].read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    files[-1].write_bytes(bytes(blob))
+    return True
+
+
+def kill_run(broker: LocalBroker, workdir: Path, events: int, kills: int, seed: int = 0,
+             corrupt_at: int | None = None) -> dict:
+    """SIGKILL the daemon ``kills`` times at random moments while it learns ``events`` events;
+    before restart number ``corrupt_at`` the newest checkpoint is corrupted."""
+    rng = random.Random(seed)
+    run = DaemonRun(broker, workdir, f"kills-{seed}",
+                    ["--checkpoint-every-events", "300", "--checkpoint-every-seconds", "1", "--memory-size", "128"])
+    stream = labelled_stream(events, seed)
+    run.produce([json.dumps(e).encode() for e in stream])
+    started = time.monotonic()
+    corrupted = 0
+    for kill in range(kills):
+        run.start()
+        # some progress past the last restart (a checkpoint landed), then a random moment
+        run.wait_trained(min(run.trained() + 1, events), timeout=120)
+        time.sleep(rng.uniform(0.0, 1.5))
+        run.kill()
+        if corrupt_at is not None and kill + 1 == corrupt_at:
+            corrupted += _corrupt_newest_checkpoint(run)
+    run.start()
+    run.wait_trained(events, timeout=600)
+    code, _ = run.terminate()
+    lineage = run.lineage_ids()
+    produced = [e["id"] for e in stream]
+    predictions = run.read(run.predictions, events, timeout=60)
+    log_text = (workdir / "daemon.log").read_text()
+    return {
+        "events": events, "kills": kills, "seconds": round(time.monotonic() - started, 1), "final_exit_code": code,
+        "lost": len(set(produced) - set(lineage)),
+        "trained_twice": len(lineage) - len(set(lineage)),
+        "trained_unknown": len(set(lineage) - set(produced)),
+        "model_seen": run.last_checkpoint()["learner"]["counters"]["seen"],
+        "lineage_length": len(lineage),
+        "checkpoints_corrupted": corrupted,
+        "checkpoints_recovered": log_text.count("recovered from"),
+        "predictions_missing": len(set(produced) - {p["id"] for p in predictions}),
+        "predictions_repeated": len(predictions) - len({p["id"] for p in predictions}),
+    }
+
+
+# -- malformed input -------------------------------------------------------------------------
+def _valid(i: int) -> dict:
+    return {"id": f"m{i}", "x": [0.0] * DIM}
+
+
+def malformed_kinds(max_bytes: int) -> dict[str, list]:
+    """Generators of malformed values by expected dead-letter reason (``class_cap`` is a
+    ``bad_label`` that only a full class set provokes)."""
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return {
+        "too_large": [lambda i: json.dumps({**_valid(i), "pad": "x" * max_bytes}).encode()],
+        "not_json": [lambda i: b"\xff\xfe\x00 not json", lambda i: b'{"id": "m%d", "x": [1,' % i,
+                     lambda i: b"", lambda i: None],  # None: a tombstone
+        "not_object": [lambda i: b"[1, 2, 3]", lambda i: b'"a string"', lambda i: b"42", lambda i: b"null"],
+        "missing_field": [lambda i: json.dumps({"x": [0.0] * DIM}).encode(),
+                          lambda i: json.dumps({"id": f"m{i}"}).encode()],
+        "wrong_type": [lambda i: json.dumps({"id": [i], "x": [0.0] * DIM}).encode(),
+                       lambda i: json.dumps({**_valid(i), "x": "0.0"}).encode(),
+                       lambda i: json.dumps({**_valid(i), "x": [True] * DIM}).encode(),
+                       lambda i: json.dumps({**_valid(i), "label": 7}).encode(),
+                       lambda i: json.dumps({**_valid(i), "ts": "yesterday"}).encode(),
+                       lambda i: json.dumps({"id": f"m{i}", "x_b64": b64(bytes(DIM)), "dtype": "int64",
+                                             "shape": [DIM]}).encode(),
+                       lambda i: json.dumps({"id": f"m{i}", "x_b64": b64(bytes(DIM)), "dtype": "uint8",
+                                             "shape": [DIM]}).encode()],  # uint8 features for a float model
+        "bad_encoding": [lambda i: json.dumps({"id": f"m{i}", "x_b64": "***not base64***", "dtype": "float32",
+                                               "shape": [DIM]}).encode()],
+        "wrong_shape": [lambda i: json.dumps({**_valid(i), "x": [0.0] * (DIM - 1)}).encode(),
+                        lambda i: json.dumps({"id": f"m{i}", "x_b64": b64(bytes(4 * DIM)), "dtype": "float32",
+                                              "shape": [4, DIM // 4]}).encode(),
+                        lambda i: json.dumps({"id": f"m{i}", "x_b64": b64(bytes(7)), "dtype": "float32",
+                                              "shape": [DIM]}).encode()],
+        "non_finite": [lambda i: json.dumps({**_valid(i), "x": [float("nan")] + [0.0] * (DIM - 1)}).encode(),
+                       lambda i: json.dumps({**_valid(i), "x": [float("inf")] * DIM}).encode()],
+        "bad_label": [lambda i: json.dumps({**_valid(i), "label": "n0//n0.1"}).encode(),
+                      lambda i: json.dumps({**_valid(i), "label": "/".join(["d"] * 9)}).encode(),
+                      lambda i: json.dumps({**_valid(i), "label": ""}).encode()],
+        "class_cap": [lambda i: json.dumps({**_valid(i), "label": f"new{i}"}).encode()],
+    }
+
+
+def malformed_run(broker: LocalBroker, workdir: Path, valid: int, per_kind: int, seed: int = 0) -> dict:
+    """``per_kind`` malformed records of each kind, shuffled among ``valid`` events; the class-cap
+    ones among the events after the last new class (before it they would take a valid class's slot)."""
+    rng = random.Random(seed)
+    max_bytes = 64 * 1024
+    run = DaemonRun(broker, workdir, f"malformed-{seed}",
+                    ["--input-shape", str(DIM), "--input-dtype", "float32", "--max-classes", str(CLASSES), "--max-message-bytes", str(max_bytes),
+                     "--checkpoint-every-events", "1000", "--checkpoint-every-seconds", "2", "--memory-size", "128"])
+    stream = labelled_stream(valid, seed)
+    seen, all_known_at = set(), 0
+    for position, event in enumerate(stream):
+        parts = event["label"].split("/")
+        new = {"/".join(parts[: i + 1]) for i in range(len(parts))} - seen
+        if new:
+            seen |= new
+            all_known_at = position + 1
+    assert len(seen) == CLASSES, seen
+    values: list[tuple[bytes, str | None]] = [(json.dumps(e).encode(), None) for e in stream]
+    kinds = malformed_kinds(max_bytes)
+    n = 0
+    for kind, makers in kinds.items():
+        for j in range(per_kind):
+            low = _index_after(values, all_known_at) if kind == "class_cap" else 0
+            reason = "bad_label" if kind == "class_cap" else kind
+            values.insert(rng.randint(low, len(values)), (makers[j % len(makers)](n), reason))
+            n += 1
+    run.produce([v for v, _ in values])
+    expected = {offset: reason for offset, (_, reason) in enumerate(values) if reason}
+    run.start()
+    labelled_ids = [e["id"] for e in stream]
+    run.wait_trained(len(labelled_ids), timeout=600)
+    alive_before_stop = run.process.poll() is None
+    dead = run.read(run.dead_letters, len(expected), timeout=120)
+    code, _ = run.terminate()
+    predictions = run.read(run.predictions, valid, timeout=60)
+    lineage = run.lineage_ids()
+    wrong = [d for d in dead if expected.get(d["offset"]) != d["reason"]]
+    return {
+        "valid": valid, "malformed": len(expected),
+        "malformed_by_reason": dict(collections.Counter(expected.values())),
+        "dead_lettered": len(dead),
+        "dead_lettered_by_reason": dict(collections.Counter(d["reason"] for d in dead)),
+        "wrong_reason_or_offset": len(wrong),
+        "crashes": int(not alive_before_stop) + int(code != 0),
+        "valid_not_predicted": len(set(labelled_ids) - {p["id"] for p in predictions}),
+        "valid_not_trained": len(set(labelled_ids) - set(lineage)),
+        "trained_twice": len(lineage) - len(set(lineage)),
+        "dead_letter_bytes_kept": all(base64.b64decode(d["value_b64"]) == (values[d["offset"]][0] or b"") for d in dead),
+    }
+
+
+def _index_after(values: list[tuple[bytes, str | None]], valid_count: int) -> int:
+    """The position in ``values`` just after the ``valid_count``-th valid event."""
+    seen = 0
+    for index, (_, reason) in enumerate(values):
+        if reason is None:
+            seen += 1
+            if seen == valid_count:
+                return index + 1
+    return len(values)
+
+
+def sigterm_run(broker: LocalBroker, workdir: Path, events: int) -> dict:
+    """SIGTERM while the daemon learns at full speed: exit time, code, and a checkpoint that covers
+    exactly what was learned (a restart then finishes the stream with nothing lost or repeated)."""
+    run = DaemonRun(broker, workdir, "sigterm", ["--checkpoint-every-events", "100000",
+                                                 "--checkpoint-every-seconds", "3600"])
+    stream = labelled_stream(events)
+    run.produce([json.dumps(e).encode() for e in stream])
+    run.start()
+    while run.process.poll() is None and not (workdir / "daemon.log").read_text().count("learner created"):
+        time.sleep(0.1)
+    time.sleep(2.0)  # in full flow
+    code, seconds = run.terminate()
+    checkpoint = run.last_checkpoint()
+    stopped_at = len(run.lineage_ids())
+    run.extra_args = ["--checkpoint-every-seconds", "1"]  # the rest of the stream, recorded as it goes
+    run.start()
+    run.wait_trained(events, timeout=600)
+    run.terminate()
+    lineage = run.lineage_ids()
+    return {"events": events, "exit_code": code, "seconds_to_exit": round(seconds, 2),
+            "learned_before_sigterm": stopped_at, "checkpoint_offset": checkpoint["offsets"].get(0),
+            "checkpoint_seen": checkpoint["learner"]["counters"]["seen"],
+            "lost": len({e["id"] for e in stream} - set(lineage)), "trained_twice": len(lineage) - len(set(lineage))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--malformed-per-kind", type=int, default=600)
+    parser.add_argument("--valid", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=Path("reliability-run"))
+    args = parser.parse_args()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    with LocalBroker(log_path=None) as broker:
+        for name, result in (
+            ("kills", lambda: kill_run(broker, args.workdir / "kills", args.events, args.kills, args.seed,
+                                       corrupt_at=args.kills // 2)),
+            ("malformed", lambda: malformed_run(broker, args.workdir / "malformed", args.valid,
+                                                args.malformed_per_kind, args.seed)),
+            ("sigterm", lambda: sigterm_run(broker, args.workdir / "sigterm", args.events)),
+        ):
+            print(f"{name}: {json.dumps(result())}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

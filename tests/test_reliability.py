@@ -1,0 +1,54 @@
+"""Fault injection in CI: the scenarios of benchmarks/reliability.py against real daemons
+(``hle-stream run`` processes) and the real local broker, asserted on."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from connectors.broker import LocalBroker
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import reliability  # noqa: E402  (the harness lives with its benchmark script)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    with LocalBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running
+
+
+def test_ten_sigkills_over_twenty_thousand_events_lose_nothing_and_train_nothing_twice(broker, tmp_path):
+    result = reliability.kill_run(broker, tmp_path, events=20_000, kills=10, seed=0, corrupt_at=5)
+    print(result)
+    assert result["lost"] == 0
+    assert result["trained_twice"] == 0
+    assert result["trained_unknown"] == 0
+    assert result["lineage_length"] == result["model_seen"] == 20_000  # the log and the model agree
+    assert result["checkpoints_corrupted"] == 1 and result["checkpoints_recovered"] == 1
+    assert result["predictions_missing"] == 0  # at-least-once output
+    assert result["final_exit_code"] == 0
+
+
+def test_thousands_of_malformed_records_are_all_dead_lettered_and_no_valid_event_is_lost(broker, tmp_path):
+    result = reliability.malformed_run(broker, tmp_path, valid=3000, per_kind=500, seed=0)
+    print(result)
+    assert result["malformed"] >= 5000
+    assert set(result["malformed_by_reason"]) == {"too_large", "not_json", "not_object", "missing_field", "wrong_type",
+                                                  "bad_encoding", "wrong_shape", "non_finite", "bad_label"}
+    assert result["dead_lettered"] == result["malformed"]
+    assert result["dead_lettered_by_reason"] == result["malformed_by_reason"]
+    assert result["wrong_reason_or_offset"] == 0
+    assert result["dead_letter_bytes_kept"]
+    assert result["crashes"] == 0
+    assert result["valid_not_predicted"] == 0 and result["valid_not_trained"] == 0 and result["trained_twice"] == 0
+
+
+def test_sigterm_at_full_speed_exits_cleanly_within_ten_seconds_with_a_checkpoint(broker, tmp_path):
+    result = reliability.sigterm_run(broker, tmp_path, events=20_000)
+    print(result)
+    assert result["exit_code"] == 0
+    assert result["seconds_to_exit"] < 10
+    assert 0 < result["learned_before_sigterm"] < 20_000  # stopped mid-stream
+    assert result["checkpoint_seen"] == result["learned_before_sigterm"] == result["checkpoint_offset"]
+    assert result["lost"] == 0 and result["trained_twice"] == 0
