@@ -9,7 +9,10 @@ the figures; run this script for the numbers:
   in its model's lineage (``--trained-ids-log``) compared with what was produced;
 - malformed: K malformed records of every kind interleaved with valid events → dead-lettered by
   reason, crashes, valid events lost;
-- sigterm: SIGTERM while the daemon streams at full speed → seconds to exit, exit code, checkpoint.
+- sigterm: SIGTERM while the daemon streams at full speed → seconds to exit, exit code, checkpoint;
+- outage: the broker killed mid-stream and restarted S seconds later (Tansu on its ``s3://``
+  engine over a loopback ``moto_server``, so its data survives) → readiness meanwhile, recovery
+  time, events lost or trained twice.
 """
 
 from __future__ import annotations
@@ -25,17 +28,19 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from connectors.broker import LocalBroker
+from connectors.broker import LocalBroker, free_port
+from connectors.producer_sim import simulated_events
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.checkpoint import decode
 from hle_stream.datasets.synthetic import make_synthetic
-from connectors.producer_sim import simulated_events
 
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
 DIM = 32  # the synthetic features
@@ -45,9 +50,11 @@ FAST_GROUP = ["--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500"]
 
 def labelled_stream(count: int, seed: int = 0) -> list[dict]:
     """``count`` synthetic HLE events (multi-depth, ids unique), every one labelled."""
-    per_leaf = -(-count // 12)
+    per_leaf = -(-count // 12) + 1
     dataset = make_synthetic(train_per_leaf=per_leaf, test_per_leaf=1, seed=seed)
-    return list(simulated_events(dataset, "multi-depth", seed, count))[:count]
+    stream = list(simulated_events(dataset, "multi-depth", seed))[:count]
+    assert len(stream) == count, (len(stream), count)
+    return stream
 
 
 @dataclass
@@ -308,12 +315,132 @@ def sigterm_run(broker: LocalBroker, workdir: Path, events: int) -> dict:
             "lost": len({e["id"] for e in stream} - set(lineage)), "trained_twice": len(lineage) - len(set(lineage))}
 
 
+class S3Emulator:
+    """``moto_server`` on a loopback port with the bucket Tansu's ``s3://tansu/`` engine writes to."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        self.process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=open(workdir / "moto.log", "wb"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{self.port}/tansu", method="PUT")
+                urllib.request.urlopen(request, timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"moto_server did not start; see {workdir}/moto.log") from None
+                time.sleep(0.2)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT": f"http://127.0.0.1:{self.port}", "AWS_ALLOW_HTTP": "true"}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def _ready(port: int) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200
+    except OSError:
+        return False
+
+
+def outage_run(workdir: Path, events: int, outage_s: float) -> dict:
+    """Half the stream learned, the broker killed for ``outage_s`` seconds and restarted on the
+    same port and storage, then the other half produced and learned."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    s3 = S3Emulator(workdir)
+    broker = LocalBroker(log_path=workdir / "tansu.log", storage="s3://tansu/", env=s3.env).start()
+    try:
+        port = free_port()
+        run = DaemonRun(broker, workdir, "outage", ["--checkpoint-every-seconds", "1", "--http-port", str(port)])
+        stream = labelled_stream(events)
+        half = events // 2
+        run.produce([json.dumps(e).encode() for e in stream[:half]])
+        run.start()
+        run.wait_trained(half // 2, timeout=300)
+        broker.kill()
+        went_away = time.monotonic()
+        readiness = []  # (seconds since the broker went away, /readyz said ready)
+        while time.monotonic() - went_away < outage_s:
+            readiness.append((time.monotonic() - went_away, _ready(port)))
+            time.sleep(0.25)
+        unready = [t for t, ok in readiness if not ok]
+        broker.start()
+        back = time.monotonic()
+        while not _ready(port) and time.monotonic() - back < 120:
+            time.sleep(0.1)
+        ready_again_s = time.monotonic() - back
+        run.produce([json.dumps(e).encode() for e in stream[half:]])
+        run.wait_trained(events, timeout=300)
+        learning_again_s = time.monotonic() - back
+        code, _ = run.terminate()
+        lineage = run.lineage_ids()
+        produced = [e["id"] for e in stream]
+        predictions = run.read(run.predictions, events, timeout=60)
+        log_text = (workdir / "daemon.log").read_text()
+        return {
+            "events": events, "outage_s": outage_s, "exit_code": code,
+            "unready_after_s": round(unready[0], 2) if unready else None,
+            "ready_probes_after_unready": sum(ok for t, ok in readiness if unready and t > unready[0]),
+            "probes_during_outage": len(readiness),
+            "ready_again_after_s": round(ready_again_s, 2),
+            "all_learned_after_s": round(learning_again_s, 2),
+            "lost": len(set(produced) - set(lineage)),
+            "trained_twice": len(lineage) - len(set(lineage)),
+            "predictions_missing": len(set(produced) - {p["id"] for p in predictions}),
+            "producers_replaced": log_text.count("new producer and retry"),
+        }
+    finally:
+        broker.stop()
+        s3.stop()
+
+
+def checkpoint_figures(workdir: Path, memory_size: int) -> dict:
+    """Size and write/read time of a daemon checkpoint whose replay memory is full: the default
+    learner (PL-FMS, small CNN) on the Fashion-MNIST stream, fed until the memory is full."""
+    import torch
+
+    from hle_stream.checkpoint import CheckpointStore
+    from hle_stream.config import LearnerConfig, method_config
+    from hle_stream.datasets import load_dataset
+    from hle_stream.events import parse_event
+    from hle_stream.learner import HierarchicalLearner
+    from hle_stream.learner_state import learner_state
+
+    events = [parse_event(json.dumps(e).encode()) for e in
+              simulated_events(load_dataset("fashion-mnist"), "multi-depth", 0, memory_size + 200)]
+    learner = HierarchicalLearner(method_config("pl-fms", LearnerConfig(memory_size=memory_size, device="cpu")),
+                                  events[0].x.shape, torch.uint8)
+    for start in range(0, len(events), 64):
+        chunk = events[start:start + 64]
+        learner.observe(torch.from_numpy(np.stack([e.x for e in chunk])), [e.label for e in chunk])
+    assert learner.memory.full
+    store = CheckpointStore(workdir / f"figures-{memory_size}")
+    started = time.perf_counter()
+    path = store.save({"learner": learner_state(learner), "offsets": {0: len(events)}})
+    write_s = time.perf_counter() - started
+    started = time.perf_counter()
+    store.load_latest()
+    return {"memory_samples": memory_size, "checkpoint_bytes": path.stat().st_size, "write_s": round(write_s, 3),
+            "read_s": round(time.perf_counter() - started, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--malformed-per-kind", type=int, default=600)
     parser.add_argument("--valid", type=int, default=3000)
+    parser.add_argument("--outage-events", type=int, default=4000)
+    parser.add_argument("--outage-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("reliability-run"))
     args = parser.parse_args()
@@ -325,6 +452,9 @@ def main() -> None:
             ("malformed", lambda: malformed_run(broker, args.workdir / "malformed", args.valid,
                                                 args.malformed_per_kind, args.seed)),
             ("sigterm", lambda: sigterm_run(broker, args.workdir / "sigterm", args.events)),
+            ("outage", lambda: outage_run(args.workdir / "outage", args.outage_events, args.outage_seconds)),
+            ("checkpoint_500", lambda: checkpoint_figures(args.workdir, 500)),
+            ("checkpoint_5000", lambda: checkpoint_figures(args.workdir, 5000)),
         ):
             print(f"{name}: {json.dumps(result())}", flush=True)
 

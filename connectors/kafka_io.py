@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
 import time
 from typing import Any, Callable
 
@@ -42,10 +43,25 @@ def open_consumer(settings: KafkaSettings, group_id: str, topic: str,
     return consumer
 
 
-def commit_offsets(consumer: KafkaConsumer, topic: str, offsets: dict[int, int]) -> None:
-    """Commit ``offsets`` (partition -> next offset to read) for the consumer's group."""
+def commit_offsets(consumer: KafkaConsumer, topic: str, offsets: dict[int, int], timeout_ms: int = 10_000) -> None:
+    """Commit ``offsets`` (partition -> next offset to read) for the consumer's group; raises a
+    ``KafkaError`` (a timeout included) when the group's coordinator cannot take them."""
     if offsets:
-        consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+        consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()},
+                        timeout_ms=timeout_ms)
+
+
+def broker_reachable(settings: KafkaSettings, timeout_s: float = 0.5) -> bool:
+    """Whether a TCP connection to any bootstrap server opens: the readiness probe's view of an
+    idle stream, where kafka-python's consumer just returns nothing while its broker is away."""
+    for server in settings.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout_s).close()
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 class DeliveryAborted(RuntimeError):
@@ -97,9 +113,11 @@ class Publisher:
         self._in_flight = [item for item in self._in_flight if item[3] is None or not item[3].succeeded()]
         return any(item[3] is None or item[3].failed() for item in self._in_flight)
 
-    def deliver_all(self, stopping: Callable[[], bool], flush_timeout_s: float = 30.0) -> None:
-        """Block until every record sent so far is acknowledged. Raises ``DeliveryAborted`` if
-        ``stopping()`` turns true while records are still undelivered."""
+    def deliver_all(self, stopping: Callable[[], bool], waiting: Callable[[], None] = lambda: None,
+                    flush_timeout_s: float = 5.0) -> None:
+        """Block until every record sent so far is acknowledged, calling ``waiting()`` between
+        rounds (the daemon's liveness tick). Raises ``DeliveryAborted`` if ``stopping()`` turns
+        true while records are still undelivered."""
         backoff = 0.5
         while True:
             try:
@@ -114,6 +132,7 @@ class Publisher:
                 self.healthy = True
                 return
             self.healthy = False
+            waiting()
             if stopping():
                 raise DeliveryAborted(f"{len(failed)} records undelivered at shutdown")
             log.warning("%d records undelivered; new producer and retry in %.1f s", len(failed), backoff)
@@ -128,7 +147,12 @@ class Publisher:
         try:
             self.producer.close(timeout=0)
         except KafkaError:
-            pass
+            # kafka-python 3.0.12's close() flushes first and raises on the undeliverable records
+            # before it stops its I/O thread; stop that thread, or it lives on, retrying them.
+            sender = getattr(self.producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+            self.producer._closed = True  # its __del__ would otherwise try (and raise) again
         try:
             self.producer = self._new_producer()
             self.replaced_producers += 1

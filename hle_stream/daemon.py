@@ -21,7 +21,7 @@ import torch
 
 from kafka.errors import KafkaError
 
-from connectors.kafka_io import DeliveryAborted, Publisher, commit_offsets, open_consumer
+from connectors.kafka_io import DeliveryAborted, Publisher, broker_reachable, commit_offsets, open_consumer
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.checkpoint import CheckpointStore
@@ -91,6 +91,19 @@ class Daemon:
         self._no_classes_yet = LabelTree(config.learner.max_depth, config.learner.max_classes)
         self.lineage = TrainedIdLog(config.trained_ids_log) if config.trained_ids_log else None
         self.kafka_ok = False  # the publisher delivers and the consumer holds its partitions (/readyz)
+        self._probed_at, self._reachable = float("-inf"), False
+
+    def _waiting_for_kafka(self) -> None:
+        """Called while output waits for the broker: the loop is alive, but not ready."""
+        self.last_tick = time.monotonic()
+        self.kafka_ok = False
+
+    def _broker_reachable(self) -> bool:
+        """An idle loop's readiness view of the broker, probed at most once a second."""
+        now = time.monotonic()
+        if now - self._probed_at >= 1.0:
+            self._probed_at, self._reachable = now, broker_reachable(self.settings)
+        return self._reachable
 
     def request_stop(self) -> None:
         """Finish the batch in hand, checkpoint, commit, close (SIGTERM)."""
@@ -113,7 +126,7 @@ class Daemon:
             while not self._stop and (cfg.max_events is None or self.consumed < cfg.max_events):
                 if self.publisher.delivery_failed():  # the broker went away: wait for it, not-ready
                     self.kafka_ok = False
-                    self.publisher.deliver_all(lambda: self._stop)
+                    self.publisher.deliver_all(lambda: self._stop, self._waiting_for_kafka)
                 limit = cfg.max_batch if cfg.max_events is None else min(cfg.max_batch, cfg.max_events - self.consumed)
                 batches = consumer.poll(timeout_ms=500, max_records=limit)
                 records = [r for part in batches.values() for r in part]
@@ -122,7 +135,8 @@ class Daemon:
                     self.first_record_at = self.last_tick
                 with self.lock:
                     self._process(records)
-                self.kafka_ok = self.publisher.healthy and bool(consumer.assignment())
+                self.kafka_ok = self.publisher.healthy and bool(consumer.assignment()) and (
+                    bool(records) or self._broker_reachable())
                 if self.telemetry is not None:
                     self.telemetry.record_consumed(len(records))
                     self.telemetry.record_lag(_lag(consumer, self.next_offsets))
@@ -252,7 +266,7 @@ class Daemon:
     def _checkpoint_and_commit(self, consumer) -> None:
         """Every output acknowledged → trained ids appended → checkpoint on disk → offsets committed.
         A crash between any two steps leaves the previous checkpoint in charge."""
-        self.publisher.deliver_all(lambda: self._stop)
+        self.publisher.deliver_all(lambda: self._stop, self._waiting_for_kafka)
         started = time.perf_counter()
         path = self.store.save({
             "learner": learner_state(self.learner) if self.learner else None,

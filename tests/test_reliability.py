@@ -52,3 +52,13 @@ def test_sigterm_at_full_speed_exits_cleanly_within_ten_seconds_with_a_checkpoin
     assert 0 < result["learned_before_sigterm"] < 20_000  # stopped mid-stream
     assert result["checkpoint_seen"] == result["learned_before_sigterm"] == result["checkpoint_offset"]
     assert result["lost"] == 0 and result["trained_twice"] == 0
+
+
+def test_a_broker_outage_makes_the_daemon_unready_then_it_resumes_with_nothing_lost(tmp_path):
+    result = reliability.outage_run(tmp_path, events=4000, outage_s=8.0)
+    print(result)
+    assert result["unready_after_s"] is not None and result["unready_after_s"] < 3.0
+    assert result["ready_probes_after_unready"] == 0 and result["probes_during_outage"] > 10
+    assert result["lost"] == 0 and result["trained_twice"] == 0
+    assert result["predictions_missing"] == 0
+    assert result["exit_code"] == 0
