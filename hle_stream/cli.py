@@ -135,7 +135,8 @@ def run(
 
     from connectors.settings import KafkaSettings
     from hle_stream.config import LearnerConfig
-    from hle_stream.daemon import Daemon, DaemonConfig
+    from hle_stream.checkpoint import IncompatibleCheckpointError
+    from hle_stream.daemon import CheckpointMismatchError, Daemon, DaemonConfig
 
     if method not in METHODS:
         raise typer.BadParameter(f"unknown method {method}; choose from {', '.join(METHODS)}")
@@ -157,6 +158,9 @@ def run(
         daemon.run()
     except KeyboardInterrupt:
         pass
+    except (IncompatibleCheckpointError, CheckpointMismatchError) as err:  # refused, not guessed at
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _shape(text: str | None) -> tuple[int, ...] | None:

@@ -63,6 +63,10 @@ class DaemonConfig:
     trained_ids_log: Path | None = None  # record of the event ids in the model's lineage (lineage.py)
 
 
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint directory belongs to another input topic."""
+
+
 ProgressReport = Callable[[int, int, dict[int, float]], None]  # consumed, dead letters, rolling accuracy
 
 
@@ -298,8 +302,9 @@ class Daemon:
                 self.lineage.truncate_to(0)
             return
         if state.get("topic") != self.config.input_topic:
-            raise RuntimeError(f"the checkpoint in {self.config.checkpoint_dir} is for topic {state.get('topic')!r}, "
-                               f"not {self.config.input_topic!r}; point --checkpoint-dir elsewhere")
+            raise CheckpointMismatchError(f"the checkpoint in {self.config.checkpoint_dir} is for topic "
+                                          f"{state.get('topic')!r}, not {self.config.input_topic!r}; "
+                                          "point --checkpoint-dir elsewhere")
         if state["learner"] is not None:
             self.learner = restore_learner(state["learner"], device=self.config.learner.device)
         self.prequential = PrequentialAccuracy.from_state_dict(state["prequential"])

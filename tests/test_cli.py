@@ -95,3 +95,15 @@ def test_demo_runs_broker_producer_and_daemon_end_to_end(tmp_path):
     lines = [line for line in done.stdout.splitlines() if line.startswith("events")]
     assert len(lines) >= 3 and "level 3:" in lines[-1]
     assert "demo finished" in done.stdout
+
+
+def test_run_refuses_a_checkpoint_of_another_format_with_a_clear_message_and_exit_code_2(tmp_path):
+    from hle_stream.checkpoint import CheckpointStore
+
+    path = CheckpointStore(tmp_path).save({"n": 1})
+    path.write_bytes(path.read_bytes().replace(b"HLECKPT 2 ", b"HLECKPT 9 ", 1))
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    done = subprocess.run([exe, "run", "--checkpoint-dir", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "format 9; this hle-stream reads format 2" in done.stderr and "Traceback" not in done.stderr
