@@ -169,21 +169,28 @@ def kill_run(broker: LocalBroker, workdir: Path, events: int, kills: int, seed: 
     run.start()
     run.wait_trained(events, timeout=600)
     code, _ = run.terminate()
-    lineage = run.lineage_ids()
-    produced = [e["id"] for e in stream]
-    predictions = run.read(run.predictions, events, timeout=60)
-    log_text = (workdir / "daemon.log").read_text()
     return {
         "events": events, "kills": kills, "seconds": round(time.monotonic() - started, 1), "final_exit_code": code,
+        **_accounting(run, stream),
+        "model_seen": run.last_checkpoint()["learner"]["counters"]["seen"],
+        "checkpoints_corrupted": corrupted,
+        "checkpoints_recovered": (workdir / "daemon.log").read_text().count("recovered from"),
+    }
+
+
+def _accounting(run: DaemonRun, stream: list[dict]) -> dict:
+    """What the stopped daemon's lineage and prediction topic say about the produced ``stream``:
+    each event learned once, each predicted at least once."""
+    lineage = run.lineage_ids()
+    produced = [e["id"] for e in stream]
+    predicted = [p["id"] for p in run.read(run.predictions, len(stream), timeout=60)]
+    return {
         "lost": len(set(produced) - set(lineage)),
         "trained_twice": len(lineage) - len(set(lineage)),
         "trained_unknown": len(set(lineage) - set(produced)),
-        "model_seen": run.last_checkpoint()["learner"]["counters"]["seen"],
         "lineage_length": len(lineage),
-        "checkpoints_corrupted": corrupted,
-        "checkpoints_recovered": log_text.count("recovered from"),
-        "predictions_missing": len(set(produced) - {p["id"] for p in predictions}),
-        "predictions_repeated": len(predictions) - len({p["id"] for p in predictions}),
+        "predictions_missing": len(set(produced) - set(predicted)),
+        "predictions_repeated": len(predicted) - len(set(predicted)),
     }
 
 
@@ -382,10 +389,6 @@ def outage_run(workdir: Path, events: int, outage_s: float) -> dict:
         run.wait_trained(events, timeout=300)
         learning_again_s = time.monotonic() - back
         code, _ = run.terminate()
-        lineage = run.lineage_ids()
-        produced = [e["id"] for e in stream]
-        predictions = run.read(run.predictions, events, timeout=60)
-        log_text = (workdir / "daemon.log").read_text()
         return {
             "events": events, "outage_s": outage_s, "exit_code": code,
             "unready_after_s": round(unready[0], 2) if unready else None,
@@ -393,10 +396,8 @@ def outage_run(workdir: Path, events: int, outage_s: float) -> dict:
             "probes_during_outage": len(readiness),
             "ready_again_after_s": round(ready_again_s, 2),
             "all_learned_after_s": round(learning_again_s, 2),
-            "lost": len(set(produced) - set(lineage)),
-            "trained_twice": len(lineage) - len(set(lineage)),
-            "predictions_missing": len(set(produced) - {p["id"] for p in predictions}),
-            "producers_replaced": log_text.count("new producer and retry"),
+            **_accounting(run, stream),
+            "producers_replaced": (workdir / "daemon.log").read_text().count("new producer and retry"),
         }
     finally:
         broker.stop()

@@ -85,7 +85,6 @@ class Publisher:
         self.producer = self._new_producer()
         self._in_flight: list[tuple[str, bytes | None, bytes, Any]] = []  # topic, key, value, future
         self.healthy = True
-        self.replaced_producers = 0
 
     def _new_producer(self) -> KafkaProducer:
         return KafkaProducer(**self.settings.client(), linger_ms=5)
@@ -155,7 +154,6 @@ class Publisher:
             self.producer._closed = True  # its __del__ would otherwise try (and raise) again
         try:
             self.producer = self._new_producer()
-            self.replaced_producers += 1
         except KafkaError as err:  # no broker to bootstrap from yet: the next round tries again
             log.warning("cannot create a producer yet: %s", err)
 

@@ -59,6 +59,3 @@ class TrainedIdLog:
             os.replace(tmp, self.path)
         self._length = length
         return len(lines) - length
-
-    def ids(self) -> list[str]:
-        return self.path.read_text(encoding="utf-8").splitlines()
