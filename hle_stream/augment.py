@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 
@@ -32,7 +34,7 @@ def cutmix_within_levels(
     partner = torch.arange(n, device=x.device)
     lam = torch.ones(n, device=x.device)
     mixed = x.clone()
-    beta = torch.distributions.Beta(alpha, alpha)
+    beta = _beta(alpha)
     for level in torch.unique(levels).tolist():
         group = (levels == level).nonzero().flatten()
         if group.numel() < 2:
@@ -47,3 +49,10 @@ def cutmix_within_levels(
         partner[group] = perm
         lam[group] = 1 - (y1 - y0) * (x1 - x0) / (h * w)
     return mixed, partner, lam
+
+
+@lru_cache(maxsize=4)
+def _beta(alpha: float) -> torch.distributions.Beta:
+    """Built once: constructing a distribution (argument checks, broadcasting) cost more than
+    the sampling itself on every training step."""
+    return torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)), validate_args=False)

@@ -104,6 +104,7 @@ def run(
     method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.", envvar="HLE_METHOD")] = "pl-fms",
     memory_size: Annotated[int, typer.Option(help="Replay memory capacity (samples).", envvar="HLE_MEMORY_SIZE", min=1)] = 500,
     batch_size: Annotated[int, typer.Option(help="Training batch (half stream, half memory).", envvar="HLE_BATCH_SIZE", min=2)] = 16,
+    importance_probe: Annotated[int, typer.Option(help="PL-FMS: memory samples re-scored per importance update (0: all of them, the reference rule).", envvar="HLE_IMPORTANCE_PROBE", min=0)] = 64,
     confidence_threshold: Annotated[float, typer.Option(help="Predicted path stops below this probability.", envvar="HLE_CONFIDENCE_THRESHOLD")] = 0.5,
     max_batch: Annotated[int, typer.Option(help="Events per micro-batch (predicted, then learned).", envvar="HLE_MAX_BATCH", min=1)] = 64,
     http_host: Annotated[str, typer.Option(help="Address of /predict, /healthz, /readyz, /metrics, /classes.", envvar="HLE_HTTP_HOST")] = "127.0.0.1",
@@ -151,7 +152,7 @@ def run(
                           max_events=max_events, method=method, max_message_bytes=max_message_bytes,
                           input_shape=_shape(input_shape), input_dtype=_dtype(input_dtype), trained_ids_log=trained_ids_log,
                           learner=LearnerConfig(memory_size=memory_size, batch_size=batch_size, device=device,
-                                                max_classes=max_classes))
+                                                max_classes=max_classes, importance_probe=importance_probe or None))
     daemon = Daemon(settings, config)
     signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
     try:

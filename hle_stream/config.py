@@ -12,7 +12,9 @@ class LearnerConfig:
 
     ``online_iter`` is gradient steps per stream sample, taken each time ``batch_size // 2``
     stream samples have arrived. ``fms_horizon`` is Z of flexible memory sampling; ``None``
-    means a running estimate (``hle_stream.sampling``).
+    means a running estimate (``hle_stream.sampling``). ``importance_probe`` bounds how many
+    memory slots each importance scoring re-scores; ``None`` scores the whole memory, as the
+    reference code does (``hle_stream.importance``).
     """
 
     memory_size: int = 500
@@ -26,6 +28,7 @@ class LearnerConfig:
     fms_horizon: int | None = None
     importance_period: int = 5
     importance_ema: float = 0.9
+    importance_probe: int | None = 64
     pseudo_labels: bool = False
     pseudo_threshold: float = 0.75
     pseudo_loss_weight: float = 0.0
@@ -51,6 +54,9 @@ METHODS: dict[str, dict[str, object]] = {
                adaptive_lr=False),
     # PL-FMS as released: balanced importance eviction, insert-then-train, FMS, own-level CE.
     "pl-fms": dict(),
+    # PL-FMS with the reference code's importance update: the whole memory re-scored each time
+    # (the default re-scores a bounded probe, within noise of it at a fraction of the cost).
+    "pl-fms-reference": dict(importance_probe=None),
     # + hierarchy-aware pseudo-labels: memory samples get confident predictions at the levels
     # below their label, which count in eviction and in the importance loss.
     "pl-fms-pl": dict(pseudo_labels=True),

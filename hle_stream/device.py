@@ -10,3 +10,33 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+class HostStager:
+    """Moves a stream batch to the learner's device through a reused pinned host buffer.
+
+    On CUDA the samples are stacked into page-locked memory and copied without blocking the
+    host, so decoding the next Kafka batch overlaps the copy; the buffer is reused only once
+    its previous copy has finished. Elsewhere it is a plain stack.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._buffer: torch.Tensor | None = None
+        self._copied: torch.cuda.Event | None = None
+
+    def to_device(self, samples: list[torch.Tensor]) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return torch.stack(samples).to(self.device)
+        first = samples[0]
+        wanted = (len(samples), *first.shape)
+        buffer = self._buffer
+        if buffer is None or buffer.shape[0] < len(samples) or buffer.shape[1:] != first.shape or buffer.dtype != first.dtype:
+            buffer = self._buffer = torch.empty(wanted, dtype=first.dtype, pin_memory=True)
+        elif self._copied is not None:
+            self._copied.synchronize()
+        staged = torch.stack(samples, out=buffer[: len(samples)])
+        moved = staged.to(self.device, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
+        return moved

@@ -17,7 +17,7 @@ from hle_stream.augment import cutmix_within_levels, random_crop_flip
 from hle_stream.backbones import build_backbone
 from hle_stream.config import LearnerConfig
 from hle_stream.decode import independent_probabilities, path_probabilities
-from hle_stream.device import pick_device
+from hle_stream.device import HostStager, pick_device
 from hle_stream.hierarchy import LabelTree
 from hle_stream.importance import ImportanceTracker
 from hle_stream.losses import per_sample_loss
@@ -52,16 +52,21 @@ class HierarchicalLearner:
         self.tree = LabelTree(config.max_depth, config.max_classes)
         self.tables = TreeTables(self.tree, self.device)
         self.net = HierarchicalNet(build_backbone(config.backbone, self.input_shape)).to(self.device)
+        if self.is_image:
+            # NHWC convolutions: 20-30 % faster training steps for the small CNN on CPU (measured).
+            self.net = self.net.to(memory_format=torch.channels_last)
         # fused Adam: one kernel for all parameters instead of a Python loop over them.
         self.optimizer = torch.optim.Adam(self.net.backbone.parameters(), lr=config.lr, fused=True)
         self.memory = ReplayMemory(config.memory_size, self.input_shape, input_dtype, config.max_depth, self.device)
         balanced = config.eviction == "balanced-importance"
         self.importance = (
-            ImportanceTracker(config.memory_size, self.device, config.importance_period, config.importance_ema)
+            ImportanceTracker(config.memory_size, self.device, config.importance_period, config.importance_ema,
+                              config.importance_probe)
             if balanced else None
         )
         self.adaptive_lr = AdaptiveLR(self.optimizer, config.lr) if config.adaptive_lr and balanced else None
         self.use_amp = config.amp and self.device.type == "cuda"
+        self.stager = HostStager(self.device)
         self.temp_batch_size = max(1, config.batch_size // 2)
         self.first_seen: list[int] = []  # stream count when each class (global id) appeared
         self.seen = 0  # stream samples observed (t)
@@ -115,7 +120,7 @@ class HierarchicalLearner:
                               level, bin_id, sample_id, score)
 
     def _train_on_pending(self) -> None:
-        x = torch.stack([torch.as_tensor(p[0]) for p in self._pending]).to(self.device)
+        x = self.stager.to_device([torch.as_tensor(p[0]) for p in self._pending])
         targets = torch.stack([p[1] for p in self._pending]).to(self.device)
         levels = torch.tensor([p[2] for p in self._pending], device=self.device)
         first_seen = torch.tensor([self.first_seen[p[3]] for p in self._pending])
@@ -136,16 +141,15 @@ class HierarchicalLearner:
         return torch.rand(p.shape, generator=self.generator) < p
 
     def _train_step(self, x: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor, first_seen: torch.Tensor) -> None:
-        keep = self._stream_keep_mask(first_seen).to(self.device)
-        n_memory = min(self.config.batch_size - int(keep.sum()), self.memory.size)
+        keep = self._stream_keep_mask(first_seen).nonzero().flatten().to(self.device)  # stream rows
+        n_memory = min(self.config.batch_size - keep.numel(), self.memory.size)
         slots = torch.randperm(self.memory.size, generator=self.generator)[:n_memory].to(self.device)
         mem = self.memory
         batch_x = torch.cat([x[keep], mem.x[slots]])
         if batch_x.shape[0] == 0:
             return
-        batch_targets = self._supervised(torch.cat([targets[keep], mem.targets[slots]]),
-                                         torch.cat([levels[keep], mem.level[slots]]))
         batch_levels = torch.cat([levels[keep], mem.level[slots]])
+        batch_targets = self._supervised(torch.cat([targets[keep], mem.targets[slots]]), batch_levels)
         weights = None
         if self.config.pseudo_loss_weight > 0:
             pseudo = torch.cat([torch.full_like(targets[keep], -1), mem.pseudo[slots]])
@@ -176,28 +180,30 @@ class HierarchicalLearner:
         return own
 
     def _rescore_memory(self) -> None:
-        """Score every memory sample (importance rule), refreshing pseudo-labels if enabled."""
-        mem, n = self.memory, self.memory.size
-        losses = torch.empty(n, device=self.device)
+        """Score the memory slots the importance rule asks for, refreshing their pseudo-labels
+        if enabled."""
+        mem = self.memory
+        slots = self.importance.slots_to_score(mem.size, self.generator).to(self.device)
+        losses = torch.empty(slots.numel(), device=self.device)
         self.net.eval()
         with torch.no_grad():
-            for start in range(0, n, SCORING_CHUNK):
-                end = min(start + SCORING_CHUNK, n)
+            for start in range(0, slots.numel(), SCORING_CHUNK):
+                chunk = slots[start:start + SCORING_CHUNK]
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                    logits = self.net(self._prepare(mem.x[start:end], train=False))
-                targets = self._supervised(mem.targets[start:end], mem.level[start:end])
+                    logits = self.net(self._prepare(mem.x[chunk], train=False))
+                targets = self._supervised(mem.targets[chunk], mem.level[chunk])
                 weights = None
                 if self.config.pseudo_labels:
-                    targets, weights = _merge_pseudo(targets, mem.pseudo[start:end], 1.0)
-                losses[start:end] = per_sample_loss(logits, targets, weights=weights)
+                    targets, weights = _merge_pseudo(targets, mem.pseudo[chunk], 1.0)
+                losses[start:start + chunk.numel()] = per_sample_loss(logits, targets, weights=weights)
                 if self.config.pseudo_labels:
-                    self._assign_pseudo_labels(start, end, logits)
+                    self._assign_pseudo_labels(chunk, logits)
         self.net.train()
-        delta = self.importance.update(mem, losses)
+        delta = self.importance.update(mem, slots, losses)
         if self.adaptive_lr is not None and delta is not None:
             self.adaptive_lr.report(-delta)
 
-    def _assign_pseudo_labels(self, start: int, end: int, logits: list[torch.Tensor]) -> None:
+    def _assign_pseudo_labels(self, slots: torch.Tensor, logits: list[torch.Tensor]) -> None:
         """Confident predictions below a memory sample's labelled level, among its class's
         descendants only.
 
@@ -206,9 +212,9 @@ class HierarchicalLearner:
         eviction would strip the memory down to the newest level.
         """
         mem = self.memory
-        supervised = self._supervised(mem.targets[start:end], mem.level[start:end])
-        own_level = mem.level[start:end]
-        own_class = mem.targets[start:end].gather(1, (own_level - 1)[:, None]).squeeze(1)
+        supervised = self._supervised(mem.targets[slots], mem.level[slots])
+        own_level = mem.level[slots]
+        own_class = mem.targets[slots].gather(1, (own_level - 1)[:, None]).squeeze(1)
         for h, level_logits in enumerate(logits):
             scores = level_logits.float()
             for labelled in range(1, h + 1):  # samples labelled at a coarser level than h+1
@@ -219,9 +225,9 @@ class HierarchicalLearner:
                     scores[rows] = scores[rows].masked_fill(foreign, float("-inf"))
             confidence, prediction = torch.softmax(scores, dim=1).max(dim=1)
             eligible = (own_level <= h) & (supervised[:, h] < 0) & (confidence >= self.config.pseudo_threshold)
-            mem.pseudo[start:end, h] = torch.where(eligible, prediction, -1)
+            mem.pseudo[slots, h] = torch.where(eligible, prediction, -1)
             global_ids = self.tables.global_ids(h + 1)[prediction]
-            mem.pseudo_bins[start:end, h] = torch.where(eligible, global_ids, -1)
+            mem.pseudo_bins[slots, h] = torch.where(eligible, global_ids, -1)
 
     def _prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -231,7 +237,7 @@ class HierarchicalLearner:
         images = (images - 0.5) / 0.5
         if train and self.config.augment:
             images = random_crop_flip(images, self.generator)
-        return images
+        return images.contiguous(memory_format=torch.channels_last)
 
     # -- prediction -------------------------------------------------------------------------
     @torch.no_grad()

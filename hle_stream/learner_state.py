@@ -51,7 +51,8 @@ def learner_state(learner: HierarchicalLearner) -> dict[str, Any]:
         "torch_rng": torch.get_rng_state(),
     }
     if learner.importance is not None:
-        state["importance"] = {"uses": learner.importance.uses.cpu(), "steps": learner.importance.steps_since_update}
+        tracker = learner.importance
+        state["importance"] = {"uses": tracker.uses.cpu(), "steps": tracker.steps_since_update, "probe": tracker.probe}
     if learner.adaptive_lr is not None:
         lr = learner.adaptive_lr
         state["adaptive_lr"] = {"high": lr.high, "using_low": lr.using_low, "current": list(lr._current),
@@ -73,7 +74,7 @@ def restore_learner(state: dict[str, Any], device: str | None = None) -> Hierarc
     for level, size in enumerate(state["head_sizes"], start=1):
         grow_head(learner.net, learner.optimizer, level, size)
     learner.net.load_state_dict(state["net"])
-    learner.optimizer.load_state_dict(state["optimizer"])
+    learner.optimizer.load_state_dict(_one_param_group(state["optimizer"]))
     mem = learner.memory
     mem.size = len(state["memory"]["level"])
     for name in MEMORY_FIELDS:
@@ -87,6 +88,7 @@ def restore_learner(state: dict[str, Any], device: str | None = None) -> Hierarc
     if learner.importance is not None:
         learner.importance.uses.copy_(state["importance"]["uses"])
         learner.importance.steps_since_update = state["importance"]["steps"]
+        learner.importance.probe = state["importance"].get("probe", torch.empty(0, dtype=torch.long))
     if learner.adaptive_lr is not None:
         saved, lr = state["adaptive_lr"], learner.adaptive_lr
         lr.high, lr.using_low, lr._current = saved["high"], saved["using_low"], list(saved["current"])
@@ -95,3 +97,15 @@ def restore_learner(state: dict[str, Any], device: str | None = None) -> Hierarc
     learner.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     return learner
+
+
+def _one_param_group(optimizer_state: dict[str, Any]) -> dict[str, Any]:
+    """States saved when each head had its own parameter group, merged into the one group heads
+    now join (same parameter order: backbone, then the heads by level); the learning rates of
+    all groups were always equal."""
+    groups = optimizer_state["param_groups"]
+    if len(groups) == 1:
+        return optimizer_state
+    merged = {**groups[0], "params": [index for group in groups for index in group["params"]]}
+    return {**optimizer_state, "param_groups": [merged]}
+

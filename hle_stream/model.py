@@ -42,15 +42,14 @@ def grow_head(net: HierarchicalNet, optimizer: torch.optim.Optimizer, level: int
 
     Old rows of the weight and bias are kept; each optimizer state tensor shaped like a
     parameter (Adam's ``exp_avg``/``exp_avg_sq``) is extended with zero rows, scalars such as
-    ``step`` are kept. A new head enters the optimizer as its own parameter group, taking the
-    learning rate of the first group.
+    ``step`` are kept. A new head's parameters join the optimizer's one parameter group: with
+    fused Adam each group is a kernel launch per step, and a group per head cost ~4 % of a step.
     """
     device = next(net.backbone.parameters()).device
     while len(net.heads) < level:
         head = nn.Linear(net.feature_dim, 1).to(device)
         net.heads.append(head)
-        group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
-        optimizer.add_param_group({**group, "params": list(head.parameters())})
+        optimizer.param_groups[0]["params"].extend(head.parameters())
     head = net.heads[level - 1]
     if head.out_features >= size:
         return

@@ -27,12 +27,12 @@ def test_importance_moves_used_slots_toward_minus_loss_change():
     for slot in range(3):
         memory.write(slot, torch.zeros(1), torch.tensor([0, -1]), 1, 0, slot, 0.0)
     tracker = ImportanceTracker(3, torch.device("cpu"), period=2, ema=0.9)
-    tracker.update(memory, torch.tensor([1.0, 1.0, 1.0]))  # first scoring: no old slots, no delta
+    tracker.update(memory, torch.arange(3), torch.tensor([1.0, 1.0, 1.0]))  # first scoring: no old slots, no delta
     assert torch.count_nonzero(memory.importance) == 0
     tracker.record_use(torch.tensor([0, 0]))
     tracker.record_use(torch.tensor([1]))
     assert tracker.due
-    delta = tracker.update(memory, torch.tensor([0.5, 0.7, 0.9]))  # loss fell by 0.3 on average
+    delta = tracker.update(memory, torch.arange(3), torch.tensor([0.5, 0.7, 0.9]))  # loss fell by 0.3 on average
     assert math.isclose(delta, -0.3, rel_tol=1e-6)
     # slot 0 used twice: 1 - 0.9^2 = 0.19 of the way to +0.3; slot 1 once: 0.1; slot 2 unused.
     assert torch.allclose(memory.importance, torch.tensor([0.19 * 0.3, 0.1 * 0.3, 0.0]))
@@ -44,9 +44,32 @@ def test_replaced_slots_do_not_enter_the_loss_change():
     for slot in range(2):
         memory.write(slot, torch.zeros(1), torch.tensor([0, -1]), 1, 0, slot, 0.0)
     tracker = ImportanceTracker(2, torch.device("cpu"), period=1)
-    tracker.update(memory, torch.tensor([1.0, 1.0]))
+    tracker.update(memory, torch.arange(2), torch.tensor([1.0, 1.0]))
     memory.write(1, torch.zeros(1), torch.tensor([0, -1]), 1, 0, 9, 0.0)  # fresh sample
-    assert math.isclose(tracker.update(memory, torch.tensor([2.0, 50.0])), 1.0)
+    assert math.isclose(tracker.update(memory, torch.arange(2), torch.tensor([2.0, 50.0])), 1.0)
+
+
+def test_probe_keeps_three_quarters_and_pairs_only_slots_scored_last_time():
+    memory = ReplayMemory(100, (1,), torch.float32, 2, torch.device("cpu"))
+    for slot in range(100):
+        memory.write(slot, torch.zeros(1), torch.tensor([0, -1]), 1, 0, slot, 0.0)
+    tracker = ImportanceTracker(100, torch.device("cpu"), period=1, probe_size=20)
+    generator = torch.Generator().manual_seed(0)
+    first = tracker.slots_to_score(100, generator)
+    assert first.numel() == 20 and first.unique().numel() == 20
+    assert tracker.update(memory, first, torch.ones(20)) is None  # no baseline yet
+    second = tracker.slots_to_score(100, generator)
+    carried = torch.isin(second, first)
+    assert second.unique().numel() == 20 and int(carried.sum()) == 15
+    # only the 15 carried slots have a baseline: their loss fell by 0.5, the rest is ignored
+    losses = torch.where(carried, 0.5, 100.0)
+    assert math.isclose(tracker.update(memory, second, losses), -0.5)
+    assert bool(memory.fresh[~torch.isin(torch.arange(100), second)].all())
+
+
+def test_probe_covers_a_memory_smaller_than_itself_whole():
+    tracker = ImportanceTracker(100, torch.device("cpu"), period=1, probe_size=64)
+    assert torch.equal(tracker.slots_to_score(30, torch.Generator()), torch.arange(30))
 
 
 def test_adaptive_lr_lowers_both_rates_when_the_lower_one_wins():

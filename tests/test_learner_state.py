@@ -17,16 +17,24 @@ def _through_bytes(state):
     return decode(encode({"learner": state}))["learner"]
 
 
-@pytest.mark.parametrize("method", ["er", "pl-fms", "pl-fms-pl"])
-def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stopped(small_config, method):
-    config = method_config(method, small_config.with_(memory_size=12))
+@pytest.mark.parametrize(("method", "importance_probe", "shape"), [
+    ("er", None, (6,)),
+    ("pl-fms", None, (6,)),  # the reference rule: the whole memory is scored
+    ("pl-fms", 4, (6,)),  # a bounded probe, part of it carried from one scoring to the next
+    ("pl-fms-pl", 4, (6,)),
+    ("pl-fms", 4, (1, 8, 8)),  # images: the small CNN, channels_last
+])
+def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stopped(
+    small_config, method, importance_probe, shape
+):
+    config = method_config(method, small_config.with_(memory_size=12, importance_probe=importance_probe))
     torch.manual_seed(0)
-    x, later = torch.randn(45, 6), torch.randn(30, 6)
-    original = HierarchicalLearner(config, (6,), torch.float32)
+    x, later = torch.randn(45, *shape), torch.randn(30, *shape)
+    original = HierarchicalLearner(config, shape, torch.float32)
     original.observe(x, _labels(45))  # 45 is odd: one sample waits in the half-filled batch
     restored = restore_learner(_through_bytes(learner_state(original)))
 
-    probe = torch.randn(10, 6)
+    probe = torch.randn(10, *shape)
     for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
         assert torch.equal(p, q)
     state_rng = torch.get_rng_state()
@@ -36,6 +44,9 @@ def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stop
     for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
         assert torch.equal(p, q)
     assert torch.equal(original.memory.importance, restored.memory.importance)
+    assert torch.equal(original.memory.fresh, restored.memory.fresh)
+    if original.importance is not None:
+        assert torch.equal(original.importance.probe, restored.importance.probe)
     assert restored.tree.state_dict() == original.tree.state_dict()
 
 
@@ -44,3 +55,28 @@ def test_a_state_of_another_format_is_refused(small_config):
     state["format_version"] = 999
     with pytest.raises(IncompatibleStateError, match="format 999"):
         restore_learner(state)
+
+
+def test_a_state_saved_with_a_parameter_group_per_head_still_restores_exactly(small_config):
+    torch.manual_seed(0)
+    x, later, probe = torch.randn(45, 6), torch.randn(30, 6), torch.randn(10, 6)
+    original = HierarchicalLearner(small_config, (6,), torch.float32)
+    original.observe(x, _labels(45))
+    state = learner_state(original)
+    # the layout written before heads joined the backbone's group: one group per head
+    saved = state["optimizer"]["param_groups"][0]
+    hyper = {k: v for k, v in saved.items() if k != "params"}
+    backbone = len(list(original.net.backbone.parameters()))
+    ids = saved["params"]
+    state["optimizer"]["param_groups"] = [{**hyper, "params": ids[:backbone]}] + [
+        {**hyper, "params": ids[i:i + 2]} for i in range(backbone, len(ids), 2)]
+    assert len(state["optimizer"]["param_groups"]) == 1 + len(original.net.heads)
+
+    restored = restore_learner(_through_bytes(state))
+    assert len(restored.optimizer.param_groups) == 1
+    state_rng = torch.get_rng_state()
+    original.observe(later, _labels(30, 3))
+    torch.set_rng_state(state_rng)
+    restored.observe(later, _labels(30, 3))
+    for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
+        assert torch.equal(p, q)
