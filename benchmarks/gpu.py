@@ -80,7 +80,7 @@ def run_learner(config, x: torch.Tensor, labels: list[str], device: torch.device
     synchronise(device)
     seconds = time.perf_counter() - started
     return {"events": len(x) - untimed, "seconds": seconds, "steps": learner.steps - steps_before,
-            "syncs_per_event": syncs, "heads": learner.net.head_sizes(), "learner": learner,
+            "syncs_per_event": syncs, "learner": learner,
             "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
 
 

@@ -12,6 +12,16 @@ def _labels(n, offset=0):
     return [paths[(i + offset) % len(paths)] for i in range(n)]
 
 
+def _assert_both_learn_alike(original, restored, later, probe):
+    """Both learn ``later`` from the same global RNG state and then predict ``probe`` identically."""
+    state_rng = torch.get_rng_state()
+    original.observe(later, _labels(30, 3))
+    torch.set_rng_state(state_rng)
+    restored.observe(later, _labels(30, 3))
+    for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
+        assert torch.equal(p, q)
+
+
 def _through_bytes(state):
     """The daemon's path: a checkpoint file's bytes (header, checksum, weights-only payload)."""
     return decode(encode({"learner": state}))["learner"]
@@ -37,12 +47,7 @@ def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stop
     probe = torch.randn(10, *shape)
     for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
         assert torch.equal(p, q)
-    state_rng = torch.get_rng_state()
-    original.observe(later, _labels(30, 3))
-    torch.set_rng_state(state_rng)
-    restored.observe(later, _labels(30, 3))
-    for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
-        assert torch.equal(p, q)
+    _assert_both_learn_alike(original, restored, later, probe)
     assert torch.equal(original.memory.importance, restored.memory.importance)
     assert torch.equal(original.memory.fresh, restored.memory.fresh)
     if original.importance is not None:
@@ -74,9 +79,4 @@ def test_a_state_saved_with_a_parameter_group_per_head_still_restores_exactly(sm
 
     restored = restore_learner(_through_bytes(state))
     assert len(restored.optimizer.param_groups) == 1
-    state_rng = torch.get_rng_state()
-    original.observe(later, _labels(30, 3))
-    torch.set_rng_state(state_rng)
-    restored.observe(later, _labels(30, 3))
-    for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
-        assert torch.equal(p, q)
+    _assert_both_learn_alike(original, restored, later, probe)

@@ -13,16 +13,13 @@ from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dat
 from avalanche.training import OnlineNaive
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 from avalanche.training.storage_policy import ReservoirSamplingBuffer
-from common import FlatNet, Stream, flat_logits, level_predictions, normalise, run, worker_arguments, write_result
+from common import Stream, flat_inputs, predict_flat, run, worker_arguments, write_result
 
 
 def main() -> None:
     args = worker_arguments(__doc__)
     stream = Stream(args.stream)
-    torch.manual_seed(stream.seed)
-    x, y = normalise(stream.x), torch.from_numpy(stream.nodes)
-    x_test = normalise(stream.x_test)
-    model = FlatNet(tuple(x.shape[1:]), stream.num_nodes)
+    x, y, x_test, model = flat_inputs(stream)
     chunk = stream.chunk
     strategy = OnlineNaive(
         model=model,
@@ -44,7 +41,7 @@ def main() -> None:
         strategy.train(split_online_stream([experience], experience_size=chunk, shuffle=False))
 
     def predict(position: int) -> np.ndarray:
-        return level_predictions(flat_logits(model, x_test).numpy(), stream.known(position), stream.node_level)
+        return predict_flat(model, x_test, stream, position)
 
     write_result(args.out, "Avalanche online replay", run(stream, learn, predict, per_segment=True))
 

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from common import FlatNet, Stream, flat_logits, level_predictions, normalise, replay_batches, run, worker_arguments, write_result
+from common import Stream, flat_inputs, predict_flat, replay_batches, run, worker_arguments, write_result
 
 
 def main() -> None:
     args = worker_arguments(__doc__)
     stream = Stream(args.stream)
-    torch.manual_seed(stream.seed)
-    x, y = normalise(stream.x), torch.from_numpy(stream.nodes)
-    x_test = normalise(stream.x_test)
-    model = FlatNet(tuple(x.shape[1:]), stream.num_nodes)
+    x, y, x_test, model = flat_inputs(stream)
     title = "bare PyTorch loop"
     if args.method == "channels-last":
         model = model.to(memory_format=torch.channels_last)
@@ -36,7 +33,7 @@ def main() -> None:
             optimizer.step()
 
     def predict(position: int) -> np.ndarray:
-        return level_predictions(flat_logits(model, x_test).numpy(), stream.known(position), stream.node_level)
+        return predict_flat(model, x_test, stream, position)
 
     write_result(args.out, title, run(stream, learn, predict))
 

@@ -27,7 +27,7 @@ from hle_stream.backbones import build_backbone  # noqa: E402
 
 
 class Stream:
-    """The arrays of ``stream.npz`` (see ``benchmarks/peers.py``)."""
+    """The arrays of ``stream.npz`` (written by ``benchmarks/peer_benchmark.py``)."""
 
     def __init__(self, path: Path) -> None:
         data = np.load(path, allow_pickle=False)
@@ -83,6 +83,19 @@ def replay_batches(stream: Stream, start: int, end: int, rng: np.random.Generato
     new = np.arange(start, end)
     for _ in range(new.size * stream.online_iter):
         yield np.concatenate([new, rng.integers(0, end, size=stream.batch_size - new.size)])
+
+
+def flat_inputs(stream: Stream) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, FlatNet]:
+    """For the flat-model workers, seeded: the normalised stream images, their node ids, the
+    normalised test images and a fresh ``FlatNet``."""
+    torch.manual_seed(stream.seed)
+    x = normalise(stream.x)
+    return x, torch.from_numpy(stream.nodes), normalise(stream.x_test), FlatNet(tuple(x.shape[1:]), stream.num_nodes)
+
+
+def predict_flat(model: torch.nn.Module, x_test: torch.Tensor, stream: Stream, position: int) -> np.ndarray:
+    """A flat model's per-level predictions on the test set, among the nodes known at ``position``."""
+    return level_predictions(flat_logits(model, x_test).numpy(), stream.known(position), stream.node_level)
 
 
 @torch.no_grad()
