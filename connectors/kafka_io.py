@@ -143,8 +143,15 @@ class Publisher:
                 self._send(topic, value, key)
 
     def _replace_producer(self) -> None:
+        self._close_producer(timeout_s=0)
         try:
-            self.producer.close(timeout=0)
+            self.producer = self._new_producer()
+        except KafkaError as err:  # no broker to bootstrap from yet: the next round tries again
+            log.warning("cannot create a producer yet: %s", err)
+
+    def _close_producer(self, timeout_s: float) -> None:
+        try:
+            self.producer.close(timeout=timeout_s)
         except KafkaError:
             # kafka-python 3.0.12's close() flushes first and raises on the undeliverable records
             # before it stops its I/O thread; stop that thread, or it lives on, retrying them.
@@ -152,10 +159,8 @@ class Publisher:
             if sender is not None:
                 sender.force_close()
             self.producer._closed = True  # its __del__ would otherwise try (and raise) again
-        try:
-            self.producer = self._new_producer()
-        except KafkaError as err:  # no broker to bootstrap from yet: the next round tries again
-            log.warning("cannot create a producer yet: %s", err)
 
     def close(self) -> None:
-        self.producer.close(timeout=10)
+        """Undeliverable records at shutdown are not lost: they follow the last checkpoint, whose
+        events are consumed and predicted again on restart."""
+        self._close_producer(timeout_s=10)

@@ -98,7 +98,7 @@ class Daemon:
         self._probed_at, self._reachable = float("-inf"), False
 
     def _waiting_for_kafka(self) -> None:
-        """Called while output waits for the broker: the loop is alive, but not ready."""
+        """Called while the loop waits for the broker (output or a failed poll): alive, but not ready."""
         self.last_tick = time.monotonic()
         self.kafka_ok = False
 
@@ -132,7 +132,13 @@ class Daemon:
                     self.kafka_ok = False
                     self.publisher.deliver_all(lambda: self._stop, self._waiting_for_kafka)
                 limit = cfg.max_batch if cfg.max_events is None else min(cfg.max_batch, cfg.max_events - self.consumed)
-                batches = consumer.poll(timeout_ms=500, max_records=limit)
+                try:
+                    batches = consumer.poll(timeout_ms=500, max_records=limit)
+                except KafkaError as err:  # kafka-python can raise from poll while the broker is away
+                    log.warning("poll failed (%s); retrying", err)
+                    self._waiting_for_kafka()
+                    time.sleep(0.5)
+                    continue
                 records = [r for part in batches.values() for r in part]
                 self.last_tick = time.monotonic()
                 if records and self.first_record_at is None:
