@@ -30,6 +30,7 @@ from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.config import LearnerConfig, method_config
 from hle_stream.daemon import Daemon, DaemonConfig
+from hle_stream.processing import ProcessingConfig
 from hle_stream.datasets import load_dataset
 from hle_stream.events import parse_event
 from hle_stream.learner import HierarchicalLearner
@@ -59,9 +60,9 @@ def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as checkpoints:
         settings = KafkaSettings(broker.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
         port = free_port()
-        config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=len(events), method=method,
-                              learner=learner_config, max_batch=BATCH, http_port=port, report_every_events=10**9,
-                              metrics=metrics)
+        config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=len(events), max_batch=BATCH,
+                              http_port=port, report_every_events=10**9, metrics=metrics,
+                              processing=ProcessingConfig(method=method, learner=learner_config))
         ensure_topics(settings, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
         produce(settings, config.input_topic, iter(events))
         daemon = Daemon(settings, config, report=lambda *_: None)

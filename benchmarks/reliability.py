@@ -9,6 +9,10 @@ the figures; run this script for the numbers:
   in its model's lineage (``--trained-ids-log``) compared with what was produced;
 - malformed: K malformed records of every kind interleaved with valid events → dead-lettered by
   reason, crashes, valid events lost;
+- adversarial: an attacker's records (crash-loop bytes, output too large for Kafka, poison
+  features, unclean labels, duplicate ids, an empty-featured first record) while the disk refuses
+  checkpoints, /predict is abused and a second daemon tries the same checkpoint directory →
+  dead letters by reason, crashes, stalls, valid events lost, non-finite weights;
 - sigterm: SIGTERM while the daemon streams at full speed → seconds to exit, exit code, checkpoint;
 - outage: the broker killed mid-stream and restarted S seconds later (Tansu on its ``s3://``
   engine over a loopback ``moto_server``, so its data survives) → readiness meanwhile, recovery
@@ -23,16 +27,21 @@ import collections
 import json
 import os
 import random
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from connectors.broker import LocalBroker, free_port
@@ -77,14 +86,26 @@ class DaemonRun:
     checkpoints = property(lambda self: self.workdir / "ckpt")
     lineage = property(lambda self: self.workdir / "trained-ids.log")
 
-    def start(self) -> None:
+    def start(self, file_size_limit: int | None = None) -> None:
+        """Start ``hle-stream run``; with ``file_size_limit`` every file it writes is capped at that
+        many bytes (a full disk, as far as its checkpoints are concerned: writes fail with EFBIG)
+        until ``lift_file_size_limit``. Its log then goes through a pipe, which the cap does not bind."""
         args = [EXE, "run", "--bootstrap-servers", self.broker.bootstrap_servers, "--input-topic", self.topic,
                 "--predictions-topic", self.predictions, "--dead-letter-topic", self.dead_letters,
                 "--group-id", f"{self.topic}-g", "--checkpoint-dir", str(self.checkpoints),
                 "--trained-ids-log", str(self.lineage), "--http-port", "0", "--no-metrics", *FAST_GROUP,
                 *self.extra_args]
         log = open(self.workdir / "daemon.log", "ab")
-        self.process = subprocess.Popen(args, stderr=log, env={"OMP_NUM_THREADS": "1", **os.environ})
+        env = {"OMP_NUM_THREADS": "1", **os.environ}
+        if file_size_limit is None:
+            self.process = subprocess.Popen(args, stderr=log, env=env)
+            return
+        cap = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, resource.RLIM_INFINITY))  # noqa: E731
+        self.process = subprocess.Popen(args, stderr=subprocess.PIPE, env=env, preexec_fn=cap)
+        threading.Thread(target=shutil.copyfileobj, args=(self.process.stderr, log), daemon=True).start()
+
+    def lift_file_size_limit(self) -> None:
+        resource.prlimit(self.process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
     def trained(self) -> int:
         return sum(1 for _ in open(self.lineage, "rb")) if self.lineage.exists() else 0
@@ -111,7 +132,8 @@ class DaemonRun:
         return code, time.monotonic() - started
 
     def produce(self, values: list[bytes | None]) -> None:
-        producer = KafkaProducer(**self.settings.client(), linger_ms=20, batch_size=262_144)
+        producer = KafkaProducer(**self.settings.client(), linger_ms=20, batch_size=262_144,
+                                 max_request_size=8 << 20)  # the adversarial scenario sends a 4.5 MB record
         for value in values:
             producer.send(self.topic, value, key=b"tombstone" if value is None else None)  # a tombstone needs a key
         producer.flush()
@@ -297,6 +319,161 @@ def _index_after(values: list[tuple[bytes, str | None]], valid_count: int) -> in
     return len(values)
 
 
+# -- an attacker's records, requests and disk ---------------------------------------------------
+def adversarial_records(seed: int) -> list[tuple[str, bytes | None, str]]:
+    """(category, value, expected dead-letter reason) for every attack the hardening covers."""
+    rng = random.Random(seed)
+    x = [0.5] * DIM
+    doc = lambda i, **fields: json.dumps({"id": f"adv{i}", "x": x, **fields}).encode()  # noqa: E731
+    surrogate = b'{"id": "adv-s", "x": [' + b",".join([b"0.5"] * DIM) + b'], "label": "n0/\\ud800"}'
+    return [
+        # single records that used to raise out of the parser (a crash loop on restart)
+        ("crash_loop", b"[" * 100_000 + b"]" * 100_000, "not_json"),
+        ("crash_loop", b'{"id": "adv-big", "x": [' + b"9" * 400 + b"," + b",".join([b"0"] * (DIM - 1)) + b"]}",
+         "out_of_range"),
+        ("crash_loop", json.dumps({"id": "adv-dt", "x_b64": "AAAA", "dtype": [1], "shape": [3]}).encode(), "wrong_type"),
+        ("crash_loop", b'{"id": "adv-ts", "ts": 1' + b"0" * 400 + b', "x": [' + b",".join([b"0"] * DIM) + b"]}",
+         "wrong_type"),
+        ("crash_loop", json.dumps({"id": "adv1", "x_b64": "", "dtype": "float32", "shape": []}).encode(), "wrong_shape"),
+        # output that used to exceed Kafka's limit and stall delivery for good
+        ("large_output", doc(2, x="0" * 800_000), "wrong_type"),
+        ("large_output", json.dumps({"id": "adv3", "x": x, "pad": "p" * (4 << 20)}).encode(), "too_large"),
+        ("large_output", json.dumps({"id": "i" * 1_000_000, "x": x}).encode(), "bad_id"),
+        # finite features huge enough to turn every weight to NaN
+        *[("poison", doc(10 + i, x=[rng.choice([1e30, -1e38, 3e7])] * DIM, label="n0"), "out_of_range")
+          for i in range(5)],
+        # labels that used to pass: surrogates, control and bidi characters, kilobytes long
+        ("label", surrogate, "bad_label"),
+        ("label", doc(20, label="n0/\u202eevil"), "bad_label"),
+        ("label", doc(21, label="n0/bell\x07"), "bad_label"),
+        ("label", doc(22, label="n0/" + "l" * 2000), "bad_label"),
+    ]
+
+
+def adversarial_run(broker: LocalBroker, workdir: Path, valid: int, seed: int = 0) -> dict:
+    """Every attack of ``adversarial_records`` (and an empty-featured first record, duplicate ids)
+    among ``valid`` events, fed to a daemon that starts on a full disk and under HTTP abuse; then
+    the disk is freed. Counts what was dead-lettered, crashes, stalls, valid events lost and
+    non-finite weights in the final checkpoint."""
+    rng = random.Random(seed)
+    port = free_port()
+    run = DaemonRun(broker, workdir, f"adversarial-{seed}",
+                    ["--checkpoint-every-events", "200", "--checkpoint-every-seconds", "1", "--memory-size", "128",
+                     "--http-port", str(port), "--http-timeout-seconds", "2"])
+    stream = labelled_stream(valid, seed)
+    attacks = adversarial_records(seed)
+    values: list[tuple[str, bytes | None, str | None]] = [("valid", json.dumps(e).encode(), None) for e in stream]
+    for attack in attacks:
+        values.insert(rng.randint(len(values) // 4, len(values)), attack)
+    for event in rng.sample(stream, 10):  # a producer's retries: the same id again, later
+        values.insert(rng.randint(values.index(("valid", json.dumps(event).encode(), None)) + 1, len(values)),
+                      ("duplicate", json.dumps(event).encode(), "duplicate_id"))
+    values.insert(0, ("first_record", json.dumps({"id": "adv-empty", "x": []}).encode(), "wrong_shape"))
+    run.produce([v for _, v, _ in values])
+    expected = {offset: (category, reason) for offset, (category, _, reason) in enumerate(values) if reason}
+    run.start(file_size_limit=16_384)  # checkpoints do not fit: every write fails with EFBIG
+    deadline = time.monotonic() + 300
+    while _probe(port, "/readyz").get("checkpoint") is not False:
+        if run.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon never reported a failed checkpoint; see {workdir}/daemon.log")
+        time.sleep(0.2)
+    http = http_abuse(port)
+    second = subprocess.run([EXE, "run", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", run.topic,
+                             "--checkpoint-dir", str(run.checkpoints), "--http-port", "0"],
+                            capture_output=True, text=True, timeout=120)
+    alive_on_full_disk = run.process.poll() is None
+    run.lift_file_size_limit()
+    stalls = 0
+    try:
+        run.wait_trained(valid, timeout=600)
+    except TimeoutError:
+        stalls += 1
+    ready_after_disk_freed = _wait_ready(port, 60)
+    dead = run.read(run.dead_letters, len(expected), timeout=120)
+    code, _ = run.terminate()
+    checkpoint = run.last_checkpoint()
+    lineage = run.lineage_ids()
+    got = {d["offset"]: d["reason"] for d in dead}
+    return {
+        "records_tried": len(values), "valid": valid,
+        "attacks_by_category": dict(collections.Counter(category for category, _ in expected.values())),
+        "dead_lettered_by_reason": dict(collections.Counter(d["reason"] for d in dead)),
+        "wrong_reason_or_offset": sum(got.get(offset) != reason for offset, (_, reason) in expected.items()),
+        "largest_dead_letter_bytes": max(len(json.dumps(d)) for d in dead),
+        "dead_letters_truncated": sum(d["value_truncated"] for d in dead),
+        "crashes": int(not alive_on_full_disk) + int(code != 0),
+        "stalls": stalls,
+        "valid_lost": len({e["id"] for e in stream} - set(lineage)),
+        "trained_twice": len(lineage) - len(set(lineage)),
+        "non_finite_parameters": sum(int((~torch.isfinite(t)).sum()) for t in checkpoint["learner"]["net"].values()
+                                     if t.is_floating_point()),
+        "checkpoint_failures_logged": (workdir / "daemon.log").read_text().count("checkpoint write failed"),
+        "ready_after_disk_freed": ready_after_disk_freed,
+        "second_daemon_exit_code": second.returncode,
+        "second_daemon_refused_with_message": "in use by another hle-stream" in second.stderr,
+        **http,
+    }
+
+
+def _probe(port: int, path: str) -> dict:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return json.loads(err.read())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait_ready(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _probe(port, "/readyz").get("ready"):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def http_abuse(port: int, idle_connections: int = 300) -> dict:
+    """A 50 MB body, a body that never finishes, a request head that never finishes and hundreds
+    of idle connections against the daemon's HTTP server: what each got, and /healthz meanwhile."""
+    started = time.monotonic()
+    huge = socket.create_connection(("127.0.0.1", port), timeout=30)  # announces 50 MB, answered before sending it
+    huge.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n[" % (50 << 20))
+    huge_answer = huge.recv(200).split(b"\r\n")[0].decode(errors="replace")
+    huge_s = time.monotonic() - started
+    huge.close()
+    slow_body = socket.create_connection(("127.0.0.1", port))
+    slow_body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[")
+    slow_head = socket.create_connection(("127.0.0.1", port))
+    slow_head.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+    slow_head_opened = time.monotonic()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(idle_connections)]
+    health = [_timed_probe(port) for _ in range(20)]
+    slow_body.settimeout(30)
+    slow_body_answer = slow_body.recv(200).split(b"\r\n")[0].decode(errors="replace")
+    slow_head.settimeout(30)
+    slow_head_closed = slow_head.recv(200) == b""
+    slow_head_closed_after_s = time.monotonic() - slow_head_opened
+    for sock in (slow_body, slow_head, *idle):
+        sock.close()
+    return {"http_50mb_body_answer": huge_answer, "http_50mb_body_seconds": round(huge_s, 2),
+            "http_slow_body_answer": slow_body_answer, "http_slow_head_closed": slow_head_closed,
+            "http_slow_head_closed_after_s": round(slow_head_closed_after_s, 2),
+            "http_idle_connections": idle_connections, "healthz_ok_under_abuse": sum(ok for ok, _ in health),
+            "healthz_probes": len(health), "healthz_max_ms": round(max(ms for _, ms in health), 1)}
+
+
+def _timed_probe(port: int) -> tuple[bool, float]:
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            ok = answer.status == 200
+    except OSError:
+        ok = False
+    return ok, 1000 * (time.perf_counter() - started)
+
+
 def sigterm_run(broker: LocalBroker, workdir: Path, events: int) -> dict:
     """SIGTERM while the daemon learns at full speed: exit time, code, and a checkpoint that covers
     exactly what was learned (a restart then finishes the stream with nothing lost or repeated)."""
@@ -452,6 +629,7 @@ def main() -> None:
                                        corrupt_at=args.kills // 2)),
             ("malformed", lambda: malformed_run(broker, args.workdir / "malformed", args.valid,
                                                 args.malformed_per_kind, args.seed)),
+            ("adversarial", lambda: adversarial_run(broker, args.workdir / "adversarial", args.valid, args.seed)),
             ("sigterm", lambda: sigterm_run(broker, args.workdir / "sigterm", args.events)),
             ("outage", lambda: outage_run(args.workdir / "outage", args.outage_events, args.outage_seconds)),
             ("checkpoint_500", lambda: checkpoint_figures(args.workdir, 500)),

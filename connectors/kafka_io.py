@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from connectors.settings import KafkaSettings
 
@@ -64,6 +64,25 @@ def broker_reachable(settings: KafkaSettings, timeout_s: float = 0.5) -> bool:
     return False
 
 
+DEAD_LETTER_DETAIL_CHARS = 1000
+OUTPUT_HEADROOM_BYTES = 4096  # a record's key, headers and batch framing, beyond its value
+
+
+def dead_letter_value(record: Any, reason: str, detail: str, max_bytes: int) -> bytes:
+    """The dead-letter record for ``record``, at most ``max_bytes``: the reason, the detail (cut to
+    ``DEAD_LETTER_DETAIL_CHARS``), the source coordinates and as much of the original value as
+    fits, base64-encoded, with its full length and whether it was cut."""
+    raw = record.value or b""
+    document = {"reason": reason, "detail": detail[:DEAD_LETTER_DETAIL_CHARS], "topic": record.topic,
+                "partition": record.partition, "offset": record.offset, "value_bytes": len(raw),
+                "value_truncated": False, "value_b64": ""}
+    room = max_bytes - len(json.dumps(document).encode())  # "value_truncated": true is shorter than false
+    keep = max(0, room // 4 * 3)  # base64 turns 3 bytes into 4 characters
+    document["value_truncated"] = len(raw) > keep
+    document["value_b64"] = base64.b64encode(raw[:keep]).decode("ascii")
+    return json.dumps(document).encode()
+
+
 class DeliveryAborted(RuntimeError):
     """Delivery was given up because the daemon is stopping; the records may not be in Kafka."""
 
@@ -74,43 +93,72 @@ class Publisher:
     Sends are asynchronous; ``delivery_failed`` looks at the acknowledgements that have come
     back without waiting. ``deliver_all`` waits for every record sent since the last call and
     re-sends the failed ones on a fresh producer, with backoff, until Kafka has them all: a broker
-    restart leaves kafka-python's idempotent producer unusable (kafka.md), and a dead letter or a
+    restart leaves kafka-python's idempotent producer unusable, and a dead letter or a
     prediction must not be lost with it.
+
+    Every record fits ``max_output_bytes`` by construction: ids and labels are bounded at parse
+    time, and a dead letter's copy of the original value is cut to fit (``value_truncated``; the
+    original stays in the input topic at the offset the dead letter names). A record Kafka still
+    refuses as too large (a topic whose ``max.message.bytes`` is below ours) is a permanent error
+    for that record: logged, counted through ``on_dropped``, never retried.
     """
 
-    def __init__(self, settings: KafkaSettings, predictions_topic: str, dead_letter_topic: str) -> None:
+    def __init__(self, settings: KafkaSettings, predictions_topic: str, dead_letter_topic: str,
+                 max_output_bytes: int = 1_000_000, on_dropped: Callable[[str, int, str], None] | None = None) -> None:
         self.settings = settings
         self.predictions_topic = predictions_topic
         self.dead_letter_topic = dead_letter_topic
+        self.max_output_bytes = max_output_bytes
+        self.on_dropped = on_dropped or (lambda topic, size, reason: None)
         self.producer = self._new_producer()
         self._in_flight: list[tuple[str, bytes | None, bytes, Any]] = []  # topic, key, value, future
         self.healthy = True
 
     def _new_producer(self) -> KafkaProducer:
-        return KafkaProducer(**self.settings.client(), linger_ms=5)
+        return KafkaProducer(**self.settings.client(), linger_ms=5,
+                             max_request_size=self.max_output_bytes + OUTPUT_HEADROOM_BYTES)
 
     def _send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         try:
             future = self.producer.send(topic, value, key=key)
+        except MessageSizeTooLargeError as err:
+            self._drop(topic, len(value), str(err))
+            return
         except KafkaError as err:  # e.g. a producer a fatal error closed: re-sent by deliver_all
             log.warning("send to %s failed at once: %s", topic, err)
             future = None
         self._in_flight.append((topic, key, value, future))
 
+    def _drop(self, topic: str, size: int, reason: str) -> None:
+        log.error("a record of %d bytes for %s was refused as too large (%s): dropped, not retried", size, topic,
+                  reason)
+        self.on_dropped(topic, size, reason)
+
     def prediction(self, document: dict[str, Any]) -> None:
         # keyed by event id: a repeated prediction lands in the same partition as the first
-        self._send(self.predictions_topic, json.dumps(document).encode(), key=str(document["id"]).encode())
+        self._send(self.predictions_topic, json.dumps(document, allow_nan=False).encode(),
+                   key=str(document["id"]).encode())
 
-    def dead_letter(self, raw: bytes, reason: str, detail: str, topic: str, partition: int, offset: int) -> None:
-        self._send(self.dead_letter_topic, json.dumps({
-            "reason": reason, "detail": detail, "topic": topic, "partition": partition, "offset": offset,
-            "value_b64": base64.b64encode(raw or b"").decode("ascii"),
-        }).encode())
+    def dead_letter(self, record: Any, reason: str, detail: str) -> None:
+        """``record``: the consumed record (``topic``, ``partition``, ``offset``, ``value``)."""
+        self._send(self.dead_letter_topic, dead_letter_value(record, reason, detail, self.max_output_bytes))
 
     def delivery_failed(self) -> bool:
-        """Without blocking: forget acknowledged records; True if any record has failed."""
-        self._in_flight = [item for item in self._in_flight if item[3] is None or not item[3].succeeded()]
+        """Without blocking: forget acknowledged records and drop the ones refused for good; True
+        if any other record has failed."""
+        self._forget_delivered_and_refused()
         return any(item[3] is None or item[3].failed() for item in self._in_flight)
+
+    def _forget_delivered_and_refused(self) -> None:
+        waiting = []
+        for topic, key, value, future in self._in_flight:
+            if future is not None and future.succeeded():
+                continue
+            if future is not None and future.failed() and isinstance(future.exception, MessageSizeTooLargeError):
+                self._drop(topic, len(value), str(future.exception))
+                continue
+            waiting.append((topic, key, value, future))
+        self._in_flight = waiting
 
     def deliver_all(self, stopping: Callable[[], bool], waiting: Callable[[], None] = lambda: None,
                     flush_timeout_s: float = 5.0) -> None:
@@ -123,7 +171,8 @@ class Publisher:
                 self.producer.flush(timeout=flush_timeout_s)
             except KafkaError as err:
                 log.warning("flush failed: %s", err)
-            failed = [(t, k, v) for t, k, v, f in self._in_flight if f is None or not f.succeeded()]
+            self._forget_delivered_and_refused()
+            failed = [(t, k, v) for t, k, v, f in self._in_flight]
             if not failed:
                 self._in_flight.clear()
                 if not self.healthy:

@@ -6,14 +6,21 @@ written to a temporary file, fsynced, then renamed, so a crash leaves either the
 file, never half of one. Loading checks the checksum before ``torch.load(weights_only=True)``,
 so a truncated or corrupted file is detected (and the one before it used) rather than half read,
 and a file of another format version is refused with a message, never guessed at.
+
+One writer per directory: the store holds an exclusive ``flock`` on ``.lock`` (which names the
+holder's pid) for its lifetime, so a second daemon pointed at the same directory refuses to
+start instead of interleaving its checkpoints with the first one's. The store deletes only
+files of its own naming (``checkpoint-NNNNNNNNN.pt`` and their ``.tmp``), and only under the lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +29,21 @@ import torch
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint-"
+_OWN_NAME = re.compile(rf"{PREFIX}\d{{9}}\.(pt|tmp)")
 MAGIC = b"HLECKPT"
 FORMAT_VERSION = 2  # 1: a bare torch.save file (before checksums)
 
 
 class IncompatibleCheckpointError(RuntimeError):
     """A checkpoint written by a format this version cannot read."""
+
+
+class CheckpointDirLockedError(RuntimeError):
+    """Another process holds the checkpoint directory."""
+
+
+class UnreadableCheckpointError(RuntimeError):
+    """A checkpoint the OS will not let us read (permissions, I/O error): not corrupt, so not skipped."""
 
 
 class CorruptCheckpointError(ValueError):
@@ -76,22 +92,38 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.keep = keep
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob(f"{PREFIX}*.tmp"):  # a write a crash interrupted
+        self._lock = _lock_directory(self.directory)
+        for stale in self._own(".tmp"):  # a write a crash interrupted (the lock says no one else writes)
             stale.unlink()
 
+    def _own(self, suffix: str) -> list[Path]:
+        return sorted(p for p in self.directory.glob(f"{PREFIX}*{suffix}") if _OWN_NAME.fullmatch(p.name))
+
     def files(self) -> list[Path]:
-        return sorted(self.directory.glob(f"{PREFIX}*.pt"))
+        return self._own(".pt")
+
+    def close(self) -> None:
+        """Release the directory (the OS releases it too when the process dies)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def save(self, state: dict[str, Any]) -> Path:
+        """Write the next checkpoint; an ``OSError`` (disk full, no descriptors) leaves the previous
+        ones as they were and no temporary file behind."""
         files = self.files()
         number = int(files[-1].stem.removeprefix(PREFIX)) + 1 if files else 1
         target = self.directory / f"{PREFIX}{number:09d}.pt"
         tmp = target.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(encode(state))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(encode(state))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)  # make the rename itself durable
@@ -108,7 +140,12 @@ class CheckpointStore:
         report = LoadReport()
         for path in reversed(self.files()):
             try:
-                state = decode(path.read_bytes(), path.name)
+                blob = path.read_bytes()
+            except OSError as err:
+                raise UnreadableCheckpointError(f"cannot read {path}: {err.strerror}; fix its permissions or "
+                                                "storage, or move it away to start from the one before") from None
+            try:
+                state = decode(blob, path.name)
             except IncompatibleCheckpointError:
                 raise
             except Exception as err:  # corrupt, truncated or unreadable: fall back to the one before
@@ -121,3 +158,21 @@ class CheckpointStore:
             report.path = path
             return state, report
         return None, report
+
+
+def _lock_directory(directory: Path):
+    """An exclusive, non-blocking ``flock`` on ``directory/.lock``, held while the file stays open."""
+    handle = open(directory / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise CheckpointDirLockedError(f"the checkpoint directory {directory} is in use by another hle-stream "
+                                       f"(pid {holder}); give each daemon its own --checkpoint-dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

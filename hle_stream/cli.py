@@ -116,7 +116,17 @@ def run(
     input_dtype: Annotated[Optional[str], typer.Option(help="Feature dtype, float32 or uint8 (default: the first valid event's).", envvar="HLE_INPUT_DTYPE")] = None,
     max_classes: Annotated[int, typer.Option(help="Class cap over all levels; labels past it are dead-lettered.", envvar="HLE_MAX_CLASSES", min=1)] = 10_000,
     max_message_bytes: Annotated[int, typer.Option(help="Larger input values are dead-lettered (too_large).", envvar="HLE_MAX_MESSAGE_BYTES", min=1)] = 4 << 20,
+    max_abs_feature: Annotated[float, typer.Option(help="Float features beyond ± this are dead-lettered (out_of_range): huge values would turn the weights to NaN.", envvar="HLE_MAX_ABS_FEATURE", min=0.0)] = 1e6,
+    dedupe_window: Annotated[int, typer.Option(help="A record whose id is among this many latest ids with features is dead-lettered (duplicate_id); 0: off.", envvar="HLE_DEDUPE_WINDOW", min=0)] = 100_000,
+    max_output_bytes: Annotated[int, typer.Option(help="Every record written fits this (keep it at or below the output topics' max.message.bytes); a dead letter's copy of the input is cut to fit.", envvar="HLE_MAX_OUTPUT_BYTES", min=16_384)] = 1_000_000,
     trained_ids_log: Annotated[Optional[Path], typer.Option(help="Keep a file of the event ids in the model's lineage (one line per labelled event).", envvar="HLE_TRAINED_IDS_LOG")] = None,
+    http_token: Annotated[Optional[str], typer.Option(help="Bearer token that /predict, /classes and /metrics require; needed when --http-host is not loopback.", envvar="HLE_HTTP_TOKEN")] = None,
+    http_max_body_bytes: Annotated[int, typer.Option(help="Larger /predict bodies are refused (413).", envvar="HLE_HTTP_MAX_BODY_BYTES", min=1)] = 1 << 20,
+    http_max_events: Annotated[int, typer.Option(help="More events in one /predict request are refused (413).", envvar="HLE_HTTP_MAX_EVENTS", min=1)] = 256,
+    http_timeout_seconds: Annotated[float, typer.Option(help="Deadline for a request's head, and again for its body (408).", envvar="HLE_HTTP_TIMEOUT_SECONDS", min=0.1)] = 10.0,
+    http_max_concurrent: Annotated[int, typer.Option(help="/predict requests in flight at once; more get 503 with Retry-After.", envvar="HLE_HTTP_MAX_CONCURRENT", min=1)] = 8,
+    http_max_connections: Annotated[int, typer.Option(help="Open HTTP connections; more are closed at once.", envvar="HLE_HTTP_MAX_CONNECTIONS", min=1)] = 512,
+    serving_refresh_seconds: Annotated[float, typer.Option(help="HTTP predictions use a copy of the model at most this old (plus one micro-batch).", envvar="HLE_SERVING_REFRESH_SECONDS", min=0.0)] = 1.0,
     security_protocol: Annotated[str, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", envvar="HLE_SECURITY_PROTOCOL")] = "PLAINTEXT",
     sasl_mechanism: Annotated[Optional[str], typer.Option(help="e.g. PLAIN, SCRAM-SHA-256.", envvar="HLE_SASL_MECHANISM")] = None,
     sasl_username: Annotated[Optional[str], typer.Option(envvar="HLE_SASL_USERNAME")] = None,
@@ -135,9 +145,12 @@ def run(
     import signal
 
     from connectors.settings import KafkaSettings
+    from hle_stream.checkpoint import CheckpointDirLockedError, IncompatibleCheckpointError, UnreadableCheckpointError
     from hle_stream.config import LearnerConfig
-    from hle_stream.checkpoint import IncompatibleCheckpointError
-    from hle_stream.daemon import CheckpointMismatchError, Daemon, DaemonConfig
+    from hle_stream.daemon import (EXIT_NO_FINAL_CHECKPOINT, EXIT_REFUSED, CheckpointMismatchError, Daemon,
+                                   DaemonConfig, FinalCheckpointFailed)
+    from hle_stream.processing import ProcessingConfig
+    from hle_stream.serving import HttpLimits, require_auth_off_loopback
 
     if method not in METHODS:
         raise typer.BadParameter(f"unknown method {method}; choose from {', '.join(METHODS)}")
@@ -145,23 +158,35 @@ def run(
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines are per connection
     settings = KafkaSettings(bootstrap_servers, security_protocol, sasl_mechanism, sasl_username, sasl_password,
                              ssl_cafile, ssl_certfile, ssl_keyfile, session_timeout_ms, heartbeat_interval_ms)
+    learner = LearnerConfig(memory_size=memory_size, batch_size=batch_size, device=device, max_classes=max_classes,
+                            importance_probe=importance_probe or None)
+    processing = ProcessingConfig(method=method, learner=learner, input_shape=_shape(input_shape),
+                                  input_dtype=_dtype(input_dtype), max_message_bytes=max_message_bytes,
+                                  max_abs_feature=max_abs_feature, confidence_threshold=confidence_threshold,
+                                  dedupe_window=dedupe_window)
+    limits = HttpLimits(max_body_bytes=http_max_body_bytes, max_events=http_max_events,
+                        request_timeout_s=http_timeout_seconds, max_concurrent=http_max_concurrent,
+                        max_connections=http_max_connections, token=http_token or None)
     config = DaemonConfig(input_topic, predictions_topic, dead_letter_topic, group_id, checkpoint_dir,
-                          checkpoint_every_events, checkpoint_every_seconds, max_batch=max_batch,
-                          http_host=http_host, http_port=http_port or None, metrics=not no_metrics,
-                          confidence_threshold=confidence_threshold,
-                          max_events=max_events, method=method, max_message_bytes=max_message_bytes,
-                          input_shape=_shape(input_shape), input_dtype=_dtype(input_dtype), trained_ids_log=trained_ids_log,
-                          learner=LearnerConfig(memory_size=memory_size, batch_size=batch_size, device=device,
-                                                max_classes=max_classes, importance_probe=importance_probe or None))
-    daemon = Daemon(settings, config)
-    signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+                          checkpoint_every_events, checkpoint_every_seconds, max_batch=max_batch, max_events=max_events,
+                          http_host=http_host, http_port=http_port or None, http=limits,
+                          serving_refresh_seconds=serving_refresh_seconds, metrics=not no_metrics,
+                          max_output_bytes=max_output_bytes, processing=processing, trained_ids_log=trained_ids_log)
     try:
+        if config.http_port is not None:
+            require_auth_off_loopback(http_host, limits)
+        daemon = Daemon(settings, config)
+        signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
         daemon.run()
     except KeyboardInterrupt:
         pass
-    except (IncompatibleCheckpointError, CheckpointMismatchError) as err:  # refused, not guessed at
+    except (ValueError, IncompatibleCheckpointError, CheckpointMismatchError, CheckpointDirLockedError,
+            UnreadableCheckpointError) as err:  # refused, not guessed at
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_REFUSED) from None
+    except FinalCheckpointFailed as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_NO_FINAL_CHECKPOINT) from None
 
 
 def _shape(text: str | None) -> tuple[int, ...] | None:
@@ -209,6 +234,7 @@ def demo(
     from connectors.topics import ensure_topics
     from hle_stream.config import LearnerConfig
     from hle_stream.daemon import Daemon, DaemonConfig
+    from hle_stream.processing import ProcessingConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # the producer thread shares the process: kafka-python's slow-loop warnings are expected here
@@ -221,8 +247,8 @@ def demo(
         # Tansu holds a group join for half the session timeout: keep it short on the local broker.
         settings = KafkaSettings(running.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
         config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=total, report_every_events=report_every,
-                              http_port=None,
-                              method=method, learner=LearnerConfig(memory_size=500, batch_size=16))
+                              http_port=None, processing=ProcessingConfig(
+                                  method=method, learner=LearnerConfig(memory_size=500, batch_size=16)))
         ensure_topics(settings, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
         typer.echo(f"broker on {running.bootstrap_servers}; streaming {total} {dataset} events ({scenario}) into "
                    f"{config.input_topic}; daemon learning with {method}")

@@ -5,38 +5,44 @@ resumes from the offsets stored in the checkpoint, so the model's lineage trains
 once; predictions between the last checkpoint and a crash are sent again (at-least-once
 output, ``id`` is the dedupe key). A checkpoint is written only once every prediction and dead
 letter before it is acknowledged by Kafka, so output is never lost either.
+
+What happens between a poll and a checkpoint is ``hle_stream.processing`` (no I/O); this module
+is the loop around it: Kafka, checkpoints, readiness and the serving snapshot.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-import numpy as np
 import torch
-
 from kafka.errors import KafkaError
 
 from connectors.kafka_io import DeliveryAborted, Publisher, broker_reachable, commit_offsets, open_consumer
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.checkpoint import CheckpointStore
-from hle_stream.config import LearnerConfig, method_config
 from hle_stream.device import pick_device
 from hle_stream.drift import DriftMonitor
 from hle_stream.evaluation import PrequentialAccuracy
-from hle_stream.events import Event, EventError, parse_event, prediction_path
-from hle_stream.hierarchy import LabelPathError, LabelTree
 from hle_stream.learner import HierarchicalLearner
-from hle_stream.learner_state import learner_state, restore_learner
 from hle_stream.lineage import TrainedIdLog
+from hle_stream.processing import MicroBatchProcessor, ProcessingConfig
+from hle_stream.serving import HttpLimits
+from hle_stream.snapshot import ServingSnapshot
 from hle_stream.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+EXIT_REFUSED = 2  # refused to start: configuration, checkpoint directory or checkpoint unusable
+EXIT_NO_FINAL_CHECKPOINT = 3  # stopped, but the final checkpoint could not be written
+CHECKPOINT_RETRY_S = 5.0  # after a failed checkpoint write (disk full, no descriptors)
+STATE_KEYS = ("learner", "prequential", "topic", "offsets")
 
 
 @dataclass(frozen=True)
@@ -49,22 +55,24 @@ class DaemonConfig:
     checkpoint_every_events: int = 5000
     checkpoint_every_seconds: float = 60.0
     max_batch: int = 64
-    confidence_threshold: float = 0.5
-    max_message_bytes: int = 4 << 20
     max_events: int | None = None  # stop after consuming this many (demos, tests)
     report_every_events: int = 1000
     http_host: str = "127.0.0.1"
     http_port: int | None = 8080  # None: no HTTP server
+    http: HttpLimits = field(default_factory=HttpLimits)
+    serving_refresh_seconds: float = 1.0  # the HTTP snapshot is at most this much older than the model
     metrics: bool = True  # Prometheus series on /metrics and ADWIN drift detection
-    method: str = "pl-fms"
-    learner: LearnerConfig = field(default_factory=LearnerConfig)
-    input_shape: tuple[int, ...] | None = None  # None: the first valid event sets it
-    input_dtype: str | None = None  # float32 or uint8; None: the first valid event sets it
+    max_output_bytes: int = 1_000_000  # every record the daemon writes fits Kafka's default limit
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
     trained_ids_log: Path | None = None  # record of the event ids in the model's lineage (lineage.py)
 
 
 class CheckpointMismatchError(RuntimeError):
-    """The checkpoint directory belongs to another input topic."""
+    """The checkpoint directory belongs to another input topic, or holds a foreign structure."""
+
+
+class FinalCheckpointFailed(RuntimeError):
+    """The daemon stopped, but its last checkpoint could not be written."""
 
 
 ProgressReport = Callable[[int, int, dict[int, float]], None]  # consumed, dead letters, rolling accuracy
@@ -75,27 +83,34 @@ class Daemon:
         self.settings = settings
         self.config = config
         self.report = report
-        self.store = CheckpointStore(config.checkpoint_dir)
-        self.learner: HierarchicalLearner | None = None
-        self.next_offsets: dict[int, int] = {}
-        self.prequential = PrequentialAccuracy()
-        self.consumed = 0
-        self.dead_letters = 0
+        processing = config.processing
+        self.telemetry = (Telemetry(processing.learner.max_depth, processing.method,
+                                    pick_device(processing.learner.device).type) if config.metrics else None)
+        self.store = CheckpointStore(config.checkpoint_dir)  # takes the directory's lock
+        lineage = TrainedIdLog(config.trained_ids_log) if config.trained_ids_log else None
+        self.processor = MicroBatchProcessor(processing, sink=None, telemetry=self.telemetry,  # type: ignore[arg-type]
+                                             drift=DriftMonitor() if config.metrics else None, lineage=lineage)
         self._stop = False
         self._last_reported = -1
-        # HTTP predictions read the learner while the loop trains it.
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # held while a micro-batch is processed (/classes reads under it)
         self.last_tick = time.monotonic()
-        self.first_record_at: float | None = None  # monotonic time of the first event (throughput)
-        self.confidence_threshold = config.confidence_threshold
-        self.telemetry = (Telemetry(config.learner.max_depth, config.method, pick_device(config.learner.device).type)
-                          if config.metrics else None)
-        self.drift = DriftMonitor() if config.metrics else None
-        # checks the first events' labels against the configured depth before a learner exists
-        self._no_classes_yet = LabelTree(config.learner.max_depth, config.learner.max_classes)
-        self.lineage = TrainedIdLog(config.trained_ids_log) if config.trained_ids_log else None
-        self.kafka_ok = False  # the publisher delivers and the consumer holds its partitions (/readyz)
+        self.first_record_at: float | None = None  # monotonic time of the first record (throughput)
+        self.snapshot: ServingSnapshot | None = None
+        self._snapshot_at = float("-inf")
+        self.model_finite = True
+        self.checkpoint_ok = True
+        self.confidence_threshold = processing.confidence_threshold
+        self.max_abs_feature = processing.max_abs_feature
+        self.kafka_ok = False  # the publisher delivers and the broker answers (/readyz)
         self._probed_at, self._reachable = float("-inf"), False
+
+    # what HTTP serving reads
+    learner = property(lambda self: self.processor.learner)
+    prequential = property(lambda self: self.processor.prequential)
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, checkpoint, commit, close (SIGTERM)."""
+        self._stop = True
 
     def _waiting_for_kafka(self) -> None:
         """Called while the loop waits for the broker (output or a failed poll): alive, but not ready."""
@@ -103,197 +118,145 @@ class Daemon:
         self.kafka_ok = False
 
     def _broker_reachable(self) -> bool:
-        """An idle loop's readiness view of the broker, probed at most once a second."""
+        """Readiness's view of the broker, probed at most once a second: a consumer with buffered
+        records keeps returning them for seconds after its broker went away."""
         now = time.monotonic()
         if now - self._probed_at >= 1.0:
             self._probed_at, self._reachable = now, broker_reachable(self.settings)
         return self._reachable
 
-    def request_stop(self) -> None:
-        """Finish the batch in hand, checkpoint, commit, close (SIGTERM)."""
-        self._stop = True
-
     def run(self) -> None:
-        self._restore()
+        """The loop. Raises ``FinalCheckpointFailed`` if it stopped without its last checkpoint."""
+        try:
+            self._restore()
+            self._run()
+        finally:
+            self.store.close()
+
+    def _run(self) -> None:
         cfg = self.config
+        _raise_descriptor_limit()
         ensure_topics(self.settings, {cfg.input_topic: 1, cfg.predictions_topic: 1, cfg.dead_letter_topic: 1})
-        consumer = open_consumer(self.settings, cfg.group_id, cfg.input_topic, lambda: dict(self.next_offsets))
-        self.publisher = Publisher(self.settings, cfg.predictions_topic, cfg.dead_letter_topic)
+        consumer = open_consumer(self.settings, cfg.group_id, cfg.input_topic, lambda: dict(self.processor.next_offsets))
+        self.publisher = Publisher(self.settings, cfg.predictions_topic, cfg.dead_letter_topic, cfg.max_output_bytes,
+                                   on_dropped=self._output_dropped)
+        self.processor.sink = self.publisher
         server = None
         if cfg.http_port is not None:
             from hle_stream.serving import HttpServer
 
-            server = HttpServer(self, cfg.http_host, cfg.http_port)
+            server = HttpServer(self, cfg.http_host, cfg.http_port, cfg.http)
             server.start()
-        since_checkpoint, last_checkpoint, next_report = 0, time.monotonic(), cfg.report_every_events
+        since_checkpoint, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
+        next_report = cfg.report_every_events
+        final_ok = True
         try:
-            while not self._stop and (cfg.max_events is None or self.consumed < cfg.max_events):
+            while not self._stop and (cfg.max_events is None or self.processor.consumed < cfg.max_events):
                 if self.publisher.delivery_failed():  # the broker went away: wait for it, not-ready
                     self.kafka_ok = False
                     self.publisher.deliver_all(lambda: self._stop, self._waiting_for_kafka)
-                limit = cfg.max_batch if cfg.max_events is None else min(cfg.max_batch, cfg.max_events - self.consumed)
-                try:
-                    batches = consumer.poll(timeout_ms=500, max_records=limit)
-                except KafkaError as err:  # kafka-python can raise from poll while the broker is away
-                    log.warning("poll failed (%s); retrying", err)
-                    self._waiting_for_kafka()
-                    time.sleep(0.5)
+                records = self._poll(consumer)
+                if records is None:
                     continue
-                records = [r for part in batches.values() for r in part]
-                self.last_tick = time.monotonic()
-                if records and self.first_record_at is None:
-                    self.first_record_at = self.last_tick
                 with self.lock:
-                    self._process(records)
-                self.kafka_ok = self.publisher.healthy and bool(consumer.assignment()) and (
-                    bool(records) or self._broker_reachable())
-                if self.telemetry is not None:
-                    self.telemetry.record_consumed(len(records))
-                    self.telemetry.record_lag(_lag(consumer, self.next_offsets))
-                    self.telemetry.refresh(self.learner, self.prequential)
+                    self.processor.process(records)
+                self._after_batch(consumer, records, server is not None)
                 since_checkpoint += len(records)
                 if since_checkpoint and (since_checkpoint >= cfg.checkpoint_every_events
-                                         or time.monotonic() - last_checkpoint >= cfg.checkpoint_every_seconds):
-                    self._checkpoint_and_commit(consumer)
-                    since_checkpoint, last_checkpoint = 0, time.monotonic()
-                if self.consumed >= next_report:
+                                         or time.monotonic() >= next_checkpoint_at):
+                    if self._checkpoint_and_commit(consumer):
+                        since_checkpoint, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
+                    else:
+                        next_checkpoint_at = time.monotonic() + CHECKPOINT_RETRY_S
+                if self.processor.consumed >= next_report:
                     self._report()
                     next_report += cfg.report_every_events
-            self._checkpoint_and_commit(consumer)  # a clean stop: SIGTERM or --max-events
+            final_ok = self._checkpoint_and_commit(consumer)  # a clean stop: SIGTERM or --max-events
         except DeliveryAborted as err:
             log.warning("stopping without a final checkpoint (%s): the last checkpoint stands, and the events "
                         "after it will be consumed, predicted and learned again on restart", err)
         finally:
-            if self.consumed != self._last_reported:
+            if self.processor.consumed != self._last_reported:
                 self._report()
             consumer.close()
             self.publisher.close()
             if server is not None:
                 server.stop()
+        if not final_ok:
+            raise FinalCheckpointFailed("the final checkpoint could not be written; the last one on disk stands, "
+                                        "and the events after it will be learned again on restart")
 
-    # -- one micro-batch: predict every event, then learn from the labelled ones ------------
-    def _process(self, records: list) -> None:
-        events, sources = [], []
-        for record in records:
-            self.consumed += 1
-            self.next_offsets[record.partition] = record.offset + 1
-            try:
-                event = parse_event(record.value, self.learner.input_shape if self.learner else self.config.input_shape,
-                                    self.learner.tree if self.learner else self._no_classes_yet,
-                                    self.config.max_message_bytes)
-                if events and event.x.shape != events[0].x.shape:
-                    raise EventError("wrong_shape", f"shape {event.x.shape} differs from {events[0].x.shape} in the batch")
-                expected = self._expected_dtype(events)
-                if expected is not None and _dtype(event) != expected:
-                    raise EventError("wrong_type", f"features of dtype {_dtype(event)}; the model takes {expected}")
-            except EventError as err:
-                self._dead_letter(record, err.reason, str(err))
-                continue
-            events.append(event)
-            sources.append(record)
-        events, sources = self._within_class_cap(events, sources)
-        if not events:
-            return
-        if self.learner is None:
-            shape, dtype = events[0].x.shape, _dtype(events[0])
-            self.learner = HierarchicalLearner(method_config(self.config.method, self.config.learner), shape, dtype)
-            log.info("learner created for inputs of shape %s (%s), method %s", shape, dtype, self.config.method)
-        x = torch.from_numpy(np.stack([e.x for e in events]))
-        self._predict_and_publish(events, sources, x)
-        self._learn(events, sources, x)
+    def _poll(self, consumer) -> list | None:
+        cfg = self.config
+        limit = cfg.max_batch if cfg.max_events is None else min(cfg.max_batch, cfg.max_events - self.processor.consumed)
+        try:
+            batches = consumer.poll(timeout_ms=500, max_records=limit)
+        except KafkaError as err:  # kafka-python can raise from poll while the broker is away
+            log.warning("poll failed (%s); retrying", err)
+            self._waiting_for_kafka()
+            time.sleep(0.5)
+            return None
+        self.last_tick = time.monotonic()
+        records = [r for part in batches.values() for r in part]
+        if records and self.first_record_at is None:
+            self.first_record_at = self.last_tick
+        return records
 
-    def _within_class_cap(self, events: list[Event], sources: list) -> tuple[list[Event], list]:
-        """Dead-letter, before predicting, the labelled events whose new classes would pass the cap
-        once the earlier events of the batch are learned (each alone passed ``parse_event``)."""
-        tree = self.learner.tree if self.learner else self._no_classes_yet
-        labelled = [i for i, e in enumerate(events) if e.label]
-        rejected = {labelled[j] for j in tree.over_cap([events[i].label for i in labelled])}
-        for i in sorted(rejected):
-            self._dead_letter(sources[i], "bad_label", f"{events[i].label}: would exceed the cap of "
-                                                        f"{tree.max_classes} classes")
-        keep = [i for i in range(len(events)) if i not in rejected]
-        return [events[i] for i in keep], [sources[i] for i in keep]
-
-    def _expected_dtype(self, events: list[Event]) -> torch.dtype | None:
-        if self.learner is not None:
-            return self.learner.memory.x.dtype
-        if self.config.input_dtype is not None:
-            return getattr(torch, self.config.input_dtype)
-        return _dtype(events[0]) if events else None
-
-    def _predict_and_publish(self, events: list[Event], sources: list, x: torch.Tensor) -> None:
-        learner = self.learner
-        started = time.perf_counter()
-        probs = learner.predict_proba(x) if learner.net.heads else []
+    def _after_batch(self, consumer, records: list, serving: bool) -> None:
+        """Readiness, metrics and the serving snapshot, once per micro-batch."""
+        self.kafka_ok = self.publisher.healthy and bool(consumer.assignment()) and self._broker_reachable()
+        learner = self.processor.learner
+        if serving and learner is not None and time.monotonic() - self._snapshot_at >= self.config.serving_refresh_seconds:
+            if self.snapshot is None or self.snapshot.version != learner.steps or \
+                    self.snapshot.tree.total_classes != learner.tree.total_classes:
+                self.snapshot = ServingSnapshot(learner, self.snapshot)
+                self.model_finite = self.snapshot.finite
+            self._snapshot_at = time.monotonic()
         if self.telemetry is not None:
-            self.telemetry.record_prediction("stream", len(events), time.perf_counter() - started)
-        labelled = [i for i, e in enumerate(events) if e.label]
-        if labelled:
-            outcomes = self.prequential.update(learner.tree, [events[i].label for i in labelled],
-                                               [p[labelled].argmax(dim=1) for p in probs])
-            if self.drift is not None:
-                for outcome in self.drift.update(outcomes):
-                    self._drift_detected(outcome.level, sources[labelled[outcome.sample]])
-        for i, event in enumerate(events):
-            document = {"id": event.id, "model_version": learner.steps,
-                        "path": prediction_path(learner.tree, [p[i].numpy() for p in probs], self.config.confidence_threshold)}
-            if event.label:
-                document["label"] = event.label
-            self.publisher.prediction(document)
+            self.telemetry.record_consumed(len(records))
+            self.telemetry.record_lag(_lag(consumer, self.processor.next_offsets))
+            self.telemetry.refresh(learner, self.processor.prequential)
 
-    def _learn(self, events: list[Event], sources: list, x: torch.Tensor) -> None:
-        labelled = [i for i, e in enumerate(events) if e.label]
-        started = time.perf_counter()
-        learned = labelled
-        try:  # observe() rejects a whole batch before learning any of it
-            self.learner.observe(x[labelled], [events[i].label for i in labelled])
-        except LabelPathError:  # e.g. the class cap reached inside this batch: learn one by one
-            learned = []
-            for i in labelled:
-                try:
-                    self.learner.observe(x[i:i + 1], [events[i].label])
-                    learned.append(i)
-                except LabelPathError as err:
-                    self._dead_letter(sources[i], "bad_label", str(err))
-        if self.lineage is not None:
-            self.lineage.record(events[i].id for i in learned)
-        if self.telemetry is not None and labelled:
-            self.telemetry.record_training(len(labelled), time.perf_counter() - started)
-
-    def _drift_detected(self, level: int, record) -> None:
-        log.warning("drift detected on level %d's prequential error at %s[%d]@%d", level, record.topic,
-                    record.partition, record.offset)
-        self.telemetry.record_drift(level)
-
-    def _dead_letter(self, record, reason: str, detail: str) -> None:
-        self.dead_letters += 1
+    def _output_dropped(self, topic: str, size: int, reason: str) -> None:
         if self.telemetry is not None:
-            self.telemetry.record_dead_letter(reason)
-        log.warning("dead letter: %s at %s[%d]@%d: %s", reason, record.topic, record.partition, record.offset, detail)
-        self.publisher.dead_letter(record.value, reason, detail, record.topic, record.partition, record.offset)
+            self.telemetry.record_output_dropped()
 
     # -- state ------------------------------------------------------------------------------
-    def _checkpoint_and_commit(self, consumer) -> None:
+    def _checkpoint_and_commit(self, consumer) -> bool:
         """Every output acknowledged → trained ids appended → checkpoint on disk → offsets committed.
-        A crash between any two steps leaves the previous checkpoint in charge."""
+        A crash between any two steps leaves the previous checkpoint in charge. False (and nothing
+        committed) when the checkpoint could not be written: the caller retries later."""
         self.publisher.deliver_all(lambda: self._stop, self._waiting_for_kafka)
+        learner = self.processor.learner
+        if learner is not None and not _finite(learner):
+            self.model_finite = False
+            log.error("the model's weights are not finite: checkpoint refused (the last good one stands); "
+                      "restart the daemon to resume from it")
+            return False
         started = time.perf_counter()
-        path = self.store.save({
-            "learner": learner_state(self.learner) if self.learner else None,
-            "prequential": self.prequential.state_dict(),
-            "topic": self.config.input_topic,
-            "offsets": dict(self.next_offsets),
-            "trained_ids": self.lineage.commit() if self.lineage is not None else None,
-        })
+        try:
+            state = self.processor.state_dict()
+            state["topic"] = self.config.input_topic
+            state["trained_ids"] = self.processor.lineage.commit() if self.processor.lineage is not None else None
+            path = self.store.save(state)
+        except OSError as err:
+            self.checkpoint_ok = False
+            log.error("checkpoint write failed in %s: %s; nothing committed, retrying in %.0f s (not ready meanwhile)",
+                      self.config.checkpoint_dir, err.strerror or err, CHECKPOINT_RETRY_S)
+            if self.telemetry is not None:
+                self.telemetry.record_checkpoint_failure()
+            return False
+        self.checkpoint_ok = True
         seconds = time.perf_counter() - started
         if self.telemetry is not None:
             self.telemetry.record_checkpoint(seconds, path.stat().st_size)
         try:
-            commit_offsets(consumer, self.config.input_topic, self.next_offsets)
+            commit_offsets(consumer, self.config.input_topic, self.processor.next_offsets)
         except KafkaError as err:  # the checkpoint's offsets rule on restart; the next commit catches up
             log.warning("offset commit failed after checkpoint %s: %s", path.name, err)
-            return
-        log.info("checkpoint %s (%.2f s) covers offsets %s; committed", path.name, seconds, self.next_offsets)
+            return True
+        log.info("checkpoint %s (%.2f s) covers offsets %s; committed", path.name, seconds, self.processor.next_offsets)
+        return True
 
     def _restore(self) -> None:
         state, report = self.store.load_latest()
@@ -302,39 +265,68 @@ class Daemon:
         if report.corrupt:
             log.error("recovered from %d unusable checkpoint(s) %s: resuming from %s", len(report.corrupt),
                       [p.name for p in report.corrupt], report.path.name if report.path else "nothing (fresh start)")
+        lineage = self.processor.lineage
         if state is None:
             log.info("no checkpoint in %s: starting fresh", self.config.checkpoint_dir)
-            if self.lineage is not None:
-                self.lineage.truncate_to(0)
+            if lineage is not None:
+                lineage.truncate_to(0)
             return
-        if state.get("topic") != self.config.input_topic:
+        _check_structure(state, report.path)
+        if state["topic"] != self.config.input_topic:
             raise CheckpointMismatchError(f"the checkpoint in {self.config.checkpoint_dir} is for topic "
-                                          f"{state.get('topic')!r}, not {self.config.input_topic!r}; "
+                                          f"{state['topic']!r}, not {self.config.input_topic!r}; "
                                           "point --checkpoint-dir elsewhere")
-        if state["learner"] is not None:
-            self.learner = restore_learner(state["learner"], device=self.config.learner.device)
-        self.prequential = PrequentialAccuracy.from_state_dict(state["prequential"])
-        self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
-        if self.lineage is not None and state["trained_ids"] is not None:
-            dropped = self.lineage.truncate_to(state["trained_ids"])
+        try:
+            self.processor.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointMismatchError(f"{report.path} passes its checksum but its content does not load "
+                                          f"({type(err).__name__}: {err}); move it away to start from the one "
+                                          "before, or use an empty --checkpoint-dir") from None
+        if lineage is not None and state.get("trained_ids") is not None:
+            dropped = lineage.truncate_to(state["trained_ids"])
             log.info("trained-ids log: %d ids after the checkpoint dropped (they will be learned again)", dropped)
-        log.info("restored checkpoint %s: offsets %s", report.path.name, self.next_offsets)
+        log.info("restored checkpoint %s: offsets %s", report.path.name, self.processor.next_offsets)
 
     def _report(self) -> None:
-        self._last_reported = self.consumed
-        rolling = {lv: round(acc, 3) for lv, acc in self.prequential.rolling_accuracy().items()}
+        self._last_reported = self.processor.consumed
+        rolling = {lv: round(acc, 3) for lv, acc in self.processor.prequential.rolling_accuracy().items()}
         if self.report:
-            self.report(self.consumed, self.dead_letters, rolling)
+            self.report(self.processor.consumed, self.processor.dead_letters, rolling)
             return
         log.info("consumed %d, dead letters %d, prequential accuracy per level (rolling): %s",
-                 self.consumed, self.dead_letters, rolling)
+                 self.processor.consumed, self.processor.dead_letters, rolling)
+
+
+def _check_structure(state: Any, path: Path | None) -> None:
+    """A checkpoint that passes its checksum but is not a daemon checkpoint (written by another
+    tool into this directory) is refused by name, not half-loaded."""
+    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS) or \
+            not isinstance(state["offsets"], dict):
+        raise CheckpointMismatchError(f"{path} is not an hle-stream daemon checkpoint (expected the keys "
+                                      f"{', '.join(STATE_KEYS)}); move it away or use an empty --checkpoint-dir")
+
+
+def _finite(learner: HierarchicalLearner) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in learner.net.parameters())
+
+
+def _raise_descriptor_limit() -> None:
+    """Lift the soft limit on open files to the hard one: HTTP connections must not starve the
+    checkpoint writer (the server also caps its connections, ``HttpLimits.max_connections``)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as err:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, err)
 
 
 def _lag(consumer, next_offsets: dict[int, int]) -> dict[int, int]:
     """Per assigned partition: the fetch high watermark minus the next offset to read.
 
-    kafka.md: Tansu's ``end_offsets`` is wrong, the high watermark of the last fetch is right;
-    a partition not fetched yet has none and is left out.
+    Tansu's ``end_offsets`` is wrong, the high watermark of the last fetch is right; a partition
+    not fetched yet has none and is left out.
     """
     lag = {}
     for tp in consumer.assignment():
@@ -345,7 +337,3 @@ def _lag(consumer, next_offsets: dict[int, int]) -> dict[int, int]:
                 position = consumer.position(tp)
             lag[tp.partition] = max(0, highwater - position)
     return lag
-
-
-def _dtype(event: Event) -> torch.dtype:
-    return torch.from_numpy(event.x[:0]).dtype

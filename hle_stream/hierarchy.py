@@ -8,16 +8,31 @@ which the replay memory uses as its bin key.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 SEPARATOR = "/"
+MAX_SEGMENT_CHARS = 128
+"""Longest segment accepted: a class name, not a document (labels are held per class in the
+model, the checkpoint and ``/classes``, so their size multiplies)."""
+MAX_PATH_CHARS = 512
+"""Longest whole path accepted (eight segments of 64 characters fit)."""
+# Control (Cc), format (Cf: zero-width and bidi overrides), surrogate (Cs), private-use (Co) and
+# unassigned (Cn) code points, and line/paragraph separators: invisible or unprintable in a
+# dashboard, a log line or JSON, so two labels that look alike could be different classes.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def normalize_label(path: str) -> str:
+    """The NFC form of a label path: the same text typed on two systems is the same class."""
+    return unicodedata.normalize("NFC", path)
 
 
 class LabelPathError(ValueError):
     """A label path that cannot enter the tree; ``reason`` is one of a fixed set of codes."""
 
-    REASONS = ("empty_path", "empty_segment", "too_deep", "class_cap")
+    REASONS = ("empty_path", "empty_segment", "too_deep", "class_cap", "too_long", "bad_character", "not_nfc")
 
     def __init__(self, reason: str, path: str, detail: str) -> None:
         assert reason in self.REASONS, reason
@@ -47,6 +62,11 @@ class LabelTree:
         Cap on the number of classes over all levels (``class_cap``): the model's heads and
         the replay memory's bins grow with it, so an unbounded label space must be refused.
 
+    A path is accepted when it is in Unicode NFC (``normalize_label``), holds no control,
+    format, surrogate, private-use, unassigned or line/paragraph-separator character, is at
+    most ``MAX_PATH_CHARS`` long, and each ``/``-separated segment is non-empty, at most
+    ``MAX_SEGMENT_CHARS`` long and has no leading or trailing whitespace.
+
     Examples
     --------
     >>> tree = LabelTree()
@@ -71,9 +91,24 @@ class LabelTree:
         """The segments of a path, or ``LabelPathError`` when it is malformed."""
         if not isinstance(path, str) or not path.strip():
             raise LabelPathError("empty_path", str(path), "a label must be a non-empty string")
+        if len(path) > MAX_PATH_CHARS:
+            raise LabelPathError("too_long", path[:64] + "…", f"{len(path)} characters exceed {MAX_PATH_CHARS}")
+        bad = next((c for c in path if unicodedata.category(c) in _FORBIDDEN_CATEGORIES), None)
+        if bad is not None:
+            raise LabelPathError("bad_character", path.encode("utf-8", "backslashreplace").decode(),
+                                 f"U+{ord(bad):04X} ({unicodedata.category(bad)}) is a control, format, "
+                                 "surrogate, private-use, unassigned or separator character")
+        if not unicodedata.is_normalized("NFC", path):
+            raise LabelPathError("not_nfc", path, "label paths must be in Unicode NFC (normalize_label)")
         segments = path.split(SEPARATOR)
         if any(not s.strip() for s in segments):
             raise LabelPathError("empty_segment", path, "every segment between '/' must be non-empty")
+        if any(s != s.strip() for s in segments):
+            raise LabelPathError("empty_segment", path, "a segment may not start or end with whitespace")
+        long = next((s for s in segments if len(s) > MAX_SEGMENT_CHARS), None)
+        if long is not None:
+            raise LabelPathError("too_long", path[:64] + "…", f"a segment of {len(long)} characters exceeds "
+                                                              f"{MAX_SEGMENT_CHARS}")
         if len(segments) > self.max_depth:
             raise LabelPathError(
                 "too_deep", path, f"depth {len(segments)} exceeds the maximum of {self.max_depth}"

@@ -16,10 +16,10 @@ from hle_stream.adaptive_lr import AdaptiveLR
 from hle_stream.augment import cutmix_within_levels, random_crop_flip
 from hle_stream.backbones import build_backbone
 from hle_stream.config import LearnerConfig
-from hle_stream.decode import independent_probabilities, path_probabilities
 from hle_stream.device import HostStager, pick_device
 from hle_stream.hierarchy import LabelTree
 from hle_stream.importance import ImportanceTracker
+from hle_stream.inference import level_probabilities, prepare_inputs
 from hle_stream.losses import per_sample_loss
 from hle_stream.memory import ReplayMemory
 from hle_stream.model import HierarchicalNet, grow_head
@@ -72,6 +72,8 @@ class HierarchicalLearner:
         self.seen = 0  # stream samples observed (t)
         self.offered = 0  # samples offered to the memory (reservoir counter)
         self.steps = 0
+        self.nonfinite_steps = 0  # steps skipped because their loss or gradient was not finite
+        self.quarantined = 0  # samples dropped from the memory after such a step
         self._updates = 0.0
         self._pending: list[tuple[torch.Tensor, torch.Tensor, int, int, int]] = []
 
@@ -126,9 +128,8 @@ class HierarchicalLearner:
         first_seen = torch.tensor([self.first_seen[p[3]] for p in self._pending])
         steps = int(self._updates)
         self._updates -= steps
-        for _ in range(steps):
-            self._train_step(x, targets, levels, first_seen)
-        if not self.config.insert_before_training:
+        finite = all(self._train_step(x, targets, levels, first_seen) for _ in range(steps))
+        if finite and not self.config.insert_before_training:
             for item in self._pending:
                 self._remember(*item)
         self._pending.clear()
@@ -140,21 +141,22 @@ class HierarchicalLearner:
         p = fms_keep_probability(self.seen, first_seen, self.tree.total_classes, horizon)
         return torch.rand(p.shape, generator=self.generator) < p
 
-    def _train_step(self, x: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor, first_seen: torch.Tensor) -> None:
+    def _train_step(self, x: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor, first_seen: torch.Tensor) -> bool:
+        """One gradient step on stream rows + memory; False (and no step) if it was not finite."""
         keep = self._stream_keep_mask(first_seen).nonzero().flatten().to(self.device)  # stream rows
         n_memory = min(self.config.batch_size - keep.numel(), self.memory.size)
         slots = torch.randperm(self.memory.size, generator=self.generator)[:n_memory].to(self.device)
         mem = self.memory
         batch_x = torch.cat([x[keep], mem.x[slots]])
         if batch_x.shape[0] == 0:
-            return
+            return True
         batch_levels = torch.cat([levels[keep], mem.level[slots]])
         batch_targets = self._supervised(torch.cat([targets[keep], mem.targets[slots]]), batch_levels)
         weights = None
         if self.config.pseudo_loss_weight > 0:
             pseudo = torch.cat([torch.full_like(targets[keep], -1), mem.pseudo[slots]])
             batch_targets, weights = _merge_pseudo(batch_targets, pseudo, self.config.pseudo_loss_weight)
-        inputs = self._prepare(batch_x, train=True)
+        inputs = self.prepare(batch_x, train=True)
         partner = lam = None
         if self.config.cutmix and self.is_image and float(torch.rand(1, generator=self.generator)) < 0.5:
             inputs, partner, lam = cutmix_within_levels(inputs, batch_levels, self.generator)
@@ -163,12 +165,38 @@ class HierarchicalLearner:
         loss = per_sample_loss(logits, batch_targets, partner, lam, weights).sum() / inputs.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if not self._finite(loss):
+            self._quarantine(slots)
+            return False
         self.optimizer.step()
         self.steps += 1
         if self.importance is not None:
             self.importance.record_use(slots)
             if self.importance.due:
                 self._rescore_memory()
+        return True
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """The numerical guard: a NaN or Inf in the loss or any gradient must never reach the
+        weights (one bad sample would turn every parameter to NaN, for good). One host sync."""
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else loss.new_zeros(())
+        return bool(torch.isfinite(loss) & torch.isfinite(norm))
+
+    def _quarantine(self, memory_slots: torch.Tensor) -> None:
+        """Skip the step, and drop from the memory the replayed slots and the stream samples of
+        the pending batch, so that the culprit, wherever it is, is not replayed again."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_steps += 1
+        mem = self.memory
+        stream_ids = torch.tensor([p[4] for p in self._pending], device=self.device)
+        from_stream = torch.isin(mem.sample_id[: mem.size], stream_ids).nonzero().flatten()
+        doomed = torch.unique(torch.cat([memory_slots, from_stream]))
+        order = mem.remove(doomed)
+        self.quarantined += int(doomed.numel())
+        if self.importance is not None:
+            self.importance.uses[: order.numel()] = self.importance.uses[order].clone()
+            self.importance.probe = torch.empty(0, dtype=torch.long)
 
     def _supervised(self, targets: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """The targets the loss sees: all known ancestors (``path``) or the own level only."""
@@ -190,7 +218,7 @@ class HierarchicalLearner:
             for start in range(0, slots.numel(), SCORING_CHUNK):
                 chunk = slots[start:start + SCORING_CHUNK]
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                    logits = self.net(self._prepare(mem.x[chunk], train=False))
+                    logits = self.net(self.prepare(mem.x[chunk], train=False))
                 targets = self._supervised(mem.targets[chunk], mem.level[chunk])
                 weights = None
                 if self.config.pseudo_labels:
@@ -229,34 +257,17 @@ class HierarchicalLearner:
             global_ids = self.tables.global_ids(h + 1)[prediction]
             mem.pseudo_bins[slots, h] = torch.where(eligible, global_ids, -1)
 
-    def _prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        if not self.is_image:
-            return x.float()
-        images = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        images = (images - 0.5) / 0.5
-        if train and self.config.augment:
-            images = random_crop_flip(images, self.generator)
-        return images.contiguous(memory_format=torch.channels_last)
+    def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        images = prepare_inputs(x, self.is_image, self.device)
+        if train and self.is_image and self.config.augment:
+            images = random_crop_flip(images, self.generator).contiguous(memory_format=torch.channels_last)
+        return images
 
     # -- prediction -------------------------------------------------------------------------
-    @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, chunk: int = 512) -> list[torch.Tensor]:
         """Probabilities over the known classes of each level (coarsest first), on the CPU."""
-        was_training = self.net.training
-        self.net.eval()
-        outputs: list[list[torch.Tensor]] = [[] for _ in self.net.heads]
-        for start in range(0, x.shape[0], chunk):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                logits = self.net(self._prepare(x[start:start + chunk], train=False))
-            if self.config.decode == "path":
-                probs = path_probabilities(logits, self.tables.parents())
-            else:
-                probs = independent_probabilities(logits)
-            for level, p in enumerate(probs):
-                outputs[level].append(p.cpu())
-        self.net.train(was_training)
-        return [torch.cat(parts) if parts else torch.empty(0) for parts in outputs]
+        return level_probabilities(self.net, x, self.is_image, self.config.decode, self.tables.parents(),
+                                   self.use_amp, chunk)
 
     def predict(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Most probable class index per level, coarsest first."""

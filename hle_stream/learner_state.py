@@ -41,7 +41,8 @@ def learner_state(learner: HierarchicalLearner) -> dict[str, Any]:
         "optimizer": learner.optimizer.state_dict(),
         "memory": {name: getattr(mem, name)[: mem.size].cpu() for name in MEMORY_FIELDS},
         "first_seen": list(learner.first_seen),
-        "counters": {"seen": learner.seen, "offered": learner.offered, "steps": learner.steps, "updates": learner._updates},
+        "counters": {"seen": learner.seen, "offered": learner.offered, "steps": learner.steps, "updates": learner._updates,
+                     "nonfinite_steps": learner.nonfinite_steps, "quarantined": learner.quarantined},
         "pending": {
             "x": torch.stack([torch.as_tensor(p[0]) for p in pending]) if pending else None,
             "targets": torch.stack([p[1] for p in pending]) if pending else None,
@@ -83,6 +84,8 @@ def restore_learner(state: dict[str, Any], device: str | None = None) -> Hierarc
     counters = state["counters"]
     learner.seen, learner.offered, learner.steps, learner._updates = (
         counters["seen"], counters["offered"], counters["steps"], counters["updates"])
+    learner.nonfinite_steps = counters.get("nonfinite_steps", 0)  # absent before the numerical guard
+    learner.quarantined = counters.get("quarantined", 0)
     pending = state["pending"]
     learner._pending = [(pending["x"][i], pending["targets"][i], *meta) for i, meta in enumerate(pending["meta"])]
     if learner.importance is not None:

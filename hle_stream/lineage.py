@@ -34,10 +34,15 @@ class TrainedIdLog:
     def commit(self) -> int:
         """Append the ids recorded since the last commit, durably; returns the log's length."""
         if self._pending:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write("".join(f"{event_id}\n" for event_id in self._pending))
-                f.flush()
-                os.fsync(f.fileno())
+            size = self.path.stat().st_size
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write("".join(f"{event_id}\n" for event_id in self._pending))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:  # disk full: no half-written tail, the ids stay pending for the next try
+                os.truncate(self.path, size)
+                raise
             self._length += len(self._pending)
             self._pending.clear()
         return self._length

@@ -68,6 +68,17 @@ class ReplayMemory:
         if slot == self.size:
             self.size += 1
 
+    def remove(self, slots: torch.Tensor) -> torch.Tensor:
+        """Drop ``slots`` and close the gaps, keeping the others in order; returns, for each new
+        slot, the old slot it came from (to move per-slot state held elsewhere)."""
+        keep = torch.ones(self.size, dtype=torch.bool, device=self.device)
+        keep[slots[slots < self.size]] = False
+        order = keep.nonzero().flatten()
+        for tensor in self._tensors():
+            tensor[: order.numel()] = tensor[order].clone()
+        self.size = order.numel()
+        return order
+
     def bin_counts(self, num_bins: int, include_pseudo: bool = False) -> torch.Tensor:
         """Samples per bin. With ``include_pseudo`` a sample is shared out evenly over its own
         bin and its pseudo bins (each sample weighs 1 in total): counting it fully in every bin
@@ -88,6 +99,8 @@ class ReplayMemory:
 
     def nbytes(self) -> int:
         """Bytes held by the memory's tensors (allocated capacity, not only the used slots)."""
-        tensors = (self.x, self.targets, self.pseudo, self.pseudo_bins, self.level, self.bin,
-                   self.importance, self.last_loss, self.fresh, self.sample_id)
-        return sum(t.element_size() * t.nelement() for t in tensors)
+        return sum(t.element_size() * t.nelement() for t in self._tensors())
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.x, self.targets, self.pseudo, self.pseudo_bins, self.level, self.bin,
+                self.importance, self.last_loss, self.fresh, self.sample_id)

@@ -1,100 +1,200 @@
-"""HTTP serving beside the daemon (Starlette on uvicorn): predictions from the live model, and
-health and readiness probes.
+"""HTTP serving beside the daemon (Starlette on uvicorn): predictions from a snapshot of the
+model, health and readiness probes, metrics and per-class detail, built to survive abuse.
 
 - ``POST /predict``: one event or a list of events (the input contract; labels are ignored)
   → ``{"predictions": [{"id", "model_version", "path"}]}``; an invalid event → 400 with its
   reason.
 - ``GET /healthz``: 200 while the consume loop keeps ticking (liveness).
-- ``GET /readyz``: 200 once a model exists, the loop runs and Kafka takes the daemon's output
-  (readiness; 503 while the broker is away).
+- ``GET /readyz``: 200 once a model exists, its weights are finite, the loop runs, the last
+  checkpoint write succeeded and Kafka takes the daemon's output (readiness; 503 while the
+  broker is away or the disk refuses checkpoints).
 - ``GET /metrics``: the Prometheus series (when metrics are on).
-- ``GET /classes``: per-class detail, which Prometheus must not hold (one series per class would
-  grow without bound): prequential accuracy and replay-memory samples of every known class.
+- ``GET /classes?level=&offset=&limit=``: per-class detail, a page of at most ``MAX_CLASS_PAGE``
+  classes per level (prequential accuracy and replay-memory samples), which Prometheus must not
+  hold (one series per class would grow without bound).
+
+Limits (``HttpLimits``, each a ``hle-stream run`` option): a body over ``max_body_bytes`` is 413
+(refused from its Content-Length before it is read), more than ``max_events`` events 413, a
+body not received within ``request_timeout_s`` 408; more than ``max_concurrent`` predictions in
+flight 503 with ``Retry-After``; a connection that sends no complete request head within
+``request_timeout_s`` is closed, and connections beyond ``max_connections`` are closed at once.
+Predictions run in worker threads on a ``ServingSnapshot``, never on the event loop and never
+under the training lock, so ``/healthz`` and ``/readyz`` answer while the model trains or
+predicts. With ``token`` set, ``/predict``, ``/classes`` and ``/metrics`` need
+``Authorization: Bearer <token>``; the probes stay open.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import threading
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
+import anyio
 import numpy as np
 import torch
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from hle_stream.evaluation import PrequentialAccuracy
 from hle_stream.events import EventError, event_from_document, prediction_path
 from hle_stream.learner import HierarchicalLearner
+from hle_stream.snapshot import ServingSnapshot
 from hle_stream.telemetry import Telemetry
 
 # A loop that has not ticked for this long is stuck: a poll waits at most 0.5 s and a batch of
 # 64 events trains in well under a second on a CPU, so 30 s leaves a wide margin.
 LIVENESS_WINDOW_S = 30.0
+MAX_CLASS_PAGE = 1000
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_body_bytes: int = 1 << 20  # about 40 Fashion-MNIST images as JSON lists, 300 in x_b64
+    max_events: int = 256
+    request_timeout_s: float = 10.0  # for the request head, and again for the body
+    max_concurrent: int = 8  # /predict requests reading a body or predicting at once
+    max_connections: int = 512
+    predict_threads: int = 1  # worker threads: predictions share the CPU with training
+    token: str | None = None
 
 
 class ServedModel(Protocol):
-    lock: threading.Lock
-    learner: HierarchicalLearner | None
+    lock: threading.Lock  # held by the loop while it processes a micro-batch
+    snapshot: ServingSnapshot | None
     last_tick: float
     kafka_ok: bool
+    model_finite: bool
+    checkpoint_ok: bool  # the last checkpoint write succeeded
     confidence_threshold: float
-    prequential: PrequentialAccuracy
+    max_abs_feature: float
     telemetry: Telemetry | None
 
+    @property
+    def learner(self) -> HierarchicalLearner | None: ...
 
-def build_app(model: ServedModel) -> Starlette:
-    async def predict(request: Request) -> JSONResponse:
-        learner = model.learner
-        if learner is None:
-            return JSONResponse({"error": "no model yet: the daemon has not seen an event"}, status_code=503)
-        body = await request.body()
+    @property
+    def prequential(self) -> PrequentialAccuracy: ...
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error = status, error
+
+
+def build_app(model: ServedModel, limits: HttpLimits = HttpLimits()) -> Starlette:
+    predict_threads = anyio.CapacityLimiter(limits.predict_threads)
+    inflight = 0  # touched only on the event loop
+
+    def refused(status: int, error: str, detail: str, **headers: str) -> JSONResponse:
+        return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+    def authorized(request: Request) -> bool:
+        if limits.token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {limits.token}".encode())
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise _Refused(413, "too_large", f"a body of {declared} bytes; at most {limits.max_body_bytes}")
+        body = bytearray()
+        try:
+            async with asyncio.timeout(limits.request_timeout_s):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limits.max_body_bytes:
+                        raise _Refused(413, "too_large", f"a body over {limits.max_body_bytes} bytes")
+        except TimeoutError:
+            raise _Refused(408, "timeout", f"the body did not arrive within {limits.request_timeout_s} s") from None
+        return bytes(body)
+
+    def predict_body(body: bytes, snapshot: ServingSnapshot) -> dict:
+        """Parse, validate and predict, in a worker thread (JSON of a 1 MiB body is CPU work)."""
         try:
             documents = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            return JSONResponse({"error": "not_json", "detail": str(err)}, status_code=400)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+            raise _Refused(400, "not_json", str(err)[:200]) from None
         documents = documents if isinstance(documents, list) else [documents]
+        if len(documents) > limits.max_events:
+            raise _Refused(413, "too_many_events", f"{len(documents)} events; at most {limits.max_events}")
         try:
-            events = [event_from_document(d, learner.input_shape) for d in documents]
+            events = [event_from_document(d, snapshot.input_shape, max_abs_feature=model.max_abs_feature)
+                      for d in documents]
         except EventError as err:
-            return JSONResponse({"error": err.reason, "detail": str(err)}, status_code=400)
+            raise _Refused(400, err.reason, str(err)[:500]) from None
+        if any(torch.from_numpy(e.x[:0]).dtype != snapshot.input_dtype for e in events):
+            raise _Refused(400, "wrong_type", f"features must be {snapshot.input_dtype}")
         if not events:
-            return JSONResponse({"predictions": []})
-        x = torch.from_numpy(np.stack([e.x for e in events]))
-        with model.lock:
-            started = time.perf_counter()
-            probs = learner.predict_proba(x) if learner.net.heads else []
-            if model.telemetry is not None:
-                model.telemetry.record_prediction("http", len(events), time.perf_counter() - started)
-            version, tree = learner.steps, learner.tree
-            paths = [prediction_path(tree, [p[i].numpy() for p in probs], model.confidence_threshold)
-                     for i in range(len(events))]
-        return JSONResponse({"predictions": [{"id": e.id, "model_version": version, "path": path}
-                                             for e, path in zip(events, paths)]})
+            return {"predictions": []}
+        started = time.perf_counter()
+        probs = snapshot.predict_proba(torch.from_numpy(np.stack([e.x for e in events])))
+        if model.telemetry is not None:
+            model.telemetry.record_prediction("http", len(events), time.perf_counter() - started)
+        paths = [prediction_path(snapshot.tree, [p[i].numpy() for p in probs], model.confidence_threshold)
+                 for i in range(len(events))]
+        return {"predictions": [{"id": e.id, "model_version": snapshot.version, "path": path}
+                                for e, path in zip(events, paths)]}
+
+    async def predict(request: Request) -> JSONResponse:
+        nonlocal inflight
+        if not authorized(request):
+            return refused(401, "unauthorized", "send Authorization: Bearer <token>")
+        snapshot = model.snapshot
+        if snapshot is None:
+            return refused(503, "no_model", "no model yet: the daemon has not seen an event", **{"Retry-After": "5"})
+        if inflight >= limits.max_concurrent:
+            return refused(503, "busy", f"{inflight} predictions in flight", **{"Retry-After": "1"})
+        inflight += 1
+        try:
+            body = await read_body(request)
+            answer = await anyio.to_thread.run_sync(predict_body, body, snapshot, limiter=predict_threads)
+            return JSONResponse(answer)
+        except _Refused as err:
+            return refused(err.status, err.error, str(err))
+        finally:
+            inflight -= 1
 
     async def healthz(request: Request) -> JSONResponse:
         age = time.monotonic() - model.last_tick
         return JSONResponse({"loop_tick_age_s": round(age, 3)}, status_code=200 if age < LIVENESS_WINDOW_S else 503)
 
     async def readyz(request: Request) -> JSONResponse:
-        checks = {"model": model.learner is not None, "loop": time.monotonic() - model.last_tick < LIVENESS_WINDOW_S,
-                  "kafka": model.kafka_ok}
+        checks = {"model": model.snapshot is not None or model.learner is not None,
+                  "loop": time.monotonic() - model.last_tick < LIVENESS_WINDOW_S,
+                  "kafka": model.kafka_ok, "finite": model.model_finite, "checkpoint": model.checkpoint_ok}
         ready = all(checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
-    # Plain (sync) endpoints run in Starlette's thread pool: waiting for the loop's lock there
-    # does not stall /healthz.
+    # Plain (sync) endpoints run in Starlette's thread pool, off the event loop.
     def metrics(request: Request) -> Response:
+        if not authorized(request):
+            return refused(401, "unauthorized", "send Authorization: Bearer <token>")
         return Response(generate_latest(model.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 
     def classes(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return refused(401, "unauthorized", "send Authorization: Bearer <token>")
+        try:
+            level = int(request.query_params.get("level", 0))
+            offset = max(0, int(request.query_params.get("offset", 0)))
+            limit = min(MAX_CLASS_PAGE, max(1, int(request.query_params.get("limit", MAX_CLASS_PAGE))))
+        except ValueError:
+            return refused(400, "bad_query", "level, offset and limit are integers")
         with model.lock:
-            return JSONResponse({"levels": class_report(model.learner, model.prequential)})
+            return JSONResponse({"levels": class_report(model.learner, model.prequential, level, offset, limit)})
 
     routes = [Route("/predict", predict, methods=["POST"]), Route("/healthz", healthz), Route("/readyz", readyz),
               Route("/classes", classes)]
@@ -103,29 +203,72 @@ def build_app(model: ServedModel) -> Starlette:
     return Starlette(routes=routes)
 
 
-def class_report(learner: HierarchicalLearner | None, prequential: PrequentialAccuracy) -> list[dict]:
-    """Per level, every known class: prequential accuracy (null before it was scored), labelled
-    events seen, and replay-memory samples whose own label is that class."""
+def class_report(learner: HierarchicalLearner | None, prequential: PrequentialAccuracy, level: int = 0,
+                 offset: int = 0, limit: int = MAX_CLASS_PAGE) -> list[dict]:
+    """Per level (or only ``level``), the known classes ``offset .. offset+limit``: prequential
+    accuracy (null before it was scored), labelled events seen, and replay-memory samples whose
+    own label is that class; ``total`` is the level's class count."""
     if learner is None:
         return []
     tree, memory = learner.tree, learner.memory
     in_memory = torch.bincount(memory.bin[: memory.size], minlength=tree.total_classes).tolist()
     report = []
-    for level in range(1, tree.depth + 1):
+    for lv in range(1, tree.depth + 1):
+        if level and lv != level:
+            continue
+        paths = tree.classes(lv)
         rows = []
-        for index, path in enumerate(tree.classes(level)):
-            correct, seen = prequential.class_accuracy(level, index)
-            rows.append({"path": path, "prequential_accuracy": correct / seen if seen else None, "seen": seen,
-                         "memory_samples": in_memory[tree.global_id_of(level, index)]})
-        report.append({"level": level, "classes": rows})
+        for index in range(offset, min(len(paths), offset + limit)):
+            correct, seen = prequential.class_accuracy(lv, index)
+            rows.append({"path": paths[index], "prequential_accuracy": correct / seen if seen else None, "seen": seen,
+                         "memory_samples": in_memory[tree.global_id_of(lv, index)]})
+        report.append({"level": lv, "total": len(paths), "offset": offset, "classes": rows})
     return report
+
+
+def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with two guards it lacks: a deadline for each request head (a
+    client that opens a connection and trickles bytes is cut off) and a cap on open connections
+    (idle sockets must not exhaust the descriptors the checkpoint writer needs)."""
+
+    class GuardedH11Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                transport.close()
+                return
+            self._arm_head_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_head_deadline()
+
+        def _arm_head_deadline(self) -> None:
+            self.loop.call_later(limits.request_timeout_s, self._head_deadline, self.cycle)
+
+        def _head_deadline(self, cycle_then: object) -> None:
+            if self.cycle is cycle_then and not self.transport.is_closing():  # no new request began
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def require_auth_off_loopback(host: str, limits: HttpLimits) -> None:
+    """Serving beyond this machine without a token would let anyone read the model: refuse."""
+    if host not in LOOPBACK_HOSTS and limits.token is None:
+        raise ValueError(f"--http-host {host} is reachable from other machines: set --http-token (or HLE_HTTP_TOKEN) "
+                         "so that /predict, /classes and /metrics need it")
 
 
 class HttpServer:
     """uvicorn in a background thread, stoppable."""
 
-    def __init__(self, model: ServedModel, host: str, port: int) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(build_app(model), host=host, port=port, log_level="warning"))
+    def __init__(self, model: ServedModel, host: str, port: int, limits: HttpLimits = HttpLimits()) -> None:
+        require_auth_off_loopback(host, limits)
+        config = uvicorn.Config(build_app(model, limits), host=host, port=port, log_level="warning",
+                                http=guarded_protocol(limits), timeout_keep_alive=5,
+                                h11_max_incomplete_event_size=16 * 1024)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> None:

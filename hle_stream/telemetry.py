@@ -27,10 +27,9 @@ from prometheus_client import (
 )
 
 from hle_stream.evaluation import PrequentialAccuracy
-from hle_stream.events import EventError
+from hle_stream.events import DEAD_LETTER_REASONS
 from hle_stream.learner import HierarchicalLearner
 
-DEAD_LETTER_REASONS = EventError.REASONS  # bad_label covers the class cap, met while learning
 # A CPU train step on a micro-batch takes 10 ms .. 2 s; a prediction 0.5 ms .. 200 ms.
 TRAIN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PREDICT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -110,6 +109,17 @@ class Telemetry:
                                               registry=registry)
         self.checkpoint_bytes = Gauge("hle_checkpoint_size_bytes", "Size of the last checkpoint written.",
                                       registry=registry)
+        self.checkpoint_failures = Counter("hle_checkpoint_failures_total",
+                                           "Checkpoint writes that failed (disk full, no descriptors); retried.",
+                                           registry=registry)
+        self.output_dropped = Counter("hle_output_dropped_total",
+                                      "Output records Kafka refused as too large (permanent; never retried).",
+                                      registry=registry)
+        # Mirrors of the learner's own counters (they survive restarts in its checkpoint).
+        self.nonfinite_steps = Gauge("hle_nonfinite_steps_skipped", "Train steps skipped by the numerical guard "
+                                     "(a NaN or Inf loss or gradient), over the model's lineage.", registry=registry)
+        self.quarantined = Gauge("hle_quarantined_samples", "Samples dropped from the replay memory by the "
+                                 "numerical guard, over the model's lineage.", registry=registry)
         self.gpu_allocated = Gauge("hle_gpu_memory_allocated_bytes", "CUDA memory allocated by tensors.",
                                    registry=registry)
         self.gpu_reserved = Gauge("hle_gpu_memory_reserved_bytes", "CUDA memory reserved by the caching allocator.",
@@ -152,6 +162,12 @@ class Telemetry:
         self.checkpoint_time.set(time.time())
         self.checkpoint_bytes.set(size_bytes)
 
+    def record_checkpoint_failure(self) -> None:
+        self.checkpoint_failures.inc()
+
+    def record_output_dropped(self) -> None:
+        self.output_dropped.inc()
+
     def record_corrupt_checkpoints(self, count: int) -> None:
         self.checkpoint_corruptions.inc(count)
 
@@ -168,6 +184,8 @@ class Telemetry:
         if learner is None:
             return
         self.train_steps.set(learner.steps)
+        self.nonfinite_steps.set(learner.nonfinite_steps)
+        self.quarantined.set(learner.quarantined)
         for level in range(1, learner.tree.depth + 1):
             self.known_classes.labels(str(level)).set(learner.tree.num_classes(level))
         if learner.tree.total_classes > self._classes_counted:

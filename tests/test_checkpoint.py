@@ -71,3 +71,43 @@ def test_a_checkpoint_never_runs_code_from_the_file(tmp_path):
         b"HLECKPT 2 " + hashlib.sha256(blob).hexdigest().encode() + b"\n" + blob)
     state, report = CheckpointStore(tmp_path).load_latest()  # weights_only refuses it: treated as unusable
     assert state is None and len(report.corrupt) == 1
+
+
+def test_a_second_store_on_the_same_directory_is_refused_while_the_first_holds_it(tmp_path):
+    from hle_stream.checkpoint import CheckpointDirLockedError
+
+    first = CheckpointStore(tmp_path)
+    first.save({"n": 1})
+    with pytest.raises(CheckpointDirLockedError, match="in use by another hle-stream"):
+        CheckpointStore(tmp_path)
+    first.close()
+    assert CheckpointStore(tmp_path).load_latest()[0] == {"n": 1}  # free again once released
+
+
+def test_the_store_deletes_only_files_of_its_own_naming(tmp_path):
+    foreign = [tmp_path / name for name in ("checkpoint-notes.txt", "checkpoint-7.pt", "checkpoint-backup.tmp")]
+    for path in foreign:
+        path.write_text("someone else's")
+    store = CheckpointStore(tmp_path, keep=1)
+    for i in range(3):
+        store.save({"n": i})
+    assert all(path.exists() for path in foreign)
+    assert [p.name for p in store.files()] == ["checkpoint-000000003.pt"]
+
+
+def test_a_failed_write_raises_and_leaves_the_previous_checkpoints_and_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    store = CheckpointStore(tmp_path)
+    store.save({"n": 1})
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.save({"n": 2})
+    monkeypatch.undo()
+    assert list(tmp_path.glob("*.tmp")) == []
+    assert store.load_latest()[0] == {"n": 1}

@@ -107,3 +107,36 @@ def test_run_refuses_a_checkpoint_of_another_format_with_a_clear_message_and_exi
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "format 9; this hle-stream reads format 2" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_refuses_a_checkpoint_directory_another_daemon_holds_with_exit_code_2(tmp_path):
+    from hle_stream.checkpoint import CheckpointStore
+
+    holder = CheckpointStore(tmp_path)  # as a running daemon holds it
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    done = subprocess.run([exe, "run", "--checkpoint-dir", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=60)
+    holder.close()
+    assert done.returncode == 2
+    assert "is in use by another hle-stream" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_refuses_a_checksummed_file_that_is_not_a_daemon_checkpoint_with_exit_code_2(tmp_path):
+    from hle_stream.checkpoint import CheckpointStore
+
+    store = CheckpointStore(tmp_path)
+    store.save({"something": "else"})
+    store.close()
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    done = subprocess.run([exe, "run", "--checkpoint-dir", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "is not an hle-stream daemon checkpoint" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_refuses_to_serve_beyond_loopback_without_a_token(tmp_path):
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    done = subprocess.run([exe, "run", "--checkpoint-dir", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1",
+                           "--http-host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "set --http-token" in done.stderr and "Traceback" not in done.stderr

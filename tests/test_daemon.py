@@ -130,7 +130,8 @@ def test_the_daemon_serves_predictions_health_and_readiness_over_http(broker, tm
                 return err.code, json.loads(err.read())
 
         assert call("/healthz")[0] == 200
-        assert call("/readyz") == (200, {"ready": True, "model": True, "loop": True, "kafka": True})
+        assert call("/readyz") == (200, {"ready": True, "model": True, "loop": True, "kafka": True, "finite": True,
+                                         "checkpoint": True})
         status, answer = call("/predict", json.dumps([{"id": "q1", "x": [0.0] * 32}, {"id": "q2", "x": [1.0] * 32}]).encode())
         assert status == 200
         assert [p["id"] for p in answer["predictions"]] == ["q1", "q2"]

@@ -95,3 +95,18 @@ def test_path_decoding_ranks_fine_classes_by_their_whole_path(small_config):
     agreement = (parents[fine] == coarse).float().mean().item()
     assert agreement > 0.95
 
+
+
+def test_a_non_finite_step_is_skipped_its_samples_are_quarantined_and_the_weights_stay_finite(small_config):
+    ds, x, labels = _stream()
+    learner = _learn(small_config, x[:40], labels[:40])
+    poison = torch.full((4, x.shape[1]), 1e30)  # finite, but its activations overflow
+    learner.observe(poison, labels[:4], ids=[9001, 9002, 9003, 9004])
+    assert learner.nonfinite_steps >= 1 and learner.quarantined >= 4
+    assert all(bool(torch.isfinite(p).all()) for p in learner.net.parameters())
+    memory = learner.memory
+    assert not torch.isin(memory.sample_id[: memory.size], torch.tensor([9001, 9002, 9003, 9004])).any()
+    assert float(memory.x[: memory.size].abs().max()) < 1e6
+    steps = learner.steps
+    learner.observe(x[40:80], labels[40:80])  # and learning goes on
+    assert learner.steps > steps and all(bool(torch.isfinite(p).all()) for p in learner.net.parameters())

@@ -62,3 +62,21 @@ def test_a_broker_outage_makes_the_daemon_unready_then_it_resumes_with_nothing_l
     assert result["lost"] == 0 and result["trained_twice"] == 0
     assert result["predictions_missing"] == 0
     assert result["exit_code"] == 0
+
+
+def test_an_attackers_records_requests_and_full_disk_crash_stall_and_poison_nothing(broker, tmp_path):
+    result = reliability.adversarial_run(broker, tmp_path, valid=600, seed=0)
+    print(result)
+    assert set(result["attacks_by_category"]) == {"first_record", "crash_loop", "large_output", "poison", "label",
+                                                  "duplicate"}
+    assert result["wrong_reason_or_offset"] == 0  # each attack dead-lettered, at its offset, for what it is
+    assert result["largest_dead_letter_bytes"] <= 1_000_000 and result["dead_letters_truncated"] >= 2
+    assert result["crashes"] == 0 and result["stalls"] == 0
+    assert result["valid_lost"] == 0 and result["trained_twice"] == 0
+    assert result["non_finite_parameters"] == 0
+    assert result["checkpoint_failures_logged"] >= 1 and result["ready_after_disk_freed"]
+    assert result["second_daemon_exit_code"] == 2 and result["second_daemon_refused_with_message"]
+    assert result["http_50mb_body_answer"].startswith("HTTP/1.1 413")
+    assert result["http_slow_body_answer"].startswith("HTTP/1.1 408")
+    assert result["http_slow_head_closed"]
+    assert result["healthz_ok_under_abuse"] == result["healthz_probes"]

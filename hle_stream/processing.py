@@ -1,0 +1,273 @@
+"""One micro-batch of raw records through the model, without I/O: what the daemon does between
+a poll and a checkpoint, testable without Kafka.
+
+Every record ends in exactly one of two places, whatever its bytes: a prediction (and, if it
+carries a label, a training example), or a dead letter with a reason from
+``hle_stream.events.DEAD_LETTER_REASONS``. Nothing raises out of ``process``: a record that trips an unexpected
+error in hle-stream itself is dead-lettered as ``internal_error`` with its traceback logged, so
+one record can neither stop the daemon nor, since its offset is passed, crash-loop it on restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+import numpy as np
+import torch
+
+from hle_stream.config import LearnerConfig, method_config
+from hle_stream.dedupe import RecentIds
+from hle_stream.drift import DriftMonitor
+from hle_stream.evaluation import PrequentialAccuracy
+from hle_stream.events import DEFAULT_MAX_ABS_FEATURE, Event, EventError, parse_event, prediction_path
+from hle_stream.hierarchy import LabelPathError, LabelTree
+from hle_stream.learner import HierarchicalLearner
+from hle_stream.lineage import TrainedIdLog
+from hle_stream.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+class Record(Protocol):
+    """A consumed record: kafka-python's ``ConsumerRecord`` is one."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+class Sink(Protocol):
+    """Where the outcome of each record goes (the Kafka publisher, or a list in tests)."""
+
+    def prediction(self, document: dict[str, Any]) -> None: ...
+
+    def dead_letter(self, record: Record, reason: str, detail: str) -> None: ...
+
+
+@dataclass
+class ListSink:
+    """A sink that keeps everything in lists: for tests and offline runs of the processor."""
+
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[tuple[Record, str, str]] = field(default_factory=list)
+
+    def prediction(self, document: dict[str, Any]) -> None:
+        self.predictions.append(document)
+
+    def dead_letter(self, record: Record, reason: str, detail: str) -> None:
+        self.dead_letters.append((record, reason, detail))
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    method: str = "pl-fms"
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    input_shape: tuple[int, ...] | None = None  # None: the first valid event sets it
+    input_dtype: str | None = None  # float32 or uint8; None: the first valid event sets it
+    max_message_bytes: int = 4 << 20
+    max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE
+    confidence_threshold: float = 0.5
+    dedupe_window: int = 100_000  # ids with features remembered to refuse duplicates (0: off)
+
+
+class MicroBatchProcessor:
+    """Predict every record of a micro-batch, then learn from the labelled ones (test-then-train).
+
+    Owns the learner (created from the first usable event), the prequential accuracy, the
+    window of recent ids and the next offset of every partition it has processed.
+    """
+
+    def __init__(self, config: ProcessingConfig, sink: Sink, telemetry: Telemetry | None = None,
+                 drift: DriftMonitor | None = None, lineage: TrainedIdLog | None = None) -> None:
+        self.config = config
+        self.sink = sink
+        self.telemetry = telemetry
+        self.drift = drift
+        self.lineage = lineage
+        self.learner: HierarchicalLearner | None = None
+        self.prequential = PrequentialAccuracy()
+        self.recent_ids = RecentIds(config.dedupe_window)
+        self.next_offsets: dict[int, int] = {}
+        self.consumed = 0
+        self.dead_letters = 0
+        # checks the first events' labels against the configured depth before a learner exists
+        self._no_classes_yet = LabelTree(config.learner.max_depth, config.learner.max_classes)
+
+    @property
+    def tree(self) -> LabelTree:
+        return self.learner.tree if self.learner else self._no_classes_yet
+
+    def process(self, records: Iterable[Record]) -> None:
+        events, sources = [], []
+        for record in records:
+            self.consumed += 1
+            self.next_offsets[record.partition] = record.offset + 1
+            try:
+                events.append(self._admit(record, events))
+                sources.append(record)
+            except EventError as err:
+                self._dead_letter(record, err.reason, str(err))
+            except Exception as err:  # a bug of ours must not stop the stream: logged, dead-lettered
+                log.exception("internal error on %s[%d]@%d", record.topic, record.partition, record.offset)
+                self._dead_letter(record, "internal_error", f"{type(err).__name__}: {err}")
+        events, sources = self._within_class_cap(events, sources)
+        events, sources = self._first_of_each_id(events, sources)
+        if not events:
+            return
+        try:
+            x = torch.from_numpy(np.stack([e.x for e in events]))
+            self._predict_and_publish(events, sources, x)
+        except Exception as err:
+            log.exception("internal error predicting a batch of %d events", len(events))
+            for record in sources:
+                self._dead_letter(record, "internal_error", f"prediction failed: {type(err).__name__}: {err}")
+            return
+        self._learn(events, sources, x)
+
+    # -- admission: parse, then the checks that need the batch or the model ------------------
+    def _admit(self, record: Record, batch: list[Event]) -> Event:
+        cfg = self.config
+        event = parse_event(record.value, self.learner.input_shape if self.learner else cfg.input_shape, self.tree,
+                            cfg.max_message_bytes, cfg.max_abs_feature)
+        if batch and event.x.shape != batch[0].x.shape:
+            raise EventError("wrong_shape", f"shape {event.x.shape} differs from {batch[0].x.shape} in the batch")
+        expected = self._expected_dtype(batch)
+        if expected is not None and _dtype(event) != expected:
+            raise EventError("wrong_type", f"features of dtype {_dtype(event)}; the model takes {expected}")
+        if self.learner is None and not batch:
+            self._create_learner(event)
+        return event
+
+    def _expected_dtype(self, batch: list[Event]) -> torch.dtype | None:
+        if self.learner is not None:
+            return self.learner.memory.x.dtype
+        if self.config.input_dtype is not None:
+            return getattr(torch, self.config.input_dtype)
+        return _dtype(batch[0]) if batch else None
+
+    def _create_learner(self, event: Event) -> None:
+        """The first usable event fixes the input; a shape the backbone cannot take (an image
+        too small for its pooling, say) is refused here rather than fixed for good."""
+        shape, dtype = event.x.shape, _dtype(event)
+        learner = HierarchicalLearner(method_config(self.config.method, self.config.learner), shape, dtype)
+        try:
+            learner.net.eval()
+            with torch.no_grad():
+                learner.net.backbone(learner.prepare(torch.from_numpy(event.x[None]), train=False))
+        except RuntimeError as err:
+            raise EventError("wrong_shape", f"the {self.config.learner.backbone} backbone cannot take features of "
+                                            f"shape {shape}: {err}") from None
+        finally:
+            learner.net.train()
+        self.learner = learner
+        log.info("learner created for inputs of shape %s (%s), method %s", shape, dtype, self.config.method)
+
+    def _within_class_cap(self, events: list[Event], sources: list[Record]) -> tuple[list[Event], list[Record]]:
+        """Dead-letter, before predicting, the labelled events whose new classes would pass the cap
+        once the earlier events of the batch are learned (each alone passed ``parse_event``)."""
+        tree = self.tree
+        labelled = [i for i, e in enumerate(events) if e.label]
+        rejected = {labelled[j] for j in tree.over_cap([events[i].label for i in labelled])}
+        for i in sorted(rejected):
+            self._dead_letter(sources[i], "bad_label", f"{events[i].label}: would exceed the cap of "
+                                                        f"{tree.max_classes} classes")
+        keep = [i for i in range(len(events)) if i not in rejected]
+        return [events[i] for i in keep], [sources[i] for i in keep]
+
+    def _first_of_each_id(self, events: list[Event], sources: list[Record]) -> tuple[list[Event], list[Record]]:
+        """Dead-letter the events whose id is in the window of recent ids (``hle_stream.dedupe``)."""
+        kept = []
+        for event, record in zip(events, sources):
+            if self.recent_ids.admit(event.id):
+                kept.append((event, record))
+            else:
+                self._dead_letter(record, "duplicate_id", f"id {event.id!r} is among the last "
+                                                          f"{self.recent_ids.capacity} ids with features")
+        return [e for e, _ in kept], [r for _, r in kept]
+
+    # -- test, then train ------------------------------------------------------------------
+    def _predict_and_publish(self, events: list[Event], sources: list[Record], x: torch.Tensor) -> None:
+        learner = self.learner
+        started = time.perf_counter()
+        probs = learner.predict_proba(x) if learner.net.heads else []
+        if self.telemetry is not None:
+            self.telemetry.record_prediction("stream", len(events), time.perf_counter() - started)
+        labelled = [i for i, e in enumerate(events) if e.label]
+        if labelled:
+            outcomes = self.prequential.update(learner.tree, [events[i].label for i in labelled],
+                                               [p[labelled].argmax(dim=1) for p in probs])
+            if self.drift is not None:
+                for outcome in self.drift.update(outcomes):
+                    self._drift_detected(outcome.level, sources[labelled[outcome.sample]])
+        for i, event in enumerate(events):
+            document = {"id": event.id, "model_version": learner.steps,
+                        "path": prediction_path(learner.tree, [p[i].numpy() for p in probs],
+                                                self.config.confidence_threshold)}
+            if event.label:
+                document["label"] = event.label
+            self.sink.prediction(document)
+
+    def _learn(self, events: list[Event], sources: list[Record], x: torch.Tensor) -> None:
+        labelled = [i for i, e in enumerate(events) if e.label]
+        if not labelled:
+            return
+        started = time.perf_counter()
+        learned = labelled
+        try:  # observe() rejects a whole batch before learning any of it
+            self.learner.observe(x[labelled], [events[i].label for i in labelled])
+        except LabelPathError:  # e.g. the class cap reached inside this batch: learn one by one
+            learned = []
+            for i in labelled:
+                try:
+                    self.learner.observe(x[i:i + 1], [events[i].label])
+                    learned.append(i)
+                except LabelPathError as err:
+                    self._dead_letter(sources[i], "bad_label", str(err))
+        except Exception as err:
+            log.exception("internal error learning a batch of %d events", len(labelled))
+            learned = []
+            for i in labelled:
+                self._dead_letter(sources[i], "internal_error", f"learning failed: {type(err).__name__}: {err}")
+        if self.lineage is not None:
+            self.lineage.record(events[i].id for i in learned)
+        if self.telemetry is not None:
+            self.telemetry.record_training(len(learned), time.perf_counter() - started)
+
+    def _drift_detected(self, level: int, record: Record) -> None:
+        log.warning("drift detected on level %d's prequential error at %s[%d]@%d", level, record.topic,
+                    record.partition, record.offset)
+        if self.telemetry is not None:
+            self.telemetry.record_drift(level)
+
+    def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
+        self.dead_letters += 1
+        if self.telemetry is not None:
+            self.telemetry.record_dead_letter(reason)
+        log.warning("dead letter: %s at %s[%d]@%d: %s", reason, record.topic, record.partition, record.offset,
+                    detail[:500])
+        self.sink.dead_letter(record, reason, detail)
+
+    # -- state (part of the daemon's checkpoint) ---------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        from hle_stream.learner_state import learner_state
+
+        return {"learner": learner_state(self.learner) if self.learner else None,
+                "prequential": self.prequential.state_dict(), "offsets": dict(self.next_offsets),
+                "recent_ids": self.recent_ids.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from hle_stream.learner_state import restore_learner
+
+        if state["learner"] is not None:
+            self.learner = restore_learner(state["learner"], device=self.config.learner.device)
+        self.prequential = PrequentialAccuracy.from_state_dict(state["prequential"])
+        self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
+        if "recent_ids" in state:  # checkpoints before the duplicate check have none
+            self.recent_ids.load_state_dict(state["recent_ids"])
+
+
+def _dtype(event: Event) -> torch.dtype:
+    return torch.from_numpy(event.x[:0]).dtype

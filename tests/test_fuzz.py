@@ -1,0 +1,78 @@
+"""Parsing is total: whatever the bytes, an event or an ``EventError`` with a documented reason,
+never another exception; and the micro-batch step lets nothing escape (benchmarks/fuzz.py)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hle_stream.events import EventError, parse_event
+from hle_stream.hierarchy import LabelTree
+
+FUZZ_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz.py"
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+fields = st.fixed_dictionaries({}, optional={
+    "id": st.one_of(st.text(), st.integers(), json_values),
+    "x": st.one_of(st.lists(st.one_of(st.floats(), st.integers()), max_size=10), json_values),
+    "x_b64": st.one_of(st.text(), st.binary(max_size=40).map(lambda b: __import__("base64").b64encode(b).decode())),
+    "dtype": st.one_of(st.sampled_from(["uint8", "float32", "int64"]), json_values),
+    "shape": st.one_of(st.lists(st.integers(min_value=-2, max_value=2**40), max_size=5), json_values),
+    "label": st.one_of(st.text(), st.lists(st.text(max_size=6), min_size=1, max_size=10).map("/".join), json_values),
+    "ts": json_values,
+})
+
+
+def _total(raw, tree=None):
+    try:
+        event = parse_event(raw, expected_shape=None, tree=tree, max_bytes=4096)
+    except EventError as err:
+        assert err.reason in EventError.REASONS
+        return None
+    json.dumps({"id": event.id, "label": event.label}, ensure_ascii=False).encode("utf-8")  # always encodable
+    return event
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300) | st.none())
+def test_any_bytes_parse_to_an_event_or_an_event_error(raw):
+    _total(raw)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fields)
+def test_any_json_object_of_the_contracts_fields_parses_to_an_event_or_an_event_error(document):
+    _total(json.dumps(document).encode(), LabelTree(max_depth=4, max_classes=50))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_an_accepted_label_is_nfc_with_no_invisible_or_control_characters(label):
+    event = _total(json.dumps({"id": 1, "x": [0.0], "label": label}).encode())
+    if event is not None and event.label is not None:
+        tree = LabelTree()
+        tree.add(event.label)  # what the parser accepts, the tree takes
+        assert event.label.encode("utf-8")
+
+
+def test_the_fuzzer_pushes_thousands_of_records_through_the_micro_batch_step_and_nothing_escapes():
+    done = subprocess.run([sys.executable, str(FUZZ_SCRIPT), "--records", "5000", "--seed", "7"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(result)
+    assert result["records"] == 5000 and result["seed"] == 7
+    assert result["parser_exceptions_escaped"] == 0 and result["step_exceptions_escaped"] == 0, result["first_failures"]
+    assert result["records_without_exactly_one_output"] == 0
+    assert result["non_strict_json_outputs"] == 0
+    assert result["batches_with_non_finite_weights"] == 0
+    assert "internal_error" not in result["dead_lettered_by_reason"]  # every fault is named for what it is
+    assert result["predicted"] > 1000  # the valid ones really went through the model
+    assert {"not_json", "bad_label", "bad_id", "wrong_shape", "out_of_range", "duplicate_id"} <= set(
+        result["dead_lettered_by_reason"])
