@@ -21,6 +21,8 @@ RUN useradd --create-home --uid 10001 hle \
     && chown hle:hle /var/lib/hle-stream
 USER hle
 VOLUME /var/lib/hle-stream
+# Serving on 0.0.0.0 needs a bearer token: run with -e HLE_HTTP_TOKEN=<secret> (the daemon refuses
+# to start without one); /healthz and /readyz stay open for probes.
 ENV HLE_CHECKPOINT_DIR=/var/lib/hle-stream/checkpoints \
     HLE_HTTP_HOST=0.0.0.0 \
     HLE_HTTP_PORT=8080
