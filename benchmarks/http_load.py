@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--events", type=int, default=40_000, help="backlog produced before the daemon starts")
+    parser.add_argument("--predict-share", type=float, default=None, help="the daemon's --http-predict-share")
     parser.add_argument("--flood-only", nargs=3, metavar=("PORT", "CLIENTS", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood_only:  # the load generator's own process
@@ -141,7 +142,8 @@ def main() -> None:
         daemon = subprocess.Popen(
             [EXE, "run", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", "load",
              "--checkpoint-dir", f"{workdir}/ckpt", "--http-port", str(port), "--session-timeout-ms", "2000",
-             "--heartbeat-interval-ms", "500"],
+             "--heartbeat-interval-ms", "500",
+             *(["--http-predict-share", str(args.predict_share)] if args.predict_share is not None else [])],
             stderr=open(f"{workdir}/daemon.log", "wb"), env={**os.environ, "OMP_NUM_THREADS": "1"})
         try:
             deadline = time.monotonic() + 180
@@ -168,7 +170,8 @@ def main() -> None:
             daemon.terminate()
             daemon.wait(60)
     print(json.dumps({
-        "clients": args.clients, "seconds_per_phase": args.seconds, "daemon_alive": alive,
+        "clients": args.clients, "seconds_per_phase": args.seconds, "predict_share": args.predict_share,
+        "daemon_alive": alive,
         "trained_per_s_unloaded": round(unloaded["trained_per_s"], 1),
         "trained_per_s_loaded": round(loaded["trained_per_s"], 1),
         "learning_ratio_loaded_to_unloaded": round(loaded["trained_per_s"] / unloaded["trained_per_s"], 3),

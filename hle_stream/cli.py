@@ -126,6 +126,7 @@ def run(
     http_timeout_seconds: Annotated[float, typer.Option(help="Deadline for a request's head, and again for its body (408).", envvar="HLE_HTTP_TIMEOUT_SECONDS", min=0.1)] = 10.0,
     http_max_concurrent: Annotated[int, typer.Option(help="/predict requests in flight at once; more get 503 with Retry-After.", envvar="HLE_HTTP_MAX_CONCURRENT", min=1)] = 8,
     http_max_connections: Annotated[int, typer.Option(help="Open HTTP connections; more are closed at once.", envvar="HLE_HTTP_MAX_CONNECTIONS", min=1)] = 512,
+    http_predict_share: Annotated[float, typer.Option(help="Share of one core's time /predict may use (over 5 s); beyond it 503, so that learning keeps its CPU.", envvar="HLE_HTTP_PREDICT_SHARE", min=0.01, max=16.0)] = 0.1,
     serving_refresh_seconds: Annotated[float, typer.Option(help="HTTP predictions use a copy of the model at most this old (plus one micro-batch).", envvar="HLE_SERVING_REFRESH_SECONDS", min=0.0)] = 1.0,
     security_protocol: Annotated[str, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", envvar="HLE_SECURITY_PROTOCOL")] = "PLAINTEXT",
     sasl_mechanism: Annotated[Optional[str], typer.Option(help="e.g. PLAIN, SCRAM-SHA-256.", envvar="HLE_SASL_MECHANISM")] = None,
@@ -166,7 +167,8 @@ def run(
                                   dedupe_window=dedupe_window)
     limits = HttpLimits(max_body_bytes=http_max_body_bytes, max_events=http_max_events,
                         request_timeout_s=http_timeout_seconds, max_concurrent=http_max_concurrent,
-                        max_connections=http_max_connections, token=http_token or None)
+                        max_connections=http_max_connections, predict_share=http_predict_share,
+                        token=http_token or None)
     config = DaemonConfig(input_topic, predictions_topic, dead_letter_topic, group_id, checkpoint_dir,
                           checkpoint_every_events, checkpoint_every_seconds, max_batch=max_batch, max_events=max_events,
                           http_host=http_host, http_port=http_port or None, http=limits,

@@ -16,7 +16,9 @@ model, health and readiness probes, metrics and per-class detail, built to survi
 Limits (``HttpLimits``, each a ``hle-stream run`` option): a body over ``max_body_bytes`` is 413
 (refused from its Content-Length before it is read), more than ``max_events`` events 413, a
 body not received within ``request_timeout_s`` 408; more than ``max_concurrent`` predictions in
-flight 503 with ``Retry-After``; a connection that sends no complete request head within
+flight, or once predictions have used ``predict_share`` of a core over the last few seconds, 503
+with ``Retry-After`` after a second's wait (``BUSY_ANSWER_DELAY_S``); a refused request's connection is closed, its body unread; a connection
+that sends no complete request head within
 ``request_timeout_s`` is closed, and connections beyond ``max_connections`` are closed at once.
 Predictions run in worker threads on a ``ServingSnapshot``, never on the event loop and never
 under the training lock, so ``/healthz`` and ``/readyz`` answer while the model trains or
@@ -31,6 +33,7 @@ import hmac
 import json
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,7 +69,57 @@ class HttpLimits:
     max_concurrent: int = 8  # /predict requests reading a body or predicting at once
     max_connections: int = 512
     predict_threads: int = 1  # worker threads: predictions share the CPU with training
+    predict_share: float = 0.1  # of one core's time, over the last BUSY_WINDOW_S, that /predict may use
     token: str | None = None
+
+
+BUSY_WINDOW_S = 5.0
+BUSY_ANSWER_DELAY_S = 1.0
+"""A busy ``/predict`` is answered (503, Retry-After: 1) only after this long: a client that ignores
+Retry-After and retries at once would otherwise turn refusals into a flood that costs the
+event loop, and so the trainer, more than the predictions it is refused. The wait costs the
+server one timer, and the unread body stays in the socket."""
+
+
+class BusyShare:
+    """The share of wall time the prediction workers were busy over the last ``window_s``: the
+    daemon's first job is to learn, so ``/predict`` is admitted only while it stays under a
+    budget (``--http-predict-share``); a flood then costs the trainer a bounded slice of CPU (and
+    of the GIL, which JSON parsing holds).
+
+    >>> share = BusyShare(window_s=10.0)
+    >>> share.add(0.0, 2.0); share.add(5.0, 6.0)
+    >>> share.share(now=10.0)
+    0.3
+    >>> share.share(now=15.0)  # the first span has left the window
+    0.1
+    >>> round(share.projected(now=15.0, queued=2), 3)  # and two more requests, each as long as the last
+    0.3
+    """
+
+    def __init__(self, window_s: float = BUSY_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._spans: deque[tuple[float, float]] = deque()
+        self._lock = threading.Lock()
+        self._last = 0.0
+
+    def add(self, started: float, finished: float) -> None:
+        with self._lock:
+            self._spans.append((started, finished))
+            self._last = finished - started
+
+    def share(self, now: float) -> float:
+        horizon = now - self.window_s
+        with self._lock:
+            while self._spans and self._spans[0][1] < horizon:
+                self._spans.popleft()
+            busy = sum(min(end, now) - max(start, horizon) for start, end in self._spans)
+        return busy / self.window_s
+
+    def projected(self, now: float, queued: int) -> float:
+        """The share once ``queued`` admitted requests have run too (each as long as the last):
+        without them, a burst admitted at once would overshoot the budget several times over."""
+        return self.share(now) + queued * self._last / self.window_s
 
 
 class ServedModel(Protocol):
@@ -95,10 +148,14 @@ class _Refused(Exception):
 
 def build_app(model: ServedModel, limits: HttpLimits = HttpLimits()) -> Starlette:
     predict_threads = anyio.CapacityLimiter(limits.predict_threads)
+    busy = BusyShare()
     inflight = 0  # touched only on the event loop
 
     def refused(status: int, error: str, detail: str, **headers: str) -> JSONResponse:
-        return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+        """An error answer that also closes the connection: a refused body is not read, and
+        reading it to keep the connection alive would cost what the refusal saves."""
+        return JSONResponse({"error": error, "detail": detail}, status_code=status,
+                            headers={"Connection": "close", **headers})
 
     def authorized(request: Request) -> bool:
         if limits.token is None:
@@ -123,6 +180,13 @@ def build_app(model: ServedModel, limits: HttpLimits = HttpLimits()) -> Starlett
 
     def predict_body(body: bytes, snapshot: ServingSnapshot) -> dict:
         """Parse, validate and predict, in a worker thread (JSON of a 1 MiB body is CPU work)."""
+        started = time.monotonic()
+        try:
+            return predict_events(body, snapshot)
+        finally:
+            busy.add(started, time.monotonic())
+
+    def predict_events(body: bytes, snapshot: ServingSnapshot) -> dict:
         try:
             documents = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
@@ -156,7 +220,13 @@ def build_app(model: ServedModel, limits: HttpLimits = HttpLimits()) -> Starlett
         if snapshot is None:
             return refused(503, "no_model", "no model yet: the daemon has not seen an event", **{"Retry-After": "5"})
         if inflight >= limits.max_concurrent:
-            return refused(503, "busy", f"{inflight} predictions in flight", **{"Retry-After": "1"})
+            await asyncio.sleep(BUSY_ANSWER_DELAY_S)
+            return refused(503, "busy", f"{limits.max_concurrent} predictions in flight", **{"Retry-After": "1"})
+        if busy.projected(time.monotonic(), inflight) >= limits.predict_share:
+            await asyncio.sleep(BUSY_ANSWER_DELAY_S)
+            return refused(503, "busy", f"predictions used their share ({limits.predict_share:.0%} of a core) of the "
+                                        f"last {BUSY_WINDOW_S:.0f} s; the daemon's CPU goes to learning first",
+                           **{"Retry-After": "1"})
         inflight += 1
         try:
             body = await read_body(request)
@@ -232,6 +302,8 @@ def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
     (idle sockets must not exhaust the descriptors the checkpoint writer needs)."""
 
     class GuardedH11Protocol(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > limits.max_connections:
@@ -239,14 +311,23 @@ def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
                 return
             self._arm_head_deadline()
 
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:  # the timer holds this connection and its buffers
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
         def on_response_complete(self) -> None:
             super().on_response_complete()
             self._arm_head_deadline()
 
         def _arm_head_deadline(self) -> None:
-            self.loop.call_later(limits.request_timeout_s, self._head_deadline, self.cycle)
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(limits.request_timeout_s, self._head_deadline, self.cycle)
 
         def _head_deadline(self, cycle_then: object) -> None:
+            self._head_timer = None
             if self.cycle is cycle_then and not self.transport.is_closing():  # no new request began
                 self.transport.close()
 
