@@ -8,7 +8,9 @@ while ``--clients`` concurrent clients (asyncio, in a separate process) send max
 ``/predict`` bodies (256 events padded to the 1 MiB limit) back to back; a thread in this
 process probes ``/healthz`` every 50 ms throughout. Learning throughput is the rate of
 ``hle_events_trained_total`` over each phase (scraped from ``/metrics``), reported as a ratio of
-the two phases measured in this one run; resident memory is ``process_resident_memory_bytes``.
+the two phases measured in this one run; resident memory is ``process_resident_memory_bytes``,
+and the cores used by the daemon (``process_cpu_seconds_total``) and by the clients' process
+say where the machine's two cores went.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import base64
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -75,7 +78,8 @@ async def flood(port: int, clients: int, seconds: float, body: bytes) -> dict:
 def scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
         text = answer.read().decode()
-    wanted = ("hle_events_trained_total", "process_resident_memory_bytes", 'hle_events_predicted_total{source="http"}')
+    wanted = ("hle_events_trained_total", "process_resident_memory_bytes", 'hle_events_predicted_total{source="http"}',
+              "process_cpu_seconds_total")
     values = {}
     for line in text.splitlines():
         for name in wanted:
@@ -113,6 +117,7 @@ def phase(port: int, seconds: float) -> dict:
     last = scrape(port)
     elapsed = time.monotonic() - started
     return {"trained_per_s": (last["hle_events_trained_total"] - first["hle_events_trained_total"]) / elapsed,
+            "daemon_cores": (last["process_cpu_seconds_total"] - first["process_cpu_seconds_total"]) / elapsed,
             "rss_max_mb": max(rss) / 2**20,
             "http_predicted": last.get('hle_events_predicted_total{source="http"}', 0)
             - first.get('hle_events_predicted_total{source="http"}', 0)}
@@ -162,8 +167,12 @@ def main() -> None:
             quiet_latencies, probe.latencies = probe.latencies, []
             generator = subprocess.Popen([sys.executable, __file__, "--flood-only", str(port), str(args.clients),
                                           str(args.seconds)], stdout=subprocess.PIPE, text=True)
+            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             loaded = phase(port, args.seconds)
             statuses = json.loads(generator.communicate(timeout=120)[0].strip().splitlines()[-1])
+            children_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the generator, once reaped
+            client_cores = (children_after.ru_utime + children_after.ru_stime - children_before.ru_utime
+                            - children_before.ru_stime) / args.seconds
             probe.stop.set()
             alive = daemon.poll() is None
         finally:
@@ -178,6 +187,8 @@ def main() -> None:
         "healthz_p99_ms_unloaded": round(p99(quiet_latencies), 1), "healthz_p99_ms_loaded": round(p99(probe.latencies), 1),
         "healthz_failures": probe.failures, "healthz_probes_loaded": len(probe.latencies),
         "rss_max_mb_unloaded": round(unloaded["rss_max_mb"], 1), "rss_max_mb_loaded": round(loaded["rss_max_mb"], 1),
+        "daemon_cores_unloaded": round(unloaded["daemon_cores"], 2), "daemon_cores_loaded": round(loaded["daemon_cores"], 2),
+        "client_cores_loaded": round(client_cores, 2),
         "http_events_predicted_loaded": loaded["http_predicted"], "http_answers_by_status": statuses,
     }), flush=True)
 
