@@ -17,8 +17,8 @@ Limits (``HttpLimits``, each a ``hle-stream run`` option): a body over ``max_bod
 (refused from its Content-Length before it is read), more than ``max_events`` events 413, a
 body not received within ``request_timeout_s`` 408; more than ``max_concurrent`` predictions in
 flight, or once predictions have used ``predict_share`` of a core over the last few seconds, 503
-with ``Retry-After`` after a second's wait (``BUSY_ANSWER_DELAY_S``); a refused request's connection is closed, its body unread; a connection
-that sends no complete request head within
+with ``Retry-After`` after a 2 s wait (``BUSY_ANSWER_DELAY_S``); a refused request's connection
+is closed, its body unread; a connection that sends no complete request head within
 ``request_timeout_s`` is closed, and connections beyond ``max_connections`` are closed at once.
 Predictions run in worker threads on a ``ServingSnapshot``, never on the event loop and never
 under the training lock, so ``/healthz`` and ``/readyz`` answer while the model trains or
@@ -74,11 +74,13 @@ class HttpLimits:
 
 
 BUSY_WINDOW_S = 5.0
-BUSY_ANSWER_DELAY_S = 1.0
+BUSY_ANSWER_DELAY_S = 2.0
 """A busy ``/predict`` is answered (503, Retry-After: 1) only after this long: a client that ignores
 Retry-After and retries at once would otherwise turn refusals into a flood that costs the
-event loop, and so the trainer, more than the predictions it is refused. The wait costs the
-server one timer, and the unread body stays in the socket."""
+event loop, and so the trainer, more than the predictions it is refused (the loop shares the
+GIL with training: 1 s of wait left 0.74-0.84x of the learning rate under a 200-client flood,
+2 s 0.87-0.88x; benchmarks/README.md). The wait costs the server one timer, and the unread body
+stays in the socket."""
 
 
 class BusyShare:
