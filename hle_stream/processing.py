@@ -3,9 +3,11 @@ a poll and a checkpoint, testable without Kafka.
 
 Every record ends in exactly one of two places, whatever its bytes: a prediction (and, if it
 carries a label, a training example), or a dead letter with a reason from
-``hle_stream.events.DEAD_LETTER_REASONS``. Nothing raises out of ``process``: a record that trips an unexpected
-error in hle-stream itself is dead-lettered as ``internal_error`` with its traceback logged, so
-one record can neither stop the daemon nor, since its offset is passed, crash-loop it on restart.
+``hle_stream.events.DEAD_LETTER_REASONS``. Nothing raises out of ``process``: a record that trips
+an unexpected error in hle-stream itself is dead-lettered as ``internal_error`` with its
+traceback logged, so one record can neither stop the daemon nor, since its offset is passed,
+crash-loop it on restart. (The one case of two outcomes: a labelled event predicted, then not
+learned because learning failed, also gets an ``internal_error`` dead letter saying so.)
 """
 
 from __future__ import annotations
@@ -190,9 +192,18 @@ class MicroBatchProcessor:
 
     # -- test, then train ------------------------------------------------------------------
     def _predict_and_publish(self, events: list[Event], sources: list[Record], x: torch.Tensor) -> None:
+        """Every document is built before any is sent, so a failure leaves no record half-answered."""
         learner = self.learner
         started = time.perf_counter()
         probs = learner.predict_proba(x) if learner.net.heads else []
+        documents = []
+        for i, event in enumerate(events):
+            document = {"id": event.id, "model_version": learner.steps,
+                        "path": prediction_path(learner.tree, [p[i].numpy() for p in probs],
+                                                self.config.confidence_threshold)}
+            if event.label:
+                document["label"] = event.label
+            documents.append(document)
         if self.telemetry is not None:
             self.telemetry.record_prediction("stream", len(events), time.perf_counter() - started)
         labelled = [i for i, e in enumerate(events) if e.label]
@@ -202,12 +213,7 @@ class MicroBatchProcessor:
             if self.drift is not None:
                 for outcome in self.drift.update(outcomes):
                     self._drift_detected(outcome.level, sources[labelled[outcome.sample]])
-        for i, event in enumerate(events):
-            document = {"id": event.id, "model_version": learner.steps,
-                        "path": prediction_path(learner.tree, [p[i].numpy() for p in probs],
-                                                self.config.confidence_threshold)}
-            if event.label:
-                document["label"] = event.label
+        for document in documents:
             self.sink.prediction(document)
 
     def _learn(self, events: list[Event], sources: list[Record], x: torch.Tensor) -> None:
