@@ -98,6 +98,7 @@ def run(
     predictions_topic: Annotated[str, typer.Option(help="Topic the coarse-to-fine predictions go to.", envvar="HLE_PREDICTIONS_TOPIC")] = "hle-predictions",
     dead_letter_topic: Annotated[str, typer.Option(help="Topic for events that fail to parse or validate.", envvar="HLE_DEAD_LETTER_TOPIC")] = "hle-dead-letters",
     group_id: Annotated[str, typer.Option(help="Kafka consumer group.", envvar="HLE_GROUP_ID")] = "hle-stream",
+    input_partitions: Annotated[int, typer.Option(help="Partitions of the input topic when the daemon creates it.", envvar="HLE_INPUT_PARTITIONS", min=1)] = 1,
     checkpoint_dir: Annotated[Path, typer.Option(help="Where checkpoints are written and resumed from.", envvar="HLE_CHECKPOINT_DIR")] = Path("checkpoints"),
     checkpoint_every_events: Annotated[int, typer.Option(help="Checkpoint (then commit) after this many events…", envvar="HLE_CHECKPOINT_EVERY_EVENTS", min=1)] = 5000,
     checkpoint_every_seconds: Annotated[float, typer.Option(help="…or after this many seconds, whichever comes first.", envvar="HLE_CHECKPOINT_EVERY_SECONDS")] = 60.0,
@@ -169,8 +170,10 @@ def run(
                         request_timeout_s=http_timeout_seconds, max_concurrent=http_max_concurrent,
                         max_connections=http_max_connections, predict_share=http_predict_share,
                         token=http_token or None)
-    config = DaemonConfig(input_topic, predictions_topic, dead_letter_topic, group_id, checkpoint_dir,
-                          checkpoint_every_events, checkpoint_every_seconds, max_batch=max_batch, max_events=max_events,
+    config = DaemonConfig(input_topic=input_topic, predictions_topic=predictions_topic,
+                          dead_letter_topic=dead_letter_topic, group_id=group_id, input_partitions=input_partitions,
+                          checkpoint_dir=checkpoint_dir, checkpoint_every_events=checkpoint_every_events,
+                          checkpoint_every_seconds=checkpoint_every_seconds, max_batch=max_batch, max_events=max_events,
                           http_host=http_host, http_port=http_port or None, http=limits,
                           serving_refresh_seconds=serving_refresh_seconds, metrics=not no_metrics,
                           max_output_bytes=max_output_bytes, processing=processing, trained_ids_log=trained_ids_log)

@@ -51,6 +51,7 @@ class DaemonConfig:
     predictions_topic: str = "hle-predictions"
     dead_letter_topic: str = "hle-dead-letters"
     group_id: str = "hle-stream"
+    input_partitions: int = 1  # when the daemon creates its input topic
     checkpoint_dir: Path = Path("checkpoints")
     checkpoint_every_events: int = 5000
     checkpoint_every_seconds: float = 60.0
@@ -103,6 +104,7 @@ class Daemon:
         self.max_abs_feature = processing.max_abs_feature
         self.kafka_ok = False  # the publisher delivers and the broker answers (/readyz)
         self._probed_at, self._reachable = float("-inf"), False
+        self._assigned: set[int] = set()  # input partitions held after the last rebalance
 
     # what HTTP serving reads
     learner = property(lambda self: self.processor.learner)
@@ -136,7 +138,8 @@ class Daemon:
     def _run(self) -> None:
         cfg = self.config
         _raise_descriptor_limit()
-        ensure_topics(self.settings, {cfg.input_topic: 1, cfg.predictions_topic: 1, cfg.dead_letter_topic: 1})
+        ensure_topics(self.settings, {cfg.input_topic: cfg.input_partitions, cfg.predictions_topic: 1,
+                                      cfg.dead_letter_topic: 1})
         consumer = open_consumer(self.settings, cfg.group_id, cfg.input_topic, lambda: dict(self.processor.next_offsets))
         self.publisher = Publisher(self.settings, cfg.predictions_topic, cfg.dead_letter_topic, cfg.max_output_bytes,
                                    on_dropped=self._output_dropped)
@@ -205,6 +208,7 @@ class Daemon:
     def _after_batch(self, consumer, records: list, serving: bool) -> None:
         """Readiness, metrics and the serving snapshot, once per micro-batch."""
         self.kafka_ok = self.publisher.healthy and bool(consumer.assignment()) and self._broker_reachable()
+        self._track_assignment(consumer)
         learner = self.processor.learner
         if serving and learner is not None and time.monotonic() - self._snapshot_at >= self.config.serving_refresh_seconds:
             if self.snapshot is None or self.snapshot.version != learner.steps or \
@@ -216,6 +220,23 @@ class Daemon:
             self.telemetry.record_consumed(len(records))
             self.telemetry.record_lag(_lag(consumer, self.processor.next_offsets))
             self.telemetry.refresh(learner, self.processor.prequential)
+
+    def _track_assignment(self, consumer) -> None:
+        """After a rebalance: no lag series for partitions gone, and a loud word when this daemon
+        holds only part of the topic (another member of the group trains a separate model on the
+        rest; one trainer per group is the scale-out issue's rule)."""
+        assigned = {tp.partition for tp in consumer.assignment()}
+        if assigned == self._assigned:
+            return
+        gone, self._assigned = self._assigned - assigned, assigned
+        total = consumer.partitions_for_topic(self.config.input_topic) or set()
+        if self.telemetry is not None:
+            self.telemetry.forget_partitions(gone)
+            self.telemetry.record_assignment(len(assigned), len(total))
+        if assigned and len(assigned) < len(total):
+            log.error("this daemon holds only partitions %s of the %d of %s: another member of group %r reads the "
+                      "rest and trains a separate model on it; run one daemon per group", sorted(assigned),
+                      len(total), self.config.input_topic, self.config.group_id)
 
     def _output_dropped(self, topic: str, size: int, reason: str) -> None:
         if self.telemetry is not None:
@@ -250,8 +271,10 @@ class Daemon:
         seconds = time.perf_counter() - started
         if self.telemetry is not None:
             self.telemetry.record_checkpoint(seconds, path.stat().st_size)
+        owned = {tp.partition for tp in consumer.assignment()}  # a revoked partition's offset is not ours to move
         try:
-            commit_offsets(consumer, self.config.input_topic, self.processor.next_offsets)
+            commit_offsets(consumer, self.config.input_topic,
+                           {p: o for p, o in self.processor.next_offsets.items() if p in owned})
         except KafkaError as err:  # the checkpoint's offsets rule on restart; the next commit catches up
             log.warning("offset commit failed after checkpoint %s: %s", path.name, err)
             return True

@@ -100,6 +100,10 @@ class Telemetry:
         self.lag = Gauge("hle_consumer_lag_messages",
                          "Fetch high watermark minus the next offset to read, per input partition.", ["partition"],
                          registry=registry)
+        self.partitions_assigned = Gauge("hle_input_partitions_assigned",
+                                         "Input partitions this daemon holds (below hle_input_partitions: another "
+                                         "group member trains a separate model on the rest).", registry=registry)
+        self.partitions_total = Gauge("hle_input_partitions", "Partitions of the input topic.", registry=registry)
         self.checkpoint_seconds = Histogram("hle_checkpoint_duration_seconds", "Time to write a checkpoint.",
                                             buckets=CHECKPOINT_BUCKETS, registry=registry)
         self.checkpoint_time = Gauge("hle_checkpoint_last_success_timestamp_seconds",
@@ -170,6 +174,18 @@ class Telemetry:
 
     def record_corrupt_checkpoints(self, count: int) -> None:
         self.checkpoint_corruptions.inc(count)
+
+    def record_assignment(self, assigned: int, total: int) -> None:
+        self.partitions_assigned.set(assigned)
+        self.partitions_total.set(total)
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """No lag series for partitions this daemon no longer reads."""
+        for partition in partitions:
+            try:
+                self.lag.remove(str(partition))
+            except KeyError:
+                pass
 
     def record_lag(self, lag: dict[int, int]) -> None:
         for partition, messages in lag.items():

@@ -142,3 +142,70 @@ def test_the_daemon_serves_predictions_health_and_readiness_over_http(broker, tm
         assert call("/predict", json.dumps({"id": "bad", "x": [0.0] * 5}).encode())[1]["error"] == "wrong_shape"
     finally:
         _stop(daemon)
+
+
+def test_a_second_member_in_the_group_is_reported_and_its_partitions_offsets_are_never_moved_back(broker, tmp_path):
+    from kafka import KafkaAdminClient
+
+    topic, group = "daemon-split", "daemon-split-g"
+    settings = KafkaSettings(broker.bootstrap_servers)
+    ensure_topics(settings, {topic: 2, f"{topic}-pred": 1, f"{topic}-dlq": 1})
+    producer = KafkaProducer(**settings.client())
+    for i in range(400):
+        producer.send(topic, json.dumps({"id": f"s{i}", "x": [float(i % 7)] * 32}).encode(), partition=i % 2)
+    producer.flush()
+    metrics_port = __import__("connectors.broker", fromlist=["free_port"]).free_port()
+    daemon = subprocess.Popen(
+        [EXE, "run", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topic, "--group-id", group,
+         "--predictions-topic", f"{topic}-pred", "--dead-letter-topic", f"{topic}-dlq", "--input-partitions", "2",
+         "--checkpoint-dir", str(tmp_path / "ckpt"), "--checkpoint-every-seconds", "0.5",
+         "--http-port", str(metrics_port), "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500"],
+        stderr=open(tmp_path / "daemon.log", "ab"), env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
+    admin = KafkaAdminClient(**settings.client())
+
+    def committed() -> dict[int, int]:
+        offsets = admin.list_group_offsets(group)
+        offsets = offsets.get(group, offsets)
+        return {tp.partition: meta.offset for tp, meta in offsets.items()}
+
+    try:
+        deadline = time.monotonic() + 120
+        while committed() != {0: 200, 1: 200}:  # the daemon alone has both partitions and consumed them
+            assert time.monotonic() < deadline and daemon.poll() is None
+            time.sleep(0.2)
+        # a second member joins and takes a partition; events arrive that only it reads, and it commits them
+        member = KafkaConsumer(**settings.consumer(group))
+        member.subscribe([topic])
+        deadline = time.monotonic() + 120
+        while not member.assignment():
+            assert time.monotonic() < deadline
+            member.poll(timeout_ms=200)
+        (theirs,) = member.assignment()
+        for i in range(400, 480):
+            producer.send(topic, json.dumps({"id": f"s{i}", "x": [0.0] * 32}).encode(), partition=i % 2)
+        producer.flush()
+        while member.position(theirs) < 240:
+            assert time.monotonic() < deadline
+            member.poll(timeout_ms=200)
+        member.commit()
+        # then the daemon keeps learning on its own partition and checkpointing (and committing)
+        ours, history = 1 - theirs.partition, []
+        for burst in range(5):
+            for i in range(10):
+                producer.send(topic, json.dumps({"id": f"t{burst}-{i}", "x": [0.0] * 32}).encode(), partition=ours)
+            producer.flush()
+            for _ in range(5):
+                member.poll(timeout_ms=200)  # stays in the group, commits nothing more
+                history.append(committed())
+        while history[-1].get(ours) != 240 + 50:  # the daemon committed its own partition as it went
+            assert time.monotonic() < deadline
+            member.poll(timeout_ms=200)
+            history.append(committed())
+        member.close()
+    finally:
+        _stop(daemon)
+        admin.close()
+    assert history[-1][theirs.partition] == 240  # what the member committed stands
+    for earlier, later in zip(history, history[1:]):  # no commit of the daemon moved the member's offset back
+        assert all(later.get(p, 0) >= offset for p, offset in earlier.items()), (earlier, later)
+    assert "holds only partitions" in (tmp_path / "daemon.log").read_text()
