@@ -152,7 +152,7 @@ def run(
     from hle_stream.daemon import (EXIT_NO_FINAL_CHECKPOINT, EXIT_REFUSED, CheckpointMismatchError, Daemon,
                                    DaemonConfig, FinalCheckpointFailed)
     from hle_stream.processing import ProcessingConfig
-    from hle_stream.serving import HttpLimits, require_auth_off_loopback
+    from hle_stream.serving import HttpLimits, HttpStartError, require_auth_off_loopback
 
     if method not in METHODS:
         raise typer.BadParameter(f"unknown method {method}; choose from {', '.join(METHODS)}")
@@ -186,7 +186,7 @@ def run(
     except KeyboardInterrupt:
         pass
     except (ValueError, IncompatibleCheckpointError, CheckpointMismatchError, CheckpointDirLockedError,
-            UnreadableCheckpointError) as err:  # refused, not guessed at
+            UnreadableCheckpointError, HttpStartError) as err:  # refused, not guessed at
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_REFUSED) from None
     except FinalCheckpointFailed as err:

@@ -102,8 +102,8 @@ class Daemon:
         self.checkpoint_ok = True
         self.confidence_threshold = processing.confidence_threshold
         self.max_abs_feature = processing.max_abs_feature
-        self.kafka_ok = False  # the publisher delivers and the broker answers (/readyz)
-        self._probed_at, self._reachable = float("-inf"), False
+        self._loop_kafka_ok = False  # the loop's view: the publisher delivers, the consumer holds partitions
+        self._broker_probe = BrokerProbe(settings)
         self._assigned: set[int] = set()  # input partitions held after the last rebalance
 
     # what HTTP serving reads
@@ -114,28 +114,47 @@ class Daemon:
         """Finish the batch in hand, checkpoint, commit, close (SIGTERM)."""
         self._stop = True
 
+    @property
+    def kafka_ok(self) -> bool:
+        """Readiness's Kafka check: the loop's view and a probe of its own, which sees a broker go
+        away within a second even while the loop is blocked in a Kafka call (a commit waits up to
+        10 s) or still consumes buffered records."""
+        return self._loop_kafka_ok and self._broker_probe.reachable
+
     def _waiting_for_kafka(self) -> None:
         """Called while the loop waits for the broker (output or a failed poll): alive, but not ready."""
         self.last_tick = time.monotonic()
-        self.kafka_ok = False
-
-    def _broker_reachable(self) -> bool:
-        """Readiness's view of the broker, probed at most once a second: a consumer with buffered
-        records keeps returning them for seconds after its broker went away."""
-        now = time.monotonic()
-        if now - self._probed_at >= 1.0:
-            self._probed_at, self._reachable = now, broker_reachable(self.settings)
-        return self._reachable
+        self._loop_kafka_ok = False
 
     def run(self) -> None:
         """The loop. Raises ``FinalCheckpointFailed`` if it stopped without its last checkpoint."""
+        server = None
         try:
             self._restore()
-            self._run()
+            server = self._serve_http()
+            self._broker_probe.start()
+            self._run(serving=server is not None)
         finally:
+            self._broker_probe.stop()
+            if server is not None:
+                server.stop()
             self.store.close()
 
-    def _run(self) -> None:
+    def _serve_http(self):
+        """The HTTP server, started before Kafka so that probes answer (not ready) while the broker
+        is awaited; a port it cannot bind stops the daemon at once (``HttpStartError``)."""
+        cfg = self.config
+        if cfg.http_port is None:
+            return None
+        from hle_stream.serving import HttpServer
+
+        if self.processor.learner is not None:  # a restored model serves at once
+            self.snapshot = ServingSnapshot(self.processor.learner)
+        server = HttpServer(self, cfg.http_host, cfg.http_port, cfg.http)
+        server.start()
+        return server
+
+    def _run(self, serving: bool) -> None:
         cfg = self.config
         _raise_descriptor_limit()
         ensure_topics(self.settings, {cfg.input_topic: cfg.input_partitions, cfg.predictions_topic: 1,
@@ -144,26 +163,20 @@ class Daemon:
         self.publisher = Publisher(self.settings, cfg.predictions_topic, cfg.dead_letter_topic, cfg.max_output_bytes,
                                    on_dropped=self._output_dropped)
         self.processor.sink = self.publisher
-        server = None
-        if cfg.http_port is not None:
-            from hle_stream.serving import HttpServer
-
-            server = HttpServer(self, cfg.http_host, cfg.http_port, cfg.http)
-            server.start()
         since_checkpoint, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
         next_report = cfg.report_every_events
         final_ok = True
         try:
             while not self._stop and (cfg.max_events is None or self.processor.consumed < cfg.max_events):
                 if self.publisher.delivery_failed():  # the broker went away: wait for it, not-ready
-                    self.kafka_ok = False
+                    self._loop_kafka_ok = False
                     self.publisher.deliver_all(lambda: self._stop, self._waiting_for_kafka)
                 records = self._poll(consumer)
                 if records is None:
                     continue
                 with self.lock:
                     self.processor.process(records)
-                self._after_batch(consumer, records, server is not None)
+                self._after_batch(consumer, records, serving)
                 since_checkpoint += len(records)
                 if since_checkpoint and (since_checkpoint >= cfg.checkpoint_every_events
                                          or time.monotonic() >= next_checkpoint_at):
@@ -183,8 +196,6 @@ class Daemon:
                 self._report()
             consumer.close()
             self.publisher.close()
-            if server is not None:
-                server.stop()
         if not final_ok:
             raise FinalCheckpointFailed("the final checkpoint could not be written; the last one on disk stands, "
                                         "and the events after it will be learned again on restart")
@@ -207,7 +218,7 @@ class Daemon:
 
     def _after_batch(self, consumer, records: list, serving: bool) -> None:
         """Readiness, metrics and the serving snapshot, once per micro-batch."""
-        self.kafka_ok = self.publisher.healthy and bool(consumer.assignment()) and self._broker_reachable()
+        self._loop_kafka_ok = self.publisher.healthy and bool(consumer.assignment())
         self._track_assignment(consumer)
         learner = self.processor.learner
         if serving and learner is not None and time.monotonic() - self._snapshot_at >= self.config.serving_refresh_seconds:
@@ -318,6 +329,28 @@ class Daemon:
             return
         log.info("consumed %d, dead letters %d, prequential accuracy per level (rolling): %s",
                  self.processor.consumed, self.processor.dead_letters, rolling)
+
+
+class BrokerProbe:
+    """A TCP connection to a bootstrap server, tried once a second in a thread of its own."""
+
+    def __init__(self, settings: KafkaSettings, period_s: float = 1.0) -> None:
+        self.settings, self.period_s = settings, period_s
+        self.reachable = False
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._probe, name="broker-probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._closing.set()
+
+    def _probe(self) -> None:
+        while True:
+            self.reachable = broker_reachable(self.settings)
+            if self._closing.wait(self.period_s):
+                return
 
 
 def _check_structure(state: Any, path: Path | None) -> None:

@@ -343,8 +343,12 @@ def require_auth_off_loopback(host: str, limits: HttpLimits) -> None:
                          "so that /predict, /classes and /metrics need it")
 
 
+class HttpStartError(RuntimeError):
+    """The HTTP server could not start (most often: its port is taken)."""
+
+
 class HttpServer:
-    """uvicorn in a background thread, stoppable."""
+    """uvicorn in a background thread, stoppable; ``start`` returns once it listens, or raises."""
 
     def __init__(self, model: ServedModel, host: str, port: int, limits: HttpLimits = HttpLimits()) -> None:
         require_auth_off_loopback(host, limits)
@@ -353,9 +357,17 @@ class HttpServer:
                                 h11_max_incomplete_event_size=16 * 1024)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.address = f"{host}:{port}"
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 30.0) -> None:
         self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise HttpStartError(f"cannot serve HTTP on {self.address} (is the port in use?); choose another "
+                                     "--http-port, or 0 for no HTTP")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -140,3 +140,18 @@ def test_run_refuses_to_serve_beyond_loopback_without_a_token(tmp_path):
                            "--http-host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "set --http-token" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_refuses_a_busy_http_port_at_once_with_exit_code_2(tmp_path):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    done = subprocess.run([exe, "run", "--checkpoint-dir", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1",
+                           "--http-port", str(port)], capture_output=True, text=True, timeout=120)
+    taken.close()
+    assert done.returncode == 2
+    assert "is the port in use?" in done.stderr and "Traceback" not in done.stderr
