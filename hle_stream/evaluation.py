@@ -1,6 +1,6 @@
 """Anytime evaluation on held-out data (A_auc, A_last, F_last per level) and prequential accuracy.
 
-Definitions follow §3 of ``shared/research/hle-paper.md``: every query scores each level's head
+Definitions follow the HLE paper's evaluation (Lee et al., ICCV 2023): every query scores each level's head
 on the test samples whose class at that level has been seen; A_auc is the mean over the
 periodic queries in which the level existed, A_last the final query, F_last the mean over
 classes of (best task-end accuracy before the last task − final accuracy) for classes whose

@@ -1,6 +1,6 @@
 """HLE streams: the order in which training samples arrive and the level each is labelled at.
 
-Three scenarios from the paper (§1 of ``shared/research/hle-paper.md``), for any hierarchy:
+Three scenarios from the HLE paper (Lee et al., ICCV 2023), for any hierarchy:
 
 ``multi-depth``
     One task per level, coarsest first. Each leaf class's samples are split evenly over the
