@@ -23,7 +23,6 @@ import sys
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -33,7 +32,7 @@ import torch  # noqa: E402
 
 from hle_stream.config import LearnerConfig  # noqa: E402
 from hle_stream.events import EventError, parse_event  # noqa: E402
-from hle_stream.processing import ListSink, MicroBatchProcessor, ProcessingConfig  # noqa: E402
+from hle_stream.processing import ListSink, MicroBatchProcessor, ProcessingConfig, RawRecord  # noqa: E402
 
 DIM = 8
 IMAGE = (1, 8, 8)
@@ -43,13 +42,6 @@ NASTY_TEXT = ["\ud800", "\udfff", "\u202e", "\u200b", "\x00", "\x1b[31m", "\ufef
 EXTREME_NUMBERS = [0, -0.0, 1e-45, 3.4e38, 3.5e38, 1e300, -1e300, 1e6, 1e6 + 1, 2**63, -(2**63), 2**64, 10**400,
                    float("nan"), float("inf"), float("-inf"), True, None, "1"]
 
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
 
 
 class Fuzzer:
@@ -189,7 +181,7 @@ def fuzz(records: int, seed: int, batch: int = 64, fresh_every: int = 2048) -> d
                 failures.append(traceback.format_exc(limit=3))
         before = (len(sink.predictions), len(sink.dead_letters))
         try:
-            processor.process([Record("fuzz", 0, start + i, v) for i, v in enumerate(values)])
+            processor.process([RawRecord("fuzz", 0, start + i, v) for i, v in enumerate(values)])
         except Exception:
             step_escapes += 1
             failures.append(traceback.format_exc(limit=5))
@@ -205,7 +197,7 @@ def fuzz(records: int, seed: int, batch: int = 64, fresh_every: int = 2048) -> d
             except (ValueError, UnicodeEncodeError):
                 non_strict += 1
         learner = processor.learner
-        if learner is not None and not all(bool(torch.isfinite(p).all()) for p in learner.net.parameters()):
+        if learner is not None and not learner.net.finite():
             non_finite += 1
     return {"seed": seed, "records": records, "processors": processors, "seconds": round(time.monotonic() - started, 1),
             "parser_exceptions_escaped": parser_escapes, "step_exceptions_escaped": step_escapes,

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from kafka.errors import KafkaError
 
 from connectors.kafka_io import DeliveryAborted, Publisher, broker_reachable, commit_offsets, open_consumer
@@ -29,8 +28,6 @@ from connectors.topics import ensure_topics
 from hle_stream.checkpoint import CheckpointStore
 from hle_stream.device import pick_device
 from hle_stream.drift import DriftMonitor
-from hle_stream.evaluation import PrequentialAccuracy
-from hle_stream.learner import HierarchicalLearner
 from hle_stream.lineage import TrainedIdLog
 from hle_stream.processing import MicroBatchProcessor, ProcessingConfig
 from hle_stream.serving import HttpLimits
@@ -260,7 +257,7 @@ class Daemon:
         committed) when the checkpoint could not be written: the caller retries later."""
         self.publisher.deliver_all(lambda: self._stop, self._waiting_for_kafka)
         learner = self.processor.learner
-        if learner is not None and not _finite(learner):
+        if learner is not None and not learner.net.finite():
             self.model_finite = False
             log.error("the model's weights are not finite: checkpoint refused (the last good one stands); "
                       "restart the daemon to resume from it")
@@ -360,10 +357,6 @@ def _check_structure(state: Any, path: Path | None) -> None:
             not isinstance(state["offsets"], dict):
         raise CheckpointMismatchError(f"{path} is not an hle-stream daemon checkpoint (expected the keys "
                                       f"{', '.join(STATE_KEYS)}); move it away or use an empty --checkpoint-dir")
-
-
-def _finite(learner: HierarchicalLearner) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in learner.net.parameters())
 
 
 def _raise_descriptor_limit() -> None:

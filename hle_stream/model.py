@@ -28,6 +28,10 @@ class HierarchicalNet(nn.Module):
         features = self.backbone(x)
         return [head(features) for head in self.heads]
 
+    def finite(self) -> bool:
+        """Whether every weight is finite (readiness and checkpoints refuse a model that is not)."""
+        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
+
     def head_sizes(self) -> list[int]:
         return [head.out_features for head in self.heads]
 

@@ -41,6 +41,16 @@ class Record(Protocol):
     value: bytes | None
 
 
+@dataclass(frozen=True)
+class RawRecord:
+    """A record held in memory (tests, the fuzzer, offline runs): what a ``Record`` needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
 class Sink(Protocol):
     """Where the outcome of each record goes (the Kafka publisher, or a list in tests)."""
 

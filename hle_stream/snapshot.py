@@ -34,7 +34,7 @@ class ServingSnapshot:
         else:
             self.tree = LabelTree.from_state_dict(learner.tree.state_dict())
             self.parents = TreeTables(self.tree, learner.device).parents()
-        self.finite = all(bool(torch.isfinite(p).all()) for p in self.net.parameters())
+        self.finite = self.net.finite()
 
     @property
     def has_classes(self) -> bool:

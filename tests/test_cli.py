@@ -97,28 +97,31 @@ def test_demo_runs_broker_producer_and_daemon_end_to_end(tmp_path):
     assert "demo finished" in done.stdout
 
 
+def _refused_run(checkpoint_dir: Path, *options: str) -> str:
+    """``hle-stream run`` that must refuse to start: exit 2, no traceback; returns its stderr."""
+    done = _hle_stream("run", "--checkpoint-dir", str(checkpoint_dir), "--bootstrap-servers", "127.0.0.1:1", *options,
+                       cwd=checkpoint_dir)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
 def test_run_refuses_a_checkpoint_of_another_format_with_a_clear_message_and_exit_code_2(tmp_path):
     from hle_stream.checkpoint import CheckpointStore
 
     path = CheckpointStore(tmp_path).save({"n": 1})
     path.write_bytes(path.read_bytes().replace(b"HLECKPT 2 ", b"HLECKPT 9 ", 1))
-    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
-    done = subprocess.run([exe, "run", "--checkpoint-dir", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "format 9; this hle-stream reads format 2" in done.stderr and "Traceback" not in done.stderr
+    assert "format 9; this hle-stream reads format 2" in _refused_run(tmp_path)
 
 
 def test_run_refuses_a_checkpoint_directory_another_daemon_holds_with_exit_code_2(tmp_path):
     from hle_stream.checkpoint import CheckpointStore
 
     holder = CheckpointStore(tmp_path)  # as a running daemon holds it
-    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
-    done = subprocess.run([exe, "run", "--checkpoint-dir", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1"],
-                          capture_output=True, text=True, timeout=60)
-    holder.close()
-    assert done.returncode == 2
-    assert "is in use by another hle-stream" in done.stderr and "Traceback" not in done.stderr
+    try:
+        assert "is in use by another hle-stream" in _refused_run(tmp_path)
+    finally:
+        holder.close()
 
 
 def test_run_refuses_a_checksummed_file_that_is_not_a_daemon_checkpoint_with_exit_code_2(tmp_path):
@@ -127,31 +130,17 @@ def test_run_refuses_a_checksummed_file_that_is_not_a_daemon_checkpoint_with_exi
     store = CheckpointStore(tmp_path)
     store.save({"something": "else"})
     store.close()
-    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
-    done = subprocess.run([exe, "run", "--checkpoint-dir", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "is not an hle-stream daemon checkpoint" in done.stderr and "Traceback" not in done.stderr
+    assert "is not an hle-stream daemon checkpoint" in _refused_run(tmp_path)
 
 
 def test_run_refuses_to_serve_beyond_loopback_without_a_token(tmp_path):
-    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
-    done = subprocess.run([exe, "run", "--checkpoint-dir", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1",
-                           "--http-host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "set --http-token" in done.stderr and "Traceback" not in done.stderr
+    assert "set --http-token" in _refused_run(tmp_path, "--http-host", "0.0.0.0")
 
 
 def test_run_refuses_a_busy_http_port_at_once_with_exit_code_2(tmp_path):
     import socket
 
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
-    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
-    done = subprocess.run([exe, "run", "--checkpoint-dir", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1",
-                           "--http-port", str(port)], capture_output=True, text=True, timeout=120)
-    taken.close()
-    assert done.returncode == 2
-    assert "is the port in use?" in done.stderr and "Traceback" not in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert "is the port in use?" in _refused_run(tmp_path, "--http-port", str(taken.getsockname()[1]))

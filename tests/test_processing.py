@@ -2,23 +2,14 @@
 its reason, and no record can stop the step, fix a useless input shape or poison the model."""
 
 import json
-from dataclasses import dataclass
 
-import pytest
 import torch
 
 from hle_stream.config import LearnerConfig
-from hle_stream.processing import ListSink, MicroBatchProcessor, ProcessingConfig
+from hle_stream.processing import ListSink, MicroBatchProcessor, ProcessingConfig, RawRecord
 
 DIM = 8
 
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
 
 
 def _processor(**changes):
@@ -28,7 +19,7 @@ def _processor(**changes):
 
 
 def _records(values, start=0):
-    return [Record("t", 0, start + i, v if v is None or isinstance(v, bytes) else json.dumps(v).encode())
+    return [RawRecord("t", 0, start + i, v if v is None or isinstance(v, bytes) else json.dumps(v).encode())
             for i, v in enumerate(values)]
 
 

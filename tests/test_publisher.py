@@ -3,7 +3,6 @@ dropped and counted, never retried forever (a real broker)."""
 
 import base64
 import json
-from dataclasses import dataclass
 
 import pytest
 
@@ -11,20 +10,14 @@ from connectors.broker import LocalBroker
 from connectors.kafka_io import Publisher, dead_letter_value
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
+from hle_stream.processing import RawRecord
 
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
 
 
 @pytest.mark.parametrize("size", [0, 100, 700_000, 800_000, 5_000_000])
 def test_a_dead_letter_fits_the_limit_and_keeps_as_much_of_the_value_as_fits(size):
     raw = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    value = dead_letter_value(Record("in", 3, 42, raw), "too_large", "é" * 5000, max_bytes=1_000_000)
+    value = dead_letter_value(RawRecord("in", 3, 42, raw), "too_large", "é" * 5000, max_bytes=1_000_000)
     document = json.loads(value)
     assert len(value) <= 1_000_000
     assert (document["topic"], document["partition"], document["offset"]) == ("in", 3, 42)
