@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from hle_stream.config import LearnerConfig  # noqa: E402
-from hle_stream.events import EventError, parse_event  # noqa: E402
-from hle_stream.processing import ListSink, MicroBatchProcessor, ProcessingConfig, RawRecord  # noqa: E402
+from connectors.memory import ListSink, RawRecord
+from hle_stream.core.config import LearnerConfig  # noqa: E402
+from hle_stream.service.events import EventError, parse_event  # noqa: E402
+from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig  # noqa: E402
 
 DIM = 8
 IMAGE = (1, 8, 8)
@@ -157,7 +158,7 @@ class Fuzzer:
 def fuzz(records: int, seed: int, batch: int = 64, fresh_every: int = 2048) -> dict:
     torch.manual_seed(seed)
     fuzzer = Fuzzer(seed)
-    config = ProcessingConfig(learner=LearnerConfig(memory_size=64, batch_size=8, device="cpu", max_classes=40),
+    config = ProcessingConfig(learner_config=LearnerConfig(memory_size=64, batch_size=8, device="cpu", max_classes=40),
                               max_message_bytes=64 * 1024, dedupe_window=1000)
     failures: list[str] = []
     parser_escapes = step_escapes = outputs_missing = non_strict = non_finite = 0
@@ -197,7 +198,7 @@ def fuzz(records: int, seed: int, batch: int = 64, fresh_every: int = 2048) -> d
             except (ValueError, UnicodeEncodeError):
                 non_strict += 1
         learner = processor.learner
-        if learner is not None and not learner.net.finite():
+        if learner is not None and not learner.finite():
             non_finite += 1
     return {"seed": seed, "records": records, "processors": processors, "seconds": round(time.monotonic() - started, 1),
             "parser_exceptions_escaped": parser_escapes, "step_exceptions_escaped": step_escapes,

@@ -26,12 +26,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hle_stream.bench.presets import PRESETS
-from hle_stream.bench.runner import RunSpec, prepare_stream
-from hle_stream.config import method_config
-from hle_stream.datasets import load_dataset
-from hle_stream.device import pick_device
-from hle_stream.learner import HierarchicalLearner
+from hle_stream.core.backbones import build_backbone
+from hle_stream.core.config import method_config
+from hle_stream.core.device import pick_device
+from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.model import HierarchicalNet, grow_head
+from hle_stream.eval.bench.presets import PRESETS
+from hle_stream.eval.bench.runner import RunSpec, prepare_stream
+from hle_stream.eval.datasets import load_dataset
 
 METHODS = ("er", "pl-fms", "pl-fms-reference")
 WARMUP = 600  # untimed events first: the replay memory (500) is full after them
@@ -44,7 +46,7 @@ def synchronise(device: torch.device) -> None:
 
 
 def learn(learner: HierarchicalLearner, x: torch.Tensor, labels: list[str]) -> None:
-    chunk = learner.temp_batch_size
+    chunk = max(1, learner.config.batch_size // 2)  # the learner trains on every half-batch of new events
     for start in range(0, len(x), chunk):
         learner.observe(x[start:start + chunk], labels[start:start + chunk])
 
@@ -85,9 +87,14 @@ def run_learner(config, x: torch.Tensor, labels: list[str], device: torch.device
 
 
 def bare_step_seconds(learner: HierarchicalLearner, x: torch.Tensor, steps: int, amp: bool) -> float:
-    """Seconds per step of forward/backward/fused-Adam on a copy of the learner's net."""
+    """Seconds per step of forward/backward/fused-Adam on a net like the learner's (same
+    backbone, same head sizes)."""
     device = learner.device
-    net = learner.net
+    net = HierarchicalNet(build_backbone(learner.config.backbone, tuple(x.shape[1:]))).to(device)
+    net = net.to(memory_format=torch.channels_last)
+    placeholder = torch.optim.Adam(net.parameters())
+    for level, size in enumerate(learner.stats().classes_per_level, start=1):
+        grow_head(net, placeholder, level, size)
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-4, fused=True)
     images = ((x.to(device).float() / 255.0 - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
     targets = [torch.randint(0, size, (len(x),), device=device) for size in net.head_sizes()]
@@ -133,7 +140,7 @@ def main() -> None:
     print(header)
     for backbone in args.backbones.split(","):
         for key in args.methods.split(","):
-            config = method_config(key, preset.learner.with_(backbone=backbone, device=str(device), fms_horizon=2 * len(x)))
+            config = method_config(key, preset.learner_config.with_(backbone=backbone, device=str(device), fms_horizon=2 * len(x)))
             result = run_learner(config, x, labels, device)
             bare = bare_step_seconds(result["learner"], x, min(result["steps"], 300), config.amp and device.type == "cuda")
             share = min(1.0, bare * result["steps"] / result["seconds"])

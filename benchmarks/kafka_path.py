@@ -25,15 +25,16 @@ import numpy as np
 import torch
 
 from connectors.broker import LocalBroker, free_port
-from connectors.producer_sim import produce, simulated_events
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
-from hle_stream.config import LearnerConfig, method_config
-from hle_stream.daemon import Daemon, DaemonConfig
-from hle_stream.processing import ProcessingConfig
-from hle_stream.datasets import load_dataset
-from hle_stream.events import parse_event
-from hle_stream.learner import HierarchicalLearner
+from hle_stream.core.config import LearnerConfig, method_config
+from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.eval.datasets import load_dataset
+from hle_stream.eval.producer_sim import produce, simulated_events
+from hle_stream.service.daemon import DaemonConfig
+from hle_stream.service.events import parse_event
+from hle_stream.service.kafka_daemon import KafkaDaemon
+from hle_stream.service.processing import ProcessingConfig
 
 BATCH = 64
 
@@ -45,9 +46,7 @@ def in_process(events: list[dict], learner_config: LearnerConfig, method: str) -
     for start in range(0, len(parsed), BATCH):
         chunk = parsed[start:start + BATCH]
         x = torch.from_numpy(np.stack([e.x for e in chunk]))
-        learner.predict_proba(x)
-        labelled = [i for i, e in enumerate(chunk) if e.label]
-        learner.observe(x[labelled], [chunk[i].label for i in labelled])
+        learner.predict_then_learn(x, [e.label or None for e in chunk])
     return time.perf_counter() - started
 
 
@@ -62,10 +61,10 @@ def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str
         port = free_port()
         config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=len(events), max_batch=BATCH,
                               http_port=port, report_every_events=10**9, metrics=metrics,
-                              processing=ProcessingConfig(method=method, learner=learner_config))
+                              processing=ProcessingConfig(method=method, learner_config=learner_config))
         ensure_topics(settings, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
         produce(settings, config.input_topic, iter(events))
-        daemon = Daemon(settings, config, report=lambda *_: None)
+        daemon = KafkaDaemon(settings, config, report=lambda *_: None)
         runner = threading.Thread(target=daemon.run)
         runner.start()
         scraped = _scrape_while(runner, port) if metrics else 0
@@ -77,7 +76,7 @@ def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str
         if not probe_requests:
             return elapsed, []
         # The daemon has stopped its loop; serve a fresh one with the trained model for latency.
-        from hle_stream.serving import HttpServer
+        from hle_stream.service.serving import HttpServer
 
         daemon.last_tick = time.monotonic()
         server = HttpServer(daemon, "127.0.0.1", port)

@@ -13,11 +13,11 @@ import argparse
 import statistics
 
 import torch
-
-from connectors.producer_sim import simulated_events
-from hle_stream.config import LearnerConfig
-from hle_stream.datasets import load_dataset
 from kafka_path import through_kafka  # this folder is on sys.path when the script runs
+
+from hle_stream.core.config import LearnerConfig
+from hle_stream.eval.datasets import load_dataset
+from hle_stream.eval.producer_sim import simulated_events
 
 
 def main() -> None:

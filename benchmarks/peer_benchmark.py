@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hle_stream.bench.presets import PRESETS
-from hle_stream.bench.runner import RunSpec, prepare_stream
-from hle_stream.datasets import load_dataset
-from hle_stream.hierarchy import LabelTree
-from hle_stream.streams import stratified_subsample
+from hle_stream.core.hierarchy import LabelTree
+from hle_stream.eval.bench.presets import PRESETS
+from hle_stream.eval.bench.runner import RunSpec, prepare_stream
+from hle_stream.eval.datasets import load_dataset
+from hle_stream.eval.streams import stratified_subsample
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = ROOT / "benchmarks" / "peers"
@@ -75,7 +75,7 @@ def write_stream(path: Path, events: int, test_size: int, eval_period: int, seed
     test_rows = stratified_subsample(dataset.labels_test, test_size, 0)
     test_nodes = np.array([[node_of.get("/".join(str(test_labels[row]).split("/")[:level]), -1)
                             for level in range(1, tree.depth + 1)] for row in test_rows])
-    learner = preset.learner
+    settings = preset.learner_config
     np.savez(
         path,
         x_stream=dataset.x_train[stream.indices], stream_ids=stream.indices,
@@ -84,8 +84,8 @@ def write_stream(path: Path, events: int, test_size: int, eval_period: int, seed
         node_first_seen=np.array([first_seen[tree.global_id(n)] for n in names]),
         x_test=dataset.x_test[test_rows], test_nodes=test_nodes,
         eval_positions=np.arange(eval_period, len(stream) + 1, eval_period),
-        batch_size=learner.batch_size, memory_size=learner.memory_size, online_iter=int(learner.online_iter),
-        lr=learner.lr, seed=seed,
+        batch_size=settings.batch_size, memory_size=settings.memory_size, online_iter=int(settings.online_iter),
+        lr=settings.lr, seed=seed,
     )
 
 

@@ -17,10 +17,10 @@ import time
 import numpy as np
 import torch
 
-from hle_stream.config import LearnerConfig, method_config
-from hle_stream.datasets.synthetic import make_synthetic
-from hle_stream.learner import HierarchicalLearner
-from hle_stream.streams import build_stream
+from hle_stream.core.config import LearnerConfig, method_config
+from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.eval.datasets.synthetic import make_synthetic
+from hle_stream.eval.streams import build_stream
 
 BATCH = 64
 
@@ -50,10 +50,9 @@ def main() -> None:
         start = done % len(labels)
         n = min(BATCH, len(labels) - start, args.events - done)
         x = torch.from_numpy(np.ascontiguousarray(x_all[start:start + n]))
-        learner.predict_proba(x)
-        learner.observe(x, labels[start:start + n])
+        learner.predict_then_learn(x, labels[start:start + n])
         done += n
-        if full_rss is None and learner.memory.full:
+        if full_rss is None and learner.stats().memory_size == args.memory_size:
             full_rss = rss_bytes()
             print(f"memory full at {done} events: RSS {full_rss / 2**20:.1f} MiB", flush=True)
         if done % args.every < n:

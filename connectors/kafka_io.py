@@ -1,5 +1,5 @@
-"""The daemon's Kafka ends: a group consumer that can start from checkpointed offsets, and a
-publisher for predictions and dead letters."""
+"""The daemon's Kafka ends (``connectors.ports``' Source and DeliveringSink): a group consumer
+that resumes where the daemon's rule says, and a publisher for predictions and dead letters."""
 
 from __future__ import annotations
 
@@ -10,45 +10,98 @@ import socket
 import time
 from typing import Any, Callable
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
+from connectors.ports import DeliveryAborted, Record, ResumeRule, SourceUnavailable
 from connectors.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 
-class _SeekToCheckpoint(ConsumerRebalanceListener):
-    """On assignment, start each partition at the offset the checkpoint covers (if any)."""
+class _ResumeOnAssignment(AsyncConsumerRebalanceListener):
+    """On assignment, read the group's committed offsets of the new partitions and seek each
+    where the daemon's resume rule says.
 
-    def __init__(self, consumer: KafkaConsumer, start_offsets: Callable[[], dict[int, int]]) -> None:
+    kafka-python runs listeners on its I/O thread, where its blocking calls fail; this one is
+    async and awaits the coordinator's own offset fetch there (a kafka-python internal, pinned by
+    the ``<4`` bound). The daemon's loop is blocked in ``poll`` meanwhile, so the rule reads the
+    loop's state safely.
+    """
+
+    def __init__(self, consumer: KafkaConsumer, resume: ResumeRule) -> None:
         self.consumer = consumer
-        self.start_offsets = start_offsets
+        self.resume = resume
 
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        offsets = self.start_offsets()
-        for tp in assigned:
-            if tp.partition in offsets:
-                self.consumer.seek(tp, offsets[tp.partition])
-                log.info("partition %s resumes at checkpointed offset %d", tp.partition, offsets[tp.partition])
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if not assigned:
+            return
+        try:
+            fetched = await self.consumer._coordinator.fetch_committed_offsets_async(assigned)
+        except KafkaError as err:  # the consumer falls back to the committed offsets itself
+            log.warning("cannot read the group's committed offsets of %s (%s): the consumer's own reset applies",
+                        sorted(tp.partition for tp in assigned), err)
+            fetched = {}
+        committed = {tp.partition: (fetched[tp].offset if tp in fetched and fetched[tp].offset >= 0 else None)
+                     for tp in assigned}
+        by_partition = {tp.partition: tp for tp in assigned}
+        for partition, offset in self.resume(committed).items():
+            self.consumer.seek(by_partition[partition], offset)
 
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        pass  # the daemon commits only what it holds after each checkpoint; nothing to flush here
 
 
-def open_consumer(settings: KafkaSettings, group_id: str, topic: str,
-                  start_offsets: Callable[[], dict[int, int]]) -> KafkaConsumer:
-    consumer = KafkaConsumer(**settings.consumer(group_id))
-    consumer.subscribe([topic], listener=_SeekToCheckpoint(consumer, start_offsets))
-    return consumer
+class KafkaSource:
+    """``connectors.ports.Source`` over a kafka-python group consumer subscribed to one topic."""
 
+    def __init__(self, settings: KafkaSettings, group_id: str, topic: str, resume: ResumeRule) -> None:
+        self.topic = topic
+        self.consumer = KafkaConsumer(**settings.consumer(group_id))
+        self.consumer.subscribe([topic], listener=_ResumeOnAssignment(self.consumer, resume))
 
-def commit_offsets(consumer: KafkaConsumer, topic: str, offsets: dict[int, int], timeout_ms: int = 10_000) -> None:
-    """Commit ``offsets`` (partition -> next offset to read) for the consumer's group; raises a
-    ``KafkaError`` (a timeout included) when the group's coordinator cannot take them."""
-    if offsets:
-        consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()},
-                        timeout_ms=timeout_ms)
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        try:
+            batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as err:  # kafka-python can raise from poll while the broker is away
+            raise SourceUnavailable(str(err)) from err
+        return [record for part in batches.values() for record in part]
+
+    def assignment(self) -> set[int]:
+        return {tp.partition for tp in self.consumer.assignment()}
+
+    def partition_count(self) -> int:
+        return len(self.consumer.partitions_for_topic(self.topic) or ())
+
+    def commit(self, offsets: dict[int, int], timeout_ms: int = 10_000) -> None:
+        """Raises ``SourceUnavailable`` (a timeout included) when the group's coordinator cannot
+        take the offsets."""
+        if not offsets:
+            return
+        try:
+            self.consumer.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
+                                  for p, o in offsets.items()}, timeout_ms=timeout_ms)
+        except KafkaError as err:
+            raise SourceUnavailable(str(err)) from err
+
+    def lag(self, next_offsets: dict[int, int]) -> dict[int, int]:
+        """The fetch high watermark minus the next offset to read, per held partition.
+
+        Tansu's ``end_offsets`` is wrong, the high watermark of the last fetch is right; a
+        partition not fetched yet has none and is left out.
+        """
+        lag = {}
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                position = next_offsets.get(tp.partition)
+                if position is None:  # fetched but nothing processed yet: the consumer knows where it is
+                    position = self.consumer.position(tp)
+                lag[tp.partition] = max(0, highwater - position)
+        return lag
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def broker_reachable(settings: KafkaSettings, timeout_s: float = 0.5) -> bool:
@@ -81,10 +134,6 @@ def dead_letter_value(record: Any, reason: str, detail: str, max_bytes: int) -> 
     document["value_truncated"] = len(raw) > keep
     document["value_b64"] = base64.b64encode(raw[:keep]).decode("ascii")
     return json.dumps(document).encode()
-
-
-class DeliveryAborted(RuntimeError):
-    """Delivery was given up because the daemon is stopping; the records may not be in Kafka."""
 
 
 class Publisher:

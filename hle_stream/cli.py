@@ -9,13 +9,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hle_stream.bench.orchestrate import DataSource, run_all
-from hle_stream.bench.presets import PRESETS
-from hle_stream.bench.report import build_report, write_report
-from hle_stream.bench.runner import RunSpec
-from hle_stream.config import METHODS
-from hle_stream.datasets import DATASETS, load_dataset, save_npz
-from hle_stream.streams import SCENARIOS
+from hle_stream.core.config import METHODS
+from hle_stream.eval.bench.orchestrate import DataSource, run_all
+from hle_stream.eval.bench.presets import PRESETS
+from hle_stream.eval.bench.report import build_report, write_report
+from hle_stream.eval.bench.runner import RunSpec
+from hle_stream.eval.datasets import DATASETS, load_dataset, save_npz
+from hle_stream.eval.streams import SCENARIOS
 
 app = typer.Typer(no_args_is_help=True, help="Online continual learning on hierarchical label expansion.")
 console = Console(stderr=True)
@@ -71,7 +71,7 @@ def bench(
         runs = run_all(source, preset, specs, jobs, show)
     for sc in scenarios:
         config = {"dataset": dataset or str(data), "scenario": sc, "methods": method_names, "seeds": seed_values,
-                  "preset": preset, "preset_settings": vars(PRESETS[preset]) | {"learner": vars(PRESETS[preset].learner)}}
+                  "preset": preset, "preset_settings": vars(PRESETS[preset]) | {"learner_config": vars(PRESETS[preset].learner_config)}}
         target = out / sc if len(scenarios) > 1 else out
         paths = write_report(build_report([r for r in runs if r["scenario"] == sc], config), target)
         typer.echo(paths[1].read_text())
@@ -147,12 +147,22 @@ def run(
     import signal
 
     from connectors.settings import KafkaSettings
-    from hle_stream.checkpoint import CheckpointDirLockedError, IncompatibleCheckpointError, UnreadableCheckpointError
-    from hle_stream.config import LearnerConfig
-    from hle_stream.daemon import (EXIT_NO_FINAL_CHECKPOINT, EXIT_REFUSED, CheckpointMismatchError, Daemon,
-                                   DaemonConfig, FinalCheckpointFailed)
-    from hle_stream.processing import ProcessingConfig
-    from hle_stream.serving import HttpLimits, HttpStartError, require_auth_off_loopback
+    from hle_stream.core.config import LearnerConfig
+    from hle_stream.service.checkpoint import (
+        CheckpointDirLockedError,
+        IncompatibleCheckpointError,
+        UnreadableCheckpointError,
+    )
+    from hle_stream.service.daemon import (
+        EXIT_NO_FINAL_CHECKPOINT,
+        EXIT_REFUSED,
+        CheckpointMismatchError,
+        DaemonConfig,
+        FinalCheckpointFailed,
+    )
+    from hle_stream.service.kafka_daemon import KafkaDaemon
+    from hle_stream.service.processing import ProcessingConfig
+    from hle_stream.service.serving import HttpLimits, HttpStartError, require_auth_off_loopback
 
     if method not in METHODS:
         raise typer.BadParameter(f"unknown method {method}; choose from {', '.join(METHODS)}")
@@ -162,7 +172,7 @@ def run(
                              ssl_cafile, ssl_certfile, ssl_keyfile, session_timeout_ms, heartbeat_interval_ms)
     learner = LearnerConfig(memory_size=memory_size, batch_size=batch_size, device=device, max_classes=max_classes,
                             importance_probe=importance_probe or None)
-    processing = ProcessingConfig(method=method, learner=learner, input_shape=_shape(input_shape),
+    processing = ProcessingConfig(method=method, learner_config=learner, input_shape=_shape(input_shape),
                                   input_dtype=_dtype(input_dtype), max_message_bytes=max_message_bytes,
                                   max_abs_feature=max_abs_feature, confidence_threshold=confidence_threshold,
                                   dedupe_window=dedupe_window)
@@ -180,7 +190,7 @@ def run(
     try:
         if config.http_port is not None:
             require_auth_off_loopback(http_host, limits)
-        daemon = Daemon(settings, config)
+        daemon = KafkaDaemon(settings, config)
         signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
         daemon.run()
     except KeyboardInterrupt:
@@ -233,13 +243,14 @@ def demo(
     import threading
 
     from connectors.broker import LocalBroker
-    from connectors.producer_sim import produce as send_events
-    from connectors.producer_sim import simulated_event_count, simulated_events
     from connectors.settings import KafkaSettings
     from connectors.topics import ensure_topics
-    from hle_stream.config import LearnerConfig
-    from hle_stream.daemon import Daemon, DaemonConfig
-    from hle_stream.processing import ProcessingConfig
+    from hle_stream.core.config import LearnerConfig
+    from hle_stream.eval.producer_sim import produce as send_events
+    from hle_stream.eval.producer_sim import simulated_event_count, simulated_events
+    from hle_stream.service.daemon import DaemonConfig
+    from hle_stream.service.kafka_daemon import KafkaDaemon
+    from hle_stream.service.processing import ProcessingConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # the producer thread shares the process: kafka-python's slow-loop warnings are expected here
@@ -253,7 +264,7 @@ def demo(
         settings = KafkaSettings(running.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
         config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=total, report_every_events=report_every,
                               http_port=None, processing=ProcessingConfig(
-                                  method=method, learner=LearnerConfig(memory_size=500, batch_size=16)))
+                                  method=method, learner_config=LearnerConfig(memory_size=500, batch_size=16)))
         ensure_topics(settings, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
         typer.echo(f"broker on {running.bootstrap_servers}; streaming {total} {dataset} events ({scenario}) into "
                    f"{config.input_topic}; daemon learning with {method}")
@@ -265,7 +276,7 @@ def demo(
             levels = "  ".join(f"level {lv}: {acc:.3f}" for lv, acc in accuracy.items())
             typer.echo(f"events {consumed:>7}  prequential accuracy (last 1000 per level)  {levels}")
 
-        daemon = Daemon(settings, config, report=show)
+        daemon = KafkaDaemon(settings, config, report=show)
         signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
         signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
         daemon.run()
@@ -315,10 +326,10 @@ def produce(
     data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
 ) -> None:
     """Stream a dataset into a topic following an HLE schedule (the producer simulation)."""
-    from connectors.producer_sim import produce as send_events
-    from connectors.producer_sim import simulated_event_count, simulated_events
     from connectors.settings import KafkaSettings
     from connectors.topics import ensure_topics
+    from hle_stream.eval.producer_sim import produce as send_events
+    from hle_stream.eval.producer_sim import simulated_event_count, simulated_events
 
     if scenario not in SCENARIOS:
         raise typer.BadParameter(f"unknown scenario {scenario}; choose from {', '.join(SCENARIOS)}")

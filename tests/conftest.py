@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hle_stream.config import LearnerConfig
+from hle_stream.core.config import LearnerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HLE_DATA_ROOT", REPO.parent / "shared" / "data"))

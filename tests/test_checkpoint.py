@@ -3,7 +3,7 @@ import io
 import pytest
 import torch
 
-from hle_stream.checkpoint import CheckpointStore, IncompatibleCheckpointError
+from hle_stream.service.checkpoint import CheckpointStore, IncompatibleCheckpointError
 
 
 def test_the_newest_checkpoint_loads_and_only_the_last_k_are_kept(tmp_path):
@@ -74,7 +74,7 @@ def test_a_checkpoint_never_runs_code_from_the_file(tmp_path):
 
 
 def test_a_second_store_on_the_same_directory_is_refused_while_the_first_holds_it(tmp_path):
-    from hle_stream.checkpoint import CheckpointDirLockedError
+    from hle_stream.service.checkpoint import CheckpointDirLockedError
 
     first = CheckpointStore(tmp_path)
     first.save({"n": 1})

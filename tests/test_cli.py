@@ -107,7 +107,7 @@ def _refused_run(checkpoint_dir: Path, *options: str) -> str:
 
 
 def test_run_refuses_a_checkpoint_of_another_format_with_a_clear_message_and_exit_code_2(tmp_path):
-    from hle_stream.checkpoint import CheckpointStore
+    from hle_stream.service.checkpoint import CheckpointStore
 
     path = CheckpointStore(tmp_path).save({"n": 1})
     path.write_bytes(path.read_bytes().replace(b"HLECKPT 2 ", b"HLECKPT 9 ", 1))
@@ -115,7 +115,7 @@ def test_run_refuses_a_checkpoint_of_another_format_with_a_clear_message_and_exi
 
 
 def test_run_refuses_a_checkpoint_directory_another_daemon_holds_with_exit_code_2(tmp_path):
-    from hle_stream.checkpoint import CheckpointStore
+    from hle_stream.service.checkpoint import CheckpointStore
 
     holder = CheckpointStore(tmp_path)  # as a running daemon holds it
     try:
@@ -125,7 +125,7 @@ def test_run_refuses_a_checkpoint_directory_another_daemon_holds_with_exit_code_
 
 
 def test_run_refuses_a_checksummed_file_that_is_not_a_daemon_checkpoint_with_exit_code_2(tmp_path):
-    from hle_stream.checkpoint import CheckpointStore
+    from hle_stream.service.checkpoint import CheckpointStore
 
     store = CheckpointStore(tmp_path)
     store.save({"something": "else"})

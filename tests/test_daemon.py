@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from connectors.broker import LocalBroker
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
-from hle_stream.checkpoint import decode
+from hle_stream.service.checkpoint import decode
 
 FAST_GROUP = dict(session_timeout_ms=2000, heartbeat_interval_ms=500)
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")

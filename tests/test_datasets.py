@@ -2,13 +2,12 @@ import pickle
 
 import numpy as np
 import pytest
-
-from hle_stream.datasets import DatasetFormatError, load_dataset, load_npz, save_npz
-from hle_stream.datasets.cifar100 import load_cifar100
-from hle_stream.datasets.synthetic import make_synthetic
-from hle_stream.hierarchy import LabelPathError
-
 from conftest import SHARED_DATA
+
+from hle_stream.core.hierarchy import LabelPathError
+from hle_stream.eval.datasets import DatasetFormatError, load_dataset, load_npz, save_npz
+from hle_stream.eval.datasets.cifar100 import load_cifar100
+from hle_stream.eval.datasets.synthetic import make_synthetic
 
 
 def test_cifar100_loader_reads_the_standard_pickles(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hle_stream.device import HostStager, pick_device
+from hle_stream.core.device import HostStager, pick_device
 
 
 def test_auto_picks_cuda_only_when_a_gpu_is_visible():

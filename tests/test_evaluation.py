@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from hle_stream.evaluation import AnytimeEvaluator, PrequentialAccuracy
-from hle_stream.hierarchy import LabelTree
+from hle_stream.core.hierarchy import LabelTree
+from hle_stream.eval.evaluation import AnytimeEvaluator, PrequentialAccuracy
 
 
 class ScriptedPredictor:
@@ -75,8 +75,8 @@ def test_prequential_accuracy_reports_outcomes_the_anytime_average_and_per_class
 
 
 def test_drift_monitor_fires_on_the_level_whose_error_jumps_and_not_on_a_steady_one():
-    from hle_stream.drift import DriftMonitor
-    from hle_stream.evaluation import Outcome
+    from hle_stream.eval.evaluation import Outcome
+    from hle_stream.service.drift import DriftMonitor
 
     monitor = DriftMonitor()
     steady = [Outcome(i, 1, 0, 0) for i in range(2000)]

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from hle_stream.events import EventError, encode_features, parse_event, prediction_path
-from hle_stream.hierarchy import LabelTree
+from hle_stream.core.hierarchy import LabelTree
+from hle_stream.service.events import EventError, encode_features, parse_event
 
 
 def _raw(**doc) -> bytes:
@@ -61,11 +61,3 @@ def test_labels_are_checked_against_the_trees_limits_without_growing_it():
     assert tree.total_classes == 1
 
 
-def test_prediction_path_goes_coarse_to_fine_and_stops_below_the_threshold():
-    tree = LabelTree()
-    for p in ("a/x/1", "b/y/2"):
-        tree.add(p)
-    probs = [np.array([0.9, 0.1]), np.array([0.2, 0.8]), np.array([0.55, 0.45])]
-    path = prediction_path(tree, probs, threshold=0.6)
-    assert [(p["level"], p["label"]) for p in path] == [(1, "a"), (2, "b/y")]
-    assert path[0]["probability"] == pytest.approx(0.9)

@@ -2,10 +2,10 @@ import math
 
 import torch
 
-from hle_stream.adaptive_lr import AdaptiveLR
-from hle_stream.importance import ImportanceTracker
-from hle_stream.memory import ReplayMemory
-from hle_stream.sampling import MIN_RUNNING_HORIZON, fms_horizon, fms_keep_probability
+from hle_stream.core.adaptive_lr import AdaptiveLR
+from hle_stream.core.importance import ImportanceTracker
+from hle_stream.core.memory import ReplayMemory
+from hle_stream.core.sampling import MIN_RUNNING_HORIZON, fms_horizon, fms_keep_probability
 
 
 def test_fms_probability_matches_the_formula():

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hle_stream.events import EventError, parse_event
-from hle_stream.hierarchy import LabelTree
+from hle_stream.core.hierarchy import LabelTree
+from hle_stream.service.events import EventError, parse_event
 
 FUZZ_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz.py"
 json_values = st.recursive(

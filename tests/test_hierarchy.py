@@ -1,6 +1,6 @@
 import pytest
 
-from hle_stream.hierarchy import LabelPathError, LabelTree
+from hle_stream.core.hierarchy import LabelPathError, LabelTree
 
 
 def test_classes_are_numbered_per_level_by_first_appearance():
@@ -81,7 +81,7 @@ def test_check_all_counts_the_classes_earlier_paths_of_the_batch_would_add():
 def test_a_learner_rejects_a_batch_that_would_pass_the_cap_before_learning_any_of_it(small_config):
     import torch
 
-    from hle_stream.learner import HierarchicalLearner
+    from hle_stream.core.learner import HierarchicalLearner
 
     learner = HierarchicalLearner(small_config.with_(max_classes=3), (4,), torch.float32)
     with pytest.raises(LabelPathError):

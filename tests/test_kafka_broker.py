@@ -8,7 +8,7 @@ from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartitio
 from connectors.broker import LocalBroker
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
-from hle_stream.events import parse_event
+from hle_stream.service.events import parse_event
 
 # Tests join groups often: Tansu holds a JoinGroup for half the session timeout.
 TEST_SETTINGS = dict(session_timeout_ms=2000, heartbeat_interval_ms=500)

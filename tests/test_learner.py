@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from hle_stream.config import METHODS, method_config
-from hle_stream.datasets.synthetic import make_synthetic
-from hle_stream.hierarchy import LabelPathError
-from hle_stream.learner import HierarchicalLearner
-from hle_stream.streams import build_stream
+from hle_stream.core.config import METHODS, method_config
+from hle_stream.core.hierarchy import LabelPathError
+from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.eval.datasets.synthetic import make_synthetic
+from hle_stream.eval.streams import build_stream
 
 
 def _stream(seed=0):

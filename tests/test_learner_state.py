@@ -1,10 +1,9 @@
 import pytest
 import torch
 
-from hle_stream.checkpoint import decode, encode
-from hle_stream.config import method_config
-from hle_stream.learner import HierarchicalLearner
-from hle_stream.learner_state import IncompatibleStateError, learner_state, restore_learner
+from hle_stream.core.config import method_config
+from hle_stream.core.learner import HierarchicalLearner, IncompatibleStateError
+from hle_stream.service.checkpoint import decode, encode
 
 
 def _labels(n, offset=0):
@@ -13,10 +12,8 @@ def _labels(n, offset=0):
 
 
 def _assert_both_learn_alike(original, restored, later, probe):
-    """Both learn ``later`` from the same global RNG state and then predict ``probe`` identically."""
-    state_rng = torch.get_rng_state()
+    """Both learn ``later`` and then predict ``probe`` identically."""
     original.observe(later, _labels(30, 3))
-    torch.set_rng_state(state_rng)
     restored.observe(later, _labels(30, 3))
     for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
         assert torch.equal(p, q)
@@ -42,7 +39,7 @@ def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stop
     x, later = torch.randn(45, *shape), torch.randn(30, *shape)
     original = HierarchicalLearner(config, shape, torch.float32)
     original.observe(x, _labels(45))  # 45 is odd: one sample waits in the half-filled batch
-    restored = restore_learner(_through_bytes(learner_state(original)))
+    restored = HierarchicalLearner.from_state_dict(_through_bytes(original.state_dict()))
 
     probe = torch.randn(10, *shape)
     for p, q in zip(original.predict_proba(probe), restored.predict_proba(probe)):
@@ -56,10 +53,10 @@ def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stop
 
 
 def test_a_state_of_another_format_is_refused(small_config):
-    state = learner_state(HierarchicalLearner(small_config, (3,), torch.float32))
+    state = HierarchicalLearner(small_config, (3,), torch.float32).state_dict()
     state["format_version"] = 999
     with pytest.raises(IncompatibleStateError, match="format 999"):
-        restore_learner(state)
+        HierarchicalLearner.from_state_dict(state)
 
 
 def test_a_state_saved_with_a_parameter_group_per_head_still_restores_exactly(small_config):
@@ -67,7 +64,7 @@ def test_a_state_saved_with_a_parameter_group_per_head_still_restores_exactly(sm
     x, later, probe = torch.randn(45, 6), torch.randn(30, 6), torch.randn(10, 6)
     original = HierarchicalLearner(small_config, (6,), torch.float32)
     original.observe(x, _labels(45))
-    state = learner_state(original)
+    state = original.state_dict()
     # the layout written before heads joined the backbone's group: one group per head
     saved = state["optimizer"]["param_groups"][0]
     hyper = {k: v for k, v in saved.items() if k != "params"}
@@ -77,6 +74,22 @@ def test_a_state_saved_with_a_parameter_group_per_head_still_restores_exactly(sm
         {**hyper, "params": ids[i:i + 2]} for i in range(backbone, len(ids), 2)]
     assert len(state["optimizer"]["param_groups"]) == 1 + len(original.net.heads)
 
-    restored = restore_learner(_through_bytes(state))
+    restored = HierarchicalLearner.from_state_dict(_through_bytes(state))
     assert len(restored.optimizer.param_groups) == 1
     _assert_both_learn_alike(original, restored, later, probe)
+
+
+def test_the_learner_draws_only_from_its_own_generators(small_config):
+    """Two learners with one seed are identical whatever the process's RNG does in between, and
+    neither creating, training nor restoring a learner moves torch's global RNG."""
+    x = torch.randn(40, 6)
+    before = torch.get_rng_state()
+    first = HierarchicalLearner(small_config, (6,), torch.float32)
+    first.observe(x, _labels(40))
+    HierarchicalLearner.from_state_dict(first.state_dict())
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(1000)  # someone else in the process draws
+    second = HierarchicalLearner(small_config, (6,), torch.float32)
+    second.observe(x, _labels(40))
+    for p, q in zip(first.predict_proba(x), second.predict_proba(x)):
+        assert torch.equal(p, q)

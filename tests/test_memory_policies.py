@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from hle_stream.memory import ReplayMemory
-from hle_stream.policies import balanced_importance_slot, initial_importance, reservoir_slot
+from hle_stream.core.memory import ReplayMemory
+from hle_stream.core.policies import balanced_importance_slot, initial_importance, reservoir_slot
 
 
 def _memory(capacity=6):

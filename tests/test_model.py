@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from hle_stream.backbones import MLP, build_backbone
-from hle_stream.device import pick_device
-from hle_stream.model import HierarchicalNet, grow_head
+from hle_stream.core.backbones import MLP, build_backbone
+from hle_stream.core.device import pick_device
+from hle_stream.core.model import HierarchicalNet, grow_head
 
 
 def _net_and_adam(fused: bool = False):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from hle_stream.telemetry import Telemetry
+from hle_stream.service.telemetry import Telemetry
 
 OPS = Path(__file__).resolve().parents[1] / "ops"
 RECORDED = re.compile(r"\bhle:[a-z0-9_:]+")

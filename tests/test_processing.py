@@ -5,15 +5,15 @@ import json
 
 import torch
 
-from hle_stream.config import LearnerConfig
-from hle_stream.processing import ListSink, MicroBatchProcessor, ProcessingConfig, RawRecord
+from connectors.memory import ListSink, RawRecord
+from hle_stream.core.config import LearnerConfig
+from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
 
 DIM = 8
 
 
-
 def _processor(**changes):
-    config = ProcessingConfig(learner=LearnerConfig(memory_size=32, batch_size=4, device="cpu"), **changes)
+    config = ProcessingConfig(learner_config=LearnerConfig(memory_size=32, batch_size=4, device="cpu"), **changes)
     sink = ListSink()
     return MicroBatchProcessor(config, sink), sink
 

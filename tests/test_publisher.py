@@ -8,10 +8,9 @@ import pytest
 
 from connectors.broker import LocalBroker
 from connectors.kafka_io import Publisher, dead_letter_value
+from connectors.memory import RawRecord
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
-from hle_stream.processing import RawRecord
-
 
 
 @pytest.mark.parametrize("size", [0, 100, 700_000, 800_000, 5_000_000])

@@ -1,15 +1,10 @@
-"""Fault injection in CI: the scenarios of benchmarks/reliability.py against real daemons
+"""Fault injection in CI: the scenarios of ``hle_stream.eval.fault_injection`` against real daemons
 (``hle-stream run`` processes) and the real local broker, asserted on."""
-
-import sys
-from pathlib import Path
 
 import pytest
 
 from connectors.broker import LocalBroker
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import reliability  # noqa: E402  (the harness lives with its benchmark script)
+from hle_stream.eval import fault_injection as faults
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +14,7 @@ def broker(tmp_path_factory):
 
 
 def test_ten_sigkills_over_twenty_thousand_events_lose_nothing_and_train_nothing_twice(broker, tmp_path):
-    result = reliability.kill_run(broker, tmp_path, events=20_000, kills=10, seed=0, corrupt_at=5)
+    result = faults.kill_run(broker, tmp_path, events=20_000, kills=10, seed=0, corrupt_at=5)
     print(result)
     assert result["lost"] == 0
     assert result["trained_twice"] == 0
@@ -31,7 +26,7 @@ def test_ten_sigkills_over_twenty_thousand_events_lose_nothing_and_train_nothing
 
 
 def test_thousands_of_malformed_records_are_all_dead_lettered_and_no_valid_event_is_lost(broker, tmp_path):
-    result = reliability.malformed_run(broker, tmp_path, valid=3000, per_kind=500, seed=0)
+    result = faults.malformed_run(broker, tmp_path, valid=3000, per_kind=500, seed=0)
     print(result)
     assert result["malformed"] >= 5000
     assert set(result["malformed_by_reason"]) == {"too_large", "not_json", "not_object", "missing_field", "wrong_type",
@@ -45,7 +40,7 @@ def test_thousands_of_malformed_records_are_all_dead_lettered_and_no_valid_event
 
 
 def test_sigterm_at_full_speed_exits_cleanly_within_ten_seconds_with_a_checkpoint(broker, tmp_path):
-    result = reliability.sigterm_run(broker, tmp_path, events=20_000)
+    result = faults.sigterm_run(broker, tmp_path, events=20_000)
     print(result)
     assert result["exit_code"] == 0
     assert result["seconds_to_exit"] < 10
@@ -55,7 +50,7 @@ def test_sigterm_at_full_speed_exits_cleanly_within_ten_seconds_with_a_checkpoin
 
 
 def test_a_broker_outage_makes_the_daemon_unready_then_it_resumes_with_nothing_lost(tmp_path):
-    result = reliability.outage_run(tmp_path, events=4000, outage_s=8.0)
+    result = faults.outage_run(tmp_path, events=4000, outage_s=8.0)
     print(result)
     assert result["unready_after_s"] is not None and result["unready_after_s"] < 3.0
     assert result["ready_probes_after_unready"] == 0 and result["probes_during_outage"] > 10
@@ -65,7 +60,7 @@ def test_a_broker_outage_makes_the_daemon_unready_then_it_resumes_with_nothing_l
 
 
 def test_an_attackers_records_requests_and_full_disk_crash_stall_and_poison_nothing(broker, tmp_path):
-    result = reliability.adversarial_run(broker, tmp_path, valid=600, seed=0)
+    result = faults.adversarial_run(broker, tmp_path, valid=600, seed=0)
     print(result)
     assert set(result["attacks_by_category"]) == {"first_record", "crash_loop", "large_output", "poison", "label",
                                                   "duplicate"}

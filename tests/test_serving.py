@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from connectors.broker import free_port
-from hle_stream.config import LearnerConfig
-from hle_stream.evaluation import PrequentialAccuracy
-from hle_stream.learner import HierarchicalLearner
-from hle_stream.serving import HttpLimits, HttpServer
-from hle_stream.snapshot import ServingSnapshot
+from hle_stream.core.config import LearnerConfig
+from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.eval.evaluation import PrequentialAccuracy
+from hle_stream.service.serving import HttpLimits, HttpServer
 
 DIM = 4
 
@@ -27,7 +26,7 @@ class Model:
         self._learner = HierarchicalLearner(LearnerConfig(memory_size=8, batch_size=4, device="cpu"), (DIM,),
                                             torch.float32)
         self._learner.observe(torch.randn(8, DIM), ["a", "a/x", "b", "b/y"] * 2)
-        self.snapshot = ServingSnapshot(self._learner)
+        self.snapshot = self._learner.predictor()
         self.last_tick = time.monotonic()
         self.kafka_ok = self.model_finite = self.checkpoint_ok = True
         self.confidence_threshold = 0.0

@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hle_stream.streams import build_stream, stratified_subsample, two_level_projection
+from hle_stream.eval.streams import build_stream, stratified_subsample, two_level_projection
 
 LEAVES = np.array([f"{top}/{mid}/{top}{mid}{leaf}" for top in "ab" for mid in "xy" for leaf in "12" for _ in range(30)])
 

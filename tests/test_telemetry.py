@@ -4,9 +4,9 @@ import torch
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hle_stream.evaluation import PrequentialAccuracy
-from hle_stream.learner import HierarchicalLearner
-from hle_stream.telemetry import Telemetry
+from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.eval.evaluation import PrequentialAccuracy
+from hle_stream.service.telemetry import Telemetry
 
 
 def _series(telemetry: Telemetry) -> set[tuple[str, tuple]]:

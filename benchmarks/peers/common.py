@@ -1,7 +1,7 @@
 """What every peer worker shares: the stream file, the flat model, the batch schedule, the report.
 
 Workers run in different virtualenvs (each peer pins its own torch), so this module needs only
-numpy and torch; the backbone comes from ``hle_stream.backbones``, which imports nothing else.
+numpy and torch; the backbone comes from ``hle_stream.core.backbones``, which imports nothing else.
 A worker reads the stream the orchestrator wrote, learns it in chunks of ``batch_size // 2``
 events, predicts the test set at the orchestrator's positions and writes a JSON result; the
 orchestrator scores every method with the same code.
@@ -23,7 +23,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-from hle_stream.backbones import build_backbone  # noqa: E402
+from hle_stream.core.backbones import build_backbone  # noqa: E402
 
 
 class Stream:

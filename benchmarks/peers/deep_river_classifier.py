@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 from common import Stream, level_predictions, normalise, replay_batches, run, worker_arguments, write_result
 from deep_river.classification import Classifier
-from hle_stream.backbones import build_backbone
+
+from hle_stream.core.backbones import build_backbone
 
 
 class PixelNet(torch.nn.Module):

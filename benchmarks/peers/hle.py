@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from common import Stream, run, worker_arguments, write_result
 
-from hle_stream.bench.presets import PRESETS
-from hle_stream.config import method_config
-from hle_stream.learner import HierarchicalLearner
+from hle_stream.core.config import method_config
+from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.eval.bench.presets import PRESETS
 
 TITLES = {"er": "hle-stream ER", "pl-fms": "hle-stream PL-FMS",
           "pl-fms-reference": "hle-stream PL-FMS, reference importance rule"}
@@ -19,7 +19,7 @@ TITLES = {"er": "hle-stream ER", "pl-fms": "hle-stream PL-FMS",
 def main() -> None:
     args = worker_arguments(__doc__)
     stream = Stream(args.stream)
-    base = PRESETS["cpu"].learner.with_(
+    base = PRESETS["cpu"].learner_config.with_(
         memory_size=stream.memory_size, batch_size=stream.batch_size, online_iter=float(stream.online_iter),
         lr=stream.lr, seed=stream.seed, fms_horizon=2 * len(stream.x), device="cpu")
     learner = HierarchicalLearner(method_config(args.method, base), stream.x.shape[1:], torch.uint8)

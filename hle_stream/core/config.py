@@ -1,0 +1,77 @@
+"""The learner's settings, and the named methods the benchmark and the daemon offer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Everything that decides how a learner trains; see the README's method section.
+
+    ``online_iter`` is gradient steps per stream sample, taken each time ``batch_size // 2``
+    stream samples have arrived. ``fms_horizon`` is Z of flexible memory sampling; ``None``
+    means a running estimate (``hle_stream.core.sampling``). ``importance_probe`` bounds how many
+    memory slots each importance scoring re-scores; ``None`` scores the whole memory, as the
+    reference code does (``hle_stream.core.importance``).
+    """
+
+    memory_size: int = 500
+    batch_size: int = 16
+    online_iter: float = 1.0
+    lr: float = 3e-4
+    backbone: str = "auto"
+    eviction: Literal["reservoir", "balanced-importance"] = "balanced-importance"
+    insert_before_training: bool = True
+    flexible_sampling: bool = True
+    fms_horizon: int | None = None
+    importance_period: int = 5
+    importance_ema: float = 0.9
+    importance_probe: int | None = 64
+    pseudo_labels: bool = False
+    pseudo_threshold: float = 0.75
+    pseudo_loss_weight: float = 0.0
+    supervision: Literal["own-level", "path"] = "own-level"
+    decode: Literal["independent", "path"] = "independent"
+    cutmix: bool = True
+    augment: bool = True
+    adaptive_lr: bool = True
+    amp: bool = True
+    max_depth: int = 8
+    max_classes: int = 10_000
+    device: str = "auto"
+    seed: int = 0
+
+    @property
+    def stream_batch_size(self) -> int:
+        """New stream samples per training step: half the batch, the other half is replayed."""
+        return max(1, self.batch_size // 2)
+
+    def with_(self, **changes: object) -> "LearnerConfig":
+        return replace(self, **changes)
+
+
+METHODS: dict[str, dict[str, object]] = {
+    # Experience replay: reservoir memory filled after training, stream + memory half-half
+    # (CutMix on, as in the reference code's ER).
+    "er": dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
+               adaptive_lr=False),
+    # PL-FMS as released: balanced importance eviction, insert-then-train, FMS, own-level CE.
+    "pl-fms": dict(),
+    # PL-FMS with the reference code's importance update: the whole memory re-scored each time
+    # (the default re-scores a bounded probe, within noise of it at a fraction of the cost).
+    "pl-fms-reference": dict(importance_probe=None),
+    # + hierarchy-aware pseudo-labels: memory samples get confident predictions at the levels
+    # below their label, which count in eviction and in the importance loss.
+    "pl-fms-pl": dict(pseudo_labels=True),
+    # Ours: supervise every level the label path names, decode along the tree.
+    "pl-fms-path": dict(supervision="path", decode="path"),
+}
+
+
+def method_config(name: str, base: LearnerConfig) -> LearnerConfig:
+    """``base`` with the switches of method ``name`` applied."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return base.with_(**METHODS[name])

@@ -1,0 +1,116 @@
+"""The replay memory: preallocated tensors on the learner's device, no per-sample objects.
+
+Each slot holds one sample, its label at every level its path names (``targets``, -1 where
+unknown), its own labelled level, its bin (the global id of its (level, class) pair),
+optional pseudo-labels at other levels, and the bookkeeping of the importance rule.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+class ReplayMemory:
+    """Fixed-capacity sample store. Slots ``0 .. size-1`` are in use."""
+
+    def __init__(
+        self,
+        capacity: int,
+        sample_shape: Sequence[int],
+        dtype: torch.dtype,
+        max_depth: int,
+        device: torch.device,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("the replay memory needs a capacity of at least 1")
+        self.capacity = capacity
+        self.device = device
+        self.x = torch.zeros((capacity, *sample_shape), dtype=dtype, device=device)
+        self.targets = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
+        self.pseudo = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
+        self.pseudo_bins = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
+        self.level = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.bin = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.importance = torch.zeros(capacity, device=device)
+        self.last_loss = torch.zeros(capacity, device=device)
+        self.fresh = torch.zeros(capacity, dtype=torch.bool, device=device)
+        self.sample_id = torch.full((capacity,), -1, dtype=torch.long, device=device)
+        self.size = 0
+
+    FIELDS = ("x", "targets", "pseudo", "pseudo_bins", "level", "bin", "importance", "last_loss", "fresh", "sample_id")
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.capacity
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The used slots of every field, on the CPU."""
+        return {name: getattr(self, name)[: self.size].cpu() for name in self.FIELDS}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.size = len(state["level"])
+        for name in self.FIELDS:
+            getattr(self, name)[: self.size] = state[name].to(self.device)
+
+    def write(
+        self,
+        slot: int,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        level: int,
+        bin_id: int,
+        sample_id: int,
+        importance: float = 0.0,
+    ) -> None:
+        """Put a sample into ``slot`` (``slot == size`` appends), clearing its pseudo-labels."""
+        if slot > self.size or slot >= self.capacity:
+            raise IndexError(f"slot {slot} is outside the memory (size {self.size})")
+        self.x[slot] = x
+        self.targets[slot] = targets
+        self.pseudo[slot] = -1
+        self.pseudo_bins[slot] = -1
+        self.level[slot] = level
+        self.bin[slot] = bin_id
+        self.sample_id[slot] = sample_id
+        self.importance[slot] = importance
+        self.fresh[slot] = True
+        if slot == self.size:
+            self.size += 1
+
+    def remove(self, slots: torch.Tensor) -> torch.Tensor:
+        """Drop ``slots`` and close the gaps, keeping the others in order; returns, for each new
+        slot, the old slot it came from (to move per-slot state held elsewhere)."""
+        keep = torch.ones(self.size, dtype=torch.bool, device=self.device)
+        keep[slots[slots < self.size]] = False
+        order = keep.nonzero().flatten()
+        for tensor in self._tensors():
+            tensor[: order.numel()] = tensor[order].clone()
+        self.size = order.numel()
+        return order
+
+    def bin_counts(self, num_bins: int, include_pseudo: bool = False) -> torch.Tensor:
+        """Samples per bin. With ``include_pseudo`` a sample is shared out evenly over its own
+        bin and its pseudo bins (each sample weighs 1 in total): counting it fully in every bin
+        would make pseudo-labelled samples look over-represented and evict them all."""
+        bins = self.bin[: self.size]
+        if not include_pseudo:
+            return torch.bincount(bins, minlength=num_bins).float()
+        pseudo = self.pseudo_bins[: self.size]
+        has_pseudo = pseudo >= 0
+        weight = 1.0 / (1.0 + has_pseudo.sum(dim=1).float())
+        counts = torch.bincount(bins, weights=weight, minlength=num_bins)
+        pseudo_weight = weight[:, None].expand_as(pseudo)[has_pseudo]
+        return counts + torch.bincount(pseudo[has_pseudo], weights=pseudo_weight, minlength=num_bins)
+
+    def members(self, bin_id: int) -> torch.Tensor:
+        """Slots whose own (true) bin is ``bin_id``."""
+        return (self.bin[: self.size] == bin_id).nonzero().flatten()
+
+    def nbytes(self) -> int:
+        """Bytes held by the memory's tensors (allocated capacity, not only the used slots)."""
+        return sum(t.element_size() * t.nelement() for t in self._tensors())
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, name) for name in self.FIELDS)

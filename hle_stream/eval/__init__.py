@@ -1,0 +1,1 @@
+"""Evaluation: datasets, HLE streams, metrics, the offline benchmark and the producer simulation."""

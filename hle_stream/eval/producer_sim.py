@@ -1,0 +1,66 @@
+"""The producer simulation: a dataset streamed into a topic in HLE order, as events (contract v1).
+
+It follows the benchmark's stream for (dataset, scenario, seed), so the daemon sees labels grow
+finer exactly as the benchmark's learner does. ``unlabelled_fraction`` of the events go out
+without their label, to exercise pure prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+from kafka import KafkaProducer
+
+from connectors.settings import KafkaSettings
+from hle_stream.eval.datasets import HierarchicalDataset
+from hle_stream.eval.streams import build_stream, stratified_subsample
+from hle_stream.service.events import encode_features
+
+
+def simulated_events(
+    dataset: HierarchicalDataset, scenario: str, seed: int, limit: int | None = None,
+    unlabelled_fraction: float = 0.0,
+) -> Iterator[dict]:
+    """Event documents in stream order; ids are ``<stream position>-<sample index>``."""
+    subset = stratified_subsample(dataset.labels_train, limit, seed)
+    stream = build_stream(dataset.labels_train[subset], scenario, seed)
+    rng = np.random.default_rng(seed + 1)
+    for position, (row, label) in enumerate(zip(subset[stream.indices], stream.labels)):
+        event = {"id": f"{position}-{row}", "ts": time.time(), **encode_features(dataset.x_train[row])}
+        if rng.random() >= unlabelled_fraction:
+            event["label"] = str(label)
+        yield event
+
+
+def simulated_event_count(dataset: HierarchicalDataset, scenario: str, seed: int, limit: int | None = None) -> int:
+    """How many events ``simulated_events`` yields (the stratified subsample, twice for dual-label)."""
+    n = len(stratified_subsample(dataset.labels_train, limit, seed))
+    return 2 * n if scenario == "dual-label" else n
+
+
+def produce(
+    settings: KafkaSettings, topic: str, events: Iterator[dict], rate: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
+) -> int:
+    """Send ``events`` to ``topic`` (at most ``rate`` per second when given); returns the count."""
+    producer = KafkaProducer(**settings.client(), linger_ms=20, batch_size=262_144)
+    started, sent = time.monotonic(), 0
+    try:
+        for event in events:
+            if rate:
+                delay = started + sent / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            producer.send(topic, json.dumps(event).encode())
+            sent += 1
+            if on_sent and sent % 500 == 0:
+                on_sent(sent)
+        producer.flush()
+    finally:
+        producer.close()
+    if on_sent:
+        on_sent(sent)
+    return sent

@@ -1,0 +1,134 @@
+"""The daemon's checkpoint protocol: deliver → record the lineage → save → commit, and restore.
+
+Offsets are committed only after the checkpoint that covers them is on disk, and a restart
+resumes from the offsets stored in the checkpoint, so the model's lineage trains each event
+once; predictions between the last checkpoint and a crash are sent again (at-least-once output,
+``id`` is the dedupe key). A checkpoint is written only once every prediction and dead letter
+before it is acknowledged, so output is never lost either. A crash between any two steps leaves
+the previous checkpoint in charge.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from connectors.ports import DeliveringSink, Source, SourceUnavailable
+from hle_stream.service.checkpoint import CheckpointStore
+from hle_stream.service.processing import MicroBatchProcessor
+from hle_stream.service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+STATE_KEYS = ("learner", "prequential", "topic", "offsets")
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint directory belongs to another input topic, or holds a foreign structure."""
+
+
+class Checkpointer:
+    """Owns the checkpoint directory (its lock included) for one processor reading one topic.
+
+    ``healthy`` is False after a failed write until the next good one; ``model_finite`` is False
+    once a checkpoint was refused because the weights are not finite.
+    """
+
+    def __init__(self, directory: Path, processor: MicroBatchProcessor, topic: str,
+                 telemetry: Telemetry | None = None) -> None:
+        self.directory = directory
+        self.store = CheckpointStore(directory)  # takes the directory's lock
+        self.processor = processor
+        self.topic = topic
+        self.telemetry = telemetry
+        self.healthy = True
+        self.model_finite = True
+
+    def checkpoint_and_commit(self, sink: DeliveringSink, source: Source, stopping: Callable[[], bool],
+                              waiting: Callable[[], None]) -> bool:
+        """Every output acknowledged → trained ids appended → checkpoint on disk → the held
+        partitions' offsets committed. False (and nothing committed) when the checkpoint could not
+        be written: the caller retries later. Raises ``DeliveryAborted`` when stopped while
+        output is undelivered."""
+        sink.deliver_all(stopping, waiting)
+        learner = self.processor.learner
+        if learner is not None and not learner.finite():
+            self.model_finite = False
+            log.error("the model's weights are not finite: checkpoint refused (the last good one stands); "
+                      "restart the daemon to resume from it")
+            return False
+        started = time.perf_counter()
+        try:
+            path = self.store.save(self._state())
+        except OSError as err:
+            self.healthy = False
+            log.error("checkpoint write failed in %s: %s; nothing committed, retrying later (not ready meanwhile)",
+                      self.directory, err.strerror or err)
+            if self.telemetry is not None:
+                self.telemetry.record_checkpoint_failure()
+            return False
+        self.healthy = True
+        seconds = time.perf_counter() - started
+        if self.telemetry is not None:
+            self.telemetry.record_checkpoint(seconds, path.stat().st_size)
+        held = source.assignment()  # a revoked partition's offset is not ours to move
+        offsets = {p: o for p, o in self.processor.next_offsets.items() if p in held}
+        try:
+            source.commit(offsets)
+        except SourceUnavailable as err:  # the checkpoint's offsets rule on restart; the next commit catches up
+            log.warning("offset commit failed after checkpoint %s: %s", path.name, err)
+            return True
+        log.info("checkpoint %s (%.2f s) covers offsets %s; committed %s", path.name, seconds,
+                 self.processor.next_offsets, offsets)
+        return True
+
+    def _state(self) -> dict[str, Any]:
+        state = self.processor.state_dict()
+        state["topic"] = self.topic
+        lineage = self.processor.lineage
+        state["trained_ids"] = lineage.commit() if lineage is not None else None
+        return state
+
+    def restore(self) -> None:
+        """Load the newest usable checkpoint into the processor (none: a fresh start). Raises
+        ``CheckpointMismatchError`` for a checkpoint of another topic or of a foreign structure."""
+        state, report = self.store.load_latest()
+        if self.telemetry is not None and report.corrupt:
+            self.telemetry.record_corrupt_checkpoints(len(report.corrupt))
+        if report.corrupt:
+            log.error("recovered from %d unusable checkpoint(s) %s: resuming from %s", len(report.corrupt),
+                      [p.name for p in report.corrupt], report.path.name if report.path else "nothing (fresh start)")
+        lineage = self.processor.lineage
+        if state is None:
+            log.info("no checkpoint in %s: starting fresh", self.directory)
+            if lineage is not None:
+                lineage.truncate_to(0)
+            return
+        _check_structure(state, report.path)
+        if state["topic"] != self.topic:
+            raise CheckpointMismatchError(f"the checkpoint in {self.directory} is for topic {state['topic']!r}, "
+                                          f"not {self.topic!r}; point --checkpoint-dir elsewhere")
+        try:
+            self.processor.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointMismatchError(f"{report.path} passes its checksum but its content does not load "
+                                          f"({type(err).__name__}: {err}); move it away to start from the one "
+                                          "before, or use an empty --checkpoint-dir") from None
+        if lineage is not None and state.get("trained_ids") is not None:
+            dropped = lineage.truncate_to(state["trained_ids"])
+            log.info("trained-ids log: %d ids after the checkpoint dropped (they will be learned again)", dropped)
+        log.info("restored checkpoint %s: offsets %s", report.path.name, self.processor.next_offsets)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _check_structure(state: Any, path: Path | None) -> None:
+    """A checkpoint that passes its checksum but is not a daemon checkpoint (written by another
+    tool into this directory) is refused by name, not half-loaded."""
+    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS) or \
+            not isinstance(state["offsets"], dict):
+        raise CheckpointMismatchError(f"{path} is not an hle-stream daemon checkpoint (expected the keys "
+                                      f"{', '.join(STATE_KEYS)}); move it away or use an empty --checkpoint-dir")

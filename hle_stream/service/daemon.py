@@ -1,0 +1,285 @@
+"""The streaming daemon: consume, predict, publish, learn, checkpoint, commit.
+
+What happens between a poll and a checkpoint is ``hle_stream.service.processing`` (no I/O); the
+checkpoint protocol is ``hle_stream.service.checkpointer``; where a partition resumes after a
+rebalance is ``hle_stream.service.offsets``. This module is the loop around them, written against
+``connectors.ports`` (a Source and a DeliveringSink): readiness, telemetry and the serving
+snapshot. ``hle_stream.service.kafka_daemon`` wires it to Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from connectors.ports import DeliveringSink, DeliveryAborted, Record, ResumeRule, Source, SourceUnavailable
+from hle_stream.core.device import pick_device
+from hle_stream.core.predictor import Predictor
+from hle_stream.service.checkpointer import Checkpointer, CheckpointMismatchError
+from hle_stream.service.drift import DriftMonitor
+from hle_stream.service.lineage import TrainedIdLog
+from hle_stream.service.offsets import resume_offsets
+from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
+from hle_stream.service.serving import HttpLimits
+from hle_stream.service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+EXIT_REFUSED = 2  # refused to start: configuration, checkpoint directory or checkpoint unusable
+EXIT_NO_FINAL_CHECKPOINT = 3  # stopped, but the final checkpoint could not be written
+CHECKPOINT_RETRY_S = 5.0  # after a failed checkpoint write (disk full, no descriptors)
+SOURCE_RETRY_S = 0.5  # after a failed poll
+
+__all__ = ["CheckpointMismatchError", "Daemon", "DaemonConfig", "FinalCheckpointFailed", "EXIT_REFUSED",
+           "EXIT_NO_FINAL_CHECKPOINT"]
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    input_topic: str = "hle-events"
+    predictions_topic: str = "hle-predictions"
+    dead_letter_topic: str = "hle-dead-letters"
+    group_id: str = "hle-stream"
+    input_partitions: int = 1  # when the daemon creates its input topic
+    checkpoint_dir: Path = Path("checkpoints")
+    checkpoint_every_events: int = 5000
+    checkpoint_every_seconds: float = 60.0
+    max_batch: int = 64
+    max_events: int | None = None  # stop after consuming this many (demos, tests)
+    report_every_events: int = 1000
+    http_host: str = "127.0.0.1"
+    http_port: int | None = 8080  # None: no HTTP server
+    http: HttpLimits = field(default_factory=HttpLimits)
+    serving_refresh_seconds: float = 1.0  # the HTTP snapshot is at most this much older than the model
+    metrics: bool = True  # Prometheus series on /metrics and ADWIN drift detection
+    max_output_bytes: int = 1_000_000  # every record the daemon writes fits Kafka's default limit
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
+    trained_ids_log: Path | None = None  # record of the event ids in the model's lineage (lineage.py)
+
+
+class FinalCheckpointFailed(RuntimeError):
+    """The daemon stopped, but its last checkpoint could not be written."""
+
+
+ProgressReport = Callable[[int, int, dict[int, float]], None]  # consumed, dead letters, rolling accuracy
+Connect = Callable[[ResumeRule, Callable[[str, int, str], None]], tuple[Source, DeliveringSink]]
+"""Opens the source (with the daemon's resume rule) and the sink (with a callback for records
+dropped as too large), once HTTP answers: it may wait for a broker."""
+
+
+class Daemon:
+    """The loop: poll → process → readiness, telemetry, snapshot → checkpoint and commit when due.
+
+    ``connect`` opens the source and the sink inside ``run`` (after HTTP serves, so probes answer
+    while a broker is awaited); ``reachable`` is readiness's own view of the source (a broker
+    probe), ``None`` when there is nothing to probe.
+    """
+
+    def __init__(self, config: DaemonConfig, connect: Connect, report: ProgressReport | None = None,
+                 reachable: Callable[[], bool] | None = None) -> None:
+        self.config = config
+        self.connect = connect
+        self.report = report
+        self.reachable = reachable or (lambda: True)
+        processing = config.processing
+        self.telemetry = (Telemetry(processing.learner_config.max_depth, processing.method,
+                                    pick_device(processing.learner_config.device).type) if config.metrics else None)
+        lineage = TrainedIdLog(config.trained_ids_log) if config.trained_ids_log else None
+        self.processor = MicroBatchProcessor(processing, sink=None, telemetry=self.telemetry,  # type: ignore[arg-type]
+                                             drift=DriftMonitor() if config.metrics else None, lineage=lineage)
+        self.checkpointer = Checkpointer(config.checkpoint_dir, self.processor, config.input_topic, self.telemetry)
+        self._stop = False
+        self._last_reported = -1
+        self.lock = threading.Lock()  # held while a micro-batch is processed (/classes reads under it)
+        self.last_tick = time.monotonic()
+        self.first_record_at: float | None = None  # monotonic time of the first record (throughput)
+        self.snapshot: Predictor | None = None  # what HTTP predicts with (``Predictor``)
+        self._snapshot_at = float("-inf")
+        self._snapshot_finite = True
+        self.confidence_threshold = processing.confidence_threshold
+        self.max_abs_feature = processing.max_abs_feature
+        self._loop_io_ok = False  # the loop's view: the sink delivers, the source holds partitions
+        self._assigned: set[int] = set()  # input partitions held after the last rebalance
+
+    # what HTTP serving reads
+    learner = property(lambda self: self.processor.learner)
+    prequential = property(lambda self: self.processor.prequential)
+    checkpoint_ok = property(lambda self: self.checkpointer.healthy)
+
+    @property
+    def model_finite(self) -> bool:
+        return self._snapshot_finite and self.checkpointer.model_finite
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, checkpoint, commit, close (SIGTERM)."""
+        self._stop = True
+
+    @property
+    def kafka_ok(self) -> bool:
+        """Readiness's source check: the loop's view and the probe's, which sees a broker go away
+        within a second even while the loop is blocked in a call (a commit waits up to 10 s) or
+        still works through buffered records."""
+        return self._loop_io_ok and self.reachable()
+
+    def _waiting_for_io(self) -> None:
+        """Called while the loop waits for the sink or the source: alive, but not ready."""
+        self.last_tick = time.monotonic()
+        self._loop_io_ok = False
+
+    def resume(self, committed: dict[int, int | None]) -> dict[int, int]:
+        """The source's resume rule (``hle_stream.service.offsets``), applied to the processor's
+        offsets too, so that a partition resumed at the group's later offset is committed from there."""
+        start = resume_offsets(self.processor.next_offsets, committed)
+        self.processor.next_offsets.update(start)
+        for partition, offset in start.items():
+            log.info("partition %d resumes at offset %d", partition, offset)
+        return start
+
+    def run(self) -> None:
+        """The loop. Raises ``FinalCheckpointFailed`` if it stopped without its last checkpoint."""
+        server = None
+        try:
+            self.checkpointer.restore()
+            server = self._serve_http()
+            self._run(serving=server is not None)
+        finally:
+            if server is not None:
+                server.stop()
+            self.checkpointer.close()
+
+    def _serve_http(self):
+        """The HTTP server, started before the source so that probes answer (not ready) while the
+        broker is awaited; a port it cannot bind stops the daemon at once (``HttpStartError``)."""
+        cfg = self.config
+        if cfg.http_port is None:
+            return None
+        from hle_stream.service.serving import HttpServer
+
+        if self.processor.learner is not None:  # a restored model serves at once
+            self.snapshot = self.processor.learner.predictor()
+        server = HttpServer(self, cfg.http_host, cfg.http_port, cfg.http)
+        server.start()
+        return server
+
+    def _run(self, serving: bool) -> None:
+        cfg = self.config
+        _raise_descriptor_limit()
+        source, sink = self.connect(self.resume, self._output_dropped)
+        self.processor.sink = sink
+        since_checkpoint, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
+        next_report = cfg.report_every_events
+        final_ok = True
+        try:
+            while not self._stop and (cfg.max_events is None or self.processor.consumed < cfg.max_events):
+                if sink.delivery_failed():  # the destination went away: wait for it, not ready
+                    self._loop_io_ok = False
+                    sink.deliver_all(lambda: self._stop, self._waiting_for_io)
+                records = self._poll(source)
+                if records is None:
+                    continue
+                with self.lock:
+                    self.processor.process(records)
+                self._after_batch(source, sink, records, serving)
+                since_checkpoint += len(records)
+                if since_checkpoint and (since_checkpoint >= cfg.checkpoint_every_events
+                                         or time.monotonic() >= next_checkpoint_at):
+                    if self._checkpoint_and_commit(source, sink):
+                        since_checkpoint, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
+                    else:
+                        next_checkpoint_at = time.monotonic() + CHECKPOINT_RETRY_S
+                if self.processor.consumed >= next_report:
+                    self._report()
+                    next_report += cfg.report_every_events
+            final_ok = self._checkpoint_and_commit(source, sink)  # a clean stop: SIGTERM or --max-events
+        except DeliveryAborted as err:
+            log.warning("stopping without a final checkpoint (%s): the last checkpoint stands, and the events "
+                        "after it will be consumed, predicted and learned again on restart", err)
+        finally:
+            if self.processor.consumed != self._last_reported:
+                self._report()
+            source.close()
+            sink.close()
+        if not final_ok:
+            raise FinalCheckpointFailed("the final checkpoint could not be written; the last one on disk stands, "
+                                        "and the events after it will be learned again on restart")
+
+    def _poll(self, source: Source) -> list[Record] | None:
+        cfg = self.config
+        limit = cfg.max_batch if cfg.max_events is None else min(cfg.max_batch, cfg.max_events - self.processor.consumed)
+        try:
+            records = source.poll(max_records=limit, timeout_s=0.5)
+        except SourceUnavailable as err:
+            log.warning("poll failed (%s); retrying", err)
+            self._waiting_for_io()
+            time.sleep(SOURCE_RETRY_S)
+            return None
+        self.last_tick = time.monotonic()
+        if records and self.first_record_at is None:
+            self.first_record_at = self.last_tick
+        return records
+
+    def _after_batch(self, source: Source, sink: DeliveringSink, records: list[Record], serving: bool) -> None:
+        """Readiness, metrics and the serving snapshot, once per micro-batch."""
+        self._loop_io_ok = sink.healthy and bool(source.assignment())
+        self._track_assignment(source)
+        learner = self.processor.learner
+        if serving and learner is not None and time.monotonic() - self._snapshot_at >= self.config.serving_refresh_seconds:
+            if self.snapshot is None or self.snapshot.version != learner.steps or \
+                    self.snapshot.tree.total_classes != learner.tree.total_classes:
+                self.snapshot = learner.predictor(self.snapshot)
+                self._snapshot_finite = self.snapshot.finite
+            self._snapshot_at = time.monotonic()
+        if self.telemetry is not None:
+            self.telemetry.record_consumed(len(records))
+            self.telemetry.record_lag(source.lag(self.processor.next_offsets))
+            self.telemetry.refresh(learner, self.processor.prequential)
+
+    def _track_assignment(self, source: Source) -> None:
+        """After a rebalance: no lag series for partitions gone, and a loud word when this daemon
+        holds only part of the topic (another member of the group trains a separate model on the
+        rest; one trainer per group is the scale-out issue's rule)."""
+        assigned = source.assignment()
+        if assigned == self._assigned:
+            return
+        gone, self._assigned = self._assigned - assigned, assigned
+        total = source.partition_count()
+        if self.telemetry is not None:
+            self.telemetry.forget_partitions(gone)
+            self.telemetry.record_assignment(len(assigned), total)
+        if assigned and len(assigned) < total:
+            log.error("this daemon holds only partitions %s of the %d of %s: another member of group %r reads the "
+                      "rest and trains a separate model on it; run one daemon per group", sorted(assigned),
+                      total, self.config.input_topic, self.config.group_id)
+
+    def _output_dropped(self, topic: str, size: int, reason: str) -> None:
+        if self.telemetry is not None:
+            self.telemetry.record_output_dropped()
+
+    def _checkpoint_and_commit(self, source: Source, sink: DeliveringSink) -> bool:
+        return self.checkpointer.checkpoint_and_commit(sink, source, lambda: self._stop, self._waiting_for_io)
+
+    def _report(self) -> None:
+        self._last_reported = self.processor.consumed
+        rolling = {lv: round(acc, 3) for lv, acc in self.processor.prequential.rolling_accuracy().items()}
+        if self.report:
+            self.report(self.processor.consumed, self.processor.dead_letters, rolling)
+            return
+        log.info("consumed %d, dead letters %d, prequential accuracy per level (rolling): %s",
+                 self.processor.consumed, self.processor.dead_letters, rolling)
+
+
+def _raise_descriptor_limit() -> None:
+    """Lift the soft limit on open files to the hard one: HTTP connections must not starve the
+    checkpoint writer (the server also caps its connections, ``HttpLimits.max_connections``)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as err:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, err)

@@ -1,0 +1,60 @@
+"""The daemon wired to Kafka: its input topic through a group consumer, its answers through a
+publisher, and a broker probe for readiness."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from connectors.kafka_io import KafkaSource, Publisher, broker_reachable
+from connectors.ports import DeliveringSink, ResumeRule, Source
+from connectors.settings import KafkaSettings
+from connectors.topics import ensure_topics
+from hle_stream.service.daemon import Daemon, DaemonConfig, ProgressReport
+
+
+class BrokerProbe:
+    """A TCP connection to a bootstrap server, tried once a second in a thread of its own."""
+
+    def __init__(self, settings: KafkaSettings, period_s: float = 1.0) -> None:
+        self.settings, self.period_s = settings, period_s
+        self.reachable = False
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._probe, name="broker-probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._closing.set()
+
+    def _probe(self) -> None:
+        while True:
+            self.reachable = broker_reachable(self.settings)
+            if self._closing.wait(self.period_s):
+                return
+
+
+class KafkaDaemon(Daemon):
+    """A ``Daemon`` whose source and sink are Kafka topics (created if missing)."""
+
+    def __init__(self, settings: KafkaSettings, config: DaemonConfig, report: ProgressReport | None = None) -> None:
+        self.settings = settings
+        self.probe = BrokerProbe(settings)
+        super().__init__(config, self._connect, report, reachable=lambda: self.probe.reachable)
+
+    def _connect(self, resume: ResumeRule, on_dropped: Callable[[str, int, str], None]) -> tuple[Source, DeliveringSink]:
+        cfg = self.config
+        ensure_topics(self.settings, {cfg.input_topic: cfg.input_partitions, cfg.predictions_topic: 1,
+                                      cfg.dead_letter_topic: 1})
+        source = KafkaSource(self.settings, cfg.group_id, cfg.input_topic, resume)
+        sink = Publisher(self.settings, cfg.predictions_topic, cfg.dead_letter_topic, cfg.max_output_bytes,
+                         on_dropped=on_dropped)
+        return source, sink
+
+    def run(self) -> None:
+        self.probe.start()
+        try:
+            super().run()
+        finally:
+            self.probe.stop()

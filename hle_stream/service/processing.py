@@ -1,0 +1,251 @@
+"""One micro-batch of raw records through the model, without I/O: what the daemon does between
+a poll and a checkpoint, testable without Kafka.
+
+Every record ends in exactly one of two places, whatever its bytes: a prediction (and, if it
+carries a label, a training example), or a dead letter with a reason from
+``hle_stream.service.events.DEAD_LETTER_REASONS``. Nothing raises out of ``process``: a record that trips
+an unexpected error in hle-stream itself is dead-lettered as ``internal_error`` with its
+traceback logged, so one record can neither stop the daemon nor, since its offset is passed,
+crash-loop it on restart. (The one case of two outcomes: a labelled event predicted, then not
+learned because learning failed, also gets an ``internal_error`` dead letter saying so.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from connectors.ports import Record, Sink
+from hle_stream.core.config import LearnerConfig, method_config
+from hle_stream.core.hierarchy import LabelPathError, LabelTree
+from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.predictor import prediction_paths
+from hle_stream.eval.evaluation import PrequentialAccuracy
+from hle_stream.service.dedupe import RecentIds
+from hle_stream.service.drift import DriftMonitor
+from hle_stream.service.events import DEFAULT_MAX_ABS_FEATURE, Event, EventError, parse_event
+from hle_stream.service.lineage import TrainedIdLog
+from hle_stream.service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    method: str = "pl-fms"
+    learner_config: LearnerConfig = field(default_factory=LearnerConfig)
+    input_shape: tuple[int, ...] | None = None  # None: the first valid event sets it
+    input_dtype: str | None = None  # float32 or uint8; None: the first valid event sets it
+    max_message_bytes: int = 4 << 20
+    max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE
+    confidence_threshold: float = 0.5
+    dedupe_window: int = 100_000  # ids with features remembered to refuse duplicates (0: off)
+
+
+class MicroBatchProcessor:
+    """Predict every record of a micro-batch, then learn from the labelled ones (test-then-train).
+
+    Owns the learner (created from the first usable event), the prequential accuracy, the
+    window of recent ids and the next offset of every partition it has processed.
+    """
+
+    def __init__(self, config: ProcessingConfig, sink: Sink, telemetry: Telemetry | None = None,
+                 drift: DriftMonitor | None = None, lineage: TrainedIdLog | None = None) -> None:
+        self.config = config
+        self.sink = sink
+        self.telemetry = telemetry
+        self.drift = drift
+        self.lineage = lineage
+        self.learner: HierarchicalLearner | None = None
+        self.prequential = PrequentialAccuracy()
+        self.recent_ids = RecentIds(config.dedupe_window)
+        self.next_offsets: dict[int, int] = {}
+        self.consumed = 0
+        self.dead_letters = 0
+        # checks the first events' labels against the configured depth before a learner exists
+        self._no_classes_yet = LabelTree(config.learner_config.max_depth, config.learner_config.max_classes)
+
+    @property
+    def tree(self) -> LabelTree:
+        return self.learner.tree if self.learner else self._no_classes_yet
+
+    def process(self, records: Iterable[Record]) -> None:
+        events, sources = [], []
+        for record in records:
+            self.consumed += 1
+            self.next_offsets[record.partition] = record.offset + 1
+            try:
+                events.append(self._admit(record, events))
+                sources.append(record)
+            except EventError as err:
+                self._dead_letter(record, err.reason, str(err))
+            except Exception as err:  # a bug of ours must not stop the stream: logged, dead-lettered
+                log.exception("internal error on %s[%d]@%d", record.topic, record.partition, record.offset)
+                self._dead_letter(record, "internal_error", f"{type(err).__name__}: {err}")
+        events, sources = self._within_class_cap(events, sources)
+        events, sources = self._first_of_each_id(events, sources)
+        if not events:
+            return
+        try:
+            x = torch.from_numpy(np.stack([e.x for e in events]))
+        except Exception as err:
+            log.exception("internal error stacking a batch of %d events", len(events))
+            for record in sources:
+                self._dead_letter(record, "internal_error", f"prediction failed: {type(err).__name__}: {err}")
+            return
+        self._predict_then_learn(events, sources, x)
+
+    # -- admission: parse, then the checks that need the batch or the model ------------------
+    def _admit(self, record: Record, batch: list[Event]) -> Event:
+        cfg = self.config
+        event = parse_event(record.value, self.learner.input_spec.shape if self.learner else cfg.input_shape, self.tree,
+                            cfg.max_message_bytes, cfg.max_abs_feature)
+        if batch and event.x.shape != batch[0].x.shape:
+            raise EventError("wrong_shape", f"shape {event.x.shape} differs from {batch[0].x.shape} in the batch")
+        expected = self._expected_dtype(batch)
+        if expected is not None and _dtype(event) != expected:
+            raise EventError("wrong_type", f"features of dtype {_dtype(event)}; the model takes {expected}")
+        if self.learner is None and not batch:
+            self._create_learner(event)
+        return event
+
+    def _expected_dtype(self, batch: list[Event]) -> torch.dtype | None:
+        if self.learner is not None:
+            return self.learner.input_spec.dtype
+        if self.config.input_dtype is not None:
+            return getattr(torch, self.config.input_dtype)
+        return _dtype(batch[0]) if batch else None
+
+    def _create_learner(self, event: Event) -> None:
+        """The first usable event fixes the input; a shape the backbone cannot take (an image
+        too small for its pooling, say) is refused here rather than fixed for good."""
+        shape, dtype = event.x.shape, _dtype(event)
+        learner = HierarchicalLearner(method_config(self.config.method, self.config.learner_config), shape, dtype)
+        try:
+            learner.check_input(torch.from_numpy(event.x[None]))
+        except ValueError as err:
+            raise EventError("wrong_shape", str(err)) from None
+        self.learner = learner
+        log.info("learner created for inputs of shape %s (%s), method %s", shape, dtype, self.config.method)
+
+    def _within_class_cap(self, events: list[Event], sources: list[Record]) -> tuple[list[Event], list[Record]]:
+        """Dead-letter, before predicting, the labelled events whose new classes would pass the cap
+        once the earlier events of the batch are learned (each alone passed ``parse_event``)."""
+        tree = self.tree
+        labelled = [i for i, e in enumerate(events) if e.label]
+        rejected = {labelled[j] for j in tree.over_cap([events[i].label for i in labelled])}
+        for i in sorted(rejected):
+            self._dead_letter(sources[i], "bad_label", f"{events[i].label}: would exceed the cap of "
+                                                        f"{tree.max_classes} classes")
+        keep = [i for i in range(len(events)) if i not in rejected]
+        return [events[i] for i in keep], [sources[i] for i in keep]
+
+    def _first_of_each_id(self, events: list[Event], sources: list[Record]) -> tuple[list[Event], list[Record]]:
+        """Dead-letter the events whose id is in the window of recent ids (``hle_stream.service.dedupe``)."""
+        kept = []
+        for event, record in zip(events, sources):
+            if self.recent_ids.admit(event.id):
+                kept.append((event, record))
+            else:
+                self._dead_letter(record, "duplicate_id", f"id {event.id!r} is among the last "
+                                                          f"{self.recent_ids.capacity} ids with features")
+        return [e for e, _ in kept], [r for _, r in kept]
+
+    # -- test, then train ------------------------------------------------------------------
+    def _predict_then_learn(self, events: list[Event], sources: list[Record], x: torch.Tensor) -> None:
+        """The learner's prequential step; a failure before the answers are out dead-letters the
+        batch, a failure of learning only the labelled events (their answers stand)."""
+        labels = [e.label or None for e in events]
+        labelled = [i for i, label in enumerate(labels) if label]
+        clock = {"started": time.perf_counter()}
+
+        def answer(probabilities: list[torch.Tensor]) -> None:
+            self._answer(events, sources, probabilities, time.perf_counter() - clock["started"])
+            clock["answered"] = time.perf_counter()
+
+        learned = labelled
+        try:
+            self.learner.predict_then_learn(x, labels, on_predicted=answer)
+        except LabelPathError:  # nothing learned (the batch is checked first), e.g. the class cap reached inside it
+            learned = [i for i in labelled if self._learn_one(x[i:i + 1], events[i], sources[i])]
+        except Exception as err:
+            stage = "learning" if "answered" in clock else "prediction"
+            log.exception("internal error in %s of a batch of %d events", stage, len(events))
+            doomed = labelled if stage == "learning" else range(len(events))
+            for i in doomed:
+                self._dead_letter(sources[i], "internal_error", f"{stage} failed: {type(err).__name__}: {err}")
+            if stage == "prediction":
+                return
+            learned = []
+        if self.lineage is not None:
+            self.lineage.record(events[i].id for i in learned)
+        if self.telemetry is not None and labelled:
+            self.telemetry.record_training(len(learned), time.perf_counter() - clock.get("answered", clock["started"]))
+
+    def _learn_one(self, x: torch.Tensor, event: Event, record: Record) -> bool:
+        try:
+            self.learner.observe(x, [event.label])
+            return True
+        except LabelPathError as err:
+            self._dead_letter(record, "bad_label", str(err))
+            return False
+
+    def _answer(self, events: list[Event], sources: list[Record], probabilities: list[torch.Tensor],
+                seconds: float) -> None:
+        """Every document is built before any is sent, so a failure leaves no record half-answered."""
+        learner = self.learner
+        paths = prediction_paths(learner.tree, probabilities, len(events), self.config.confidence_threshold)
+        documents = []
+        for event, path in zip(events, paths):
+            document = {"id": event.id, "model_version": learner.steps, "path": path}
+            if event.label:
+                document["label"] = event.label
+            documents.append(document)
+        if self.telemetry is not None:
+            self.telemetry.record_prediction("stream", len(events), seconds)
+        labelled = [i for i, e in enumerate(events) if e.label]
+        if labelled:
+            outcomes = self.prequential.update(learner.tree, [events[i].label for i in labelled],
+                                               [p[labelled].argmax(dim=1) for p in probabilities])
+            if self.drift is not None:
+                for outcome in self.drift.update(outcomes):
+                    self._drift_detected(outcome.level, sources[labelled[outcome.sample]])
+        for document in documents:
+            self.sink.prediction(document)
+
+    def _drift_detected(self, level: int, record: Record) -> None:
+        log.warning("drift detected on level %d's prequential error at %s[%d]@%d", level, record.topic,
+                    record.partition, record.offset)
+        if self.telemetry is not None:
+            self.telemetry.record_drift(level)
+
+    def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
+        self.dead_letters += 1
+        if self.telemetry is not None:
+            self.telemetry.record_dead_letter(reason)
+        log.warning("dead letter: %s at %s[%d]@%d: %s", reason, record.topic, record.partition, record.offset,
+                    detail[:500])
+        self.sink.dead_letter(record, reason, detail)
+
+    # -- state (part of the daemon's checkpoint) ---------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"learner": self.learner.state_dict() if self.learner else None,
+                "prequential": self.prequential.state_dict(), "offsets": dict(self.next_offsets),
+                "recent_ids": self.recent_ids.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["learner"] is not None:
+            self.learner = HierarchicalLearner.from_state_dict(state["learner"],
+                                                               device=self.config.learner_config.device)
+        self.prequential = PrequentialAccuracy.from_state_dict(state["prequential"])
+        self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
+        if "recent_ids" in state:  # checkpoints before the duplicate check have none
+            self.recent_ids.load_state_dict(state["recent_ids"])
+
+
+def _dtype(event: Event) -> torch.dtype:
+    return torch.from_numpy(event.x[:0]).dtype

@@ -1,0 +1,220 @@
+"""The daemon's Prometheus series (prometheus-client), with bounded labels only.
+
+Labels are ``level`` (hierarchy depth, at most ``max_depth``), ``partition`` (the input topic's
+partitions), ``reason`` (the fixed dead-letter reasons) and ``source`` (stream or http): never a
+class, since classes grow without bound. Per-class detail is served as JSON (``/classes``).
+
+Counters and histograms are updated as the loop goes; the gauges that describe the learner
+(accuracy, classes, memory) are refreshed once per micro-batch, which costs a few dictionary
+reads, not a pass over the events.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.eval.evaluation import PrequentialAccuracy
+from hle_stream.service.events import DEAD_LETTER_REASONS
+
+# A CPU train step on a micro-batch takes 10 ms .. 2 s; a prediction 0.5 ms .. 200 ms.
+TRAIN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PREDICT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+CHECKPOINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+THROUGHPUT_WINDOW_S = 5.0
+
+disable_created_metrics()  # no *_created series: they double the series count for nothing
+
+
+def _package_version() -> str:
+    try:
+        return version("hle-stream")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Telemetry:
+    """Every series the daemon exports, in a registry of its own (served on ``/metrics``)."""
+
+    def __init__(self, max_depth: int, method: str, device: str) -> None:
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes, cpu seconds, fds
+        PlatformCollector(registry=registry)
+        self.max_depth = max_depth
+        levels = [str(lv) for lv in range(1, max_depth + 1)]
+
+        Info("hle_build", "Version, torch, device and method of this daemon.", registry=registry).info(
+            {"version": _package_version(), "torch": torch.__version__, "device": device, "method": method})
+        self.consumed = Counter("hle_events_consumed_total", "Records read from the input topic.", registry=registry)
+        self.predicted = Counter("hle_events_predicted_total", "Events predicted (stream and HTTP).", ["source"],
+                                 registry=registry)
+        self.trained = Counter("hle_events_trained_total", "Labelled events given to the learner.", registry=registry)
+        self.dead_letters = Counter("hle_dead_letters_total", "Records sent to the dead-letter topic, by reason.",
+                                    ["reason"], registry=registry)
+        self.drift = Counter("hle_drift_detections_total",
+                             "ADWIN detections on the prequential error, per level.", ["level"], registry=registry)
+        self.train_seconds = Histogram("hle_train_batch_duration_seconds",
+                                       "Learner update time per micro-batch (its train steps included).",
+                                       buckets=TRAIN_BUCKETS, registry=registry)
+        self.predict_seconds = Histogram("hle_predict_duration_seconds", "Prediction time per call.", ["source"],
+                                         buckets=PREDICT_BUCKETS, registry=registry)
+        self.train_steps = Gauge("hle_model_version", "Train steps taken: the model_version in predictions.",
+                                 registry=registry)
+        self.throughput = Gauge("hle_throughput_events_per_second",
+                                f"Events consumed per second over the last {THROUGHPUT_WINDOW_S:.0f} s or more.",
+                                registry=registry)
+        self.rolling_accuracy = Gauge("hle_prequential_accuracy_ratio",
+                                      "Prequential accuracy over the last window of labelled events, per level.",
+                                      ["level"], registry=registry)
+        self.anytime_accuracy = Gauge("hle_anytime_accuracy_ratio",
+                                      "Mean of the rolling prequential accuracy since the level appeared "
+                                      "(the online counterpart of A_auc), per level.", ["level"], registry=registry)
+        self.known_classes = Gauge("hle_known_classes", "Classes known per level.", ["level"], registry=registry)
+        # A counter that exists from the start, so increase() marks every expansion; a new level's
+        # gauge series is born with all the classes that arrived before the next scrape, and its
+        # changes() would miss it. After a restart the restored classes count once.
+        self.classes_discovered = Counter("hle_classes_discovered_total", "Classes added to the label tree.",
+                                          registry=registry)
+        self._classes_counted = 0
+        self.memory_samples = Gauge("hle_replay_memory_samples", "Replay memory samples by labelled level.",
+                                    ["level"], registry=registry)
+        self.memory_share = Gauge("hle_replay_memory_share_ratio", "Share of the replay memory per labelled level.",
+                                  ["level"], registry=registry)
+        self.memory_capacity = Gauge("hle_replay_memory_capacity_samples", "Replay memory capacity.",
+                                     registry=registry)
+        self.memory_bytes = Gauge("hle_replay_memory_bytes", "Bytes held by the replay memory's tensors.",
+                                  registry=registry)
+        self.lag = Gauge("hle_consumer_lag_messages",
+                         "Fetch high watermark minus the next offset to read, per input partition.", ["partition"],
+                         registry=registry)
+        self.partitions_assigned = Gauge("hle_input_partitions_assigned",
+                                         "Input partitions this daemon holds (below hle_input_partitions: another "
+                                         "group member trains a separate model on the rest).", registry=registry)
+        self.partitions_total = Gauge("hle_input_partitions", "Partitions of the input topic.", registry=registry)
+        self.checkpoint_seconds = Histogram("hle_checkpoint_duration_seconds", "Time to write a checkpoint.",
+                                            buckets=CHECKPOINT_BUCKETS, registry=registry)
+        self.checkpoint_time = Gauge("hle_checkpoint_last_success_timestamp_seconds",
+                                     "Unix time of the last checkpoint written.", registry=registry)
+        self.checkpoint_corruptions = Counter("hle_checkpoint_corruptions_total",
+                                              "Unusable checkpoints found at start (quarantined; an older one used).",
+                                              registry=registry)
+        self.checkpoint_bytes = Gauge("hle_checkpoint_size_bytes", "Size of the last checkpoint written.",
+                                      registry=registry)
+        self.checkpoint_failures = Counter("hle_checkpoint_failures_total",
+                                           "Checkpoint writes that failed (disk full, no descriptors); retried.",
+                                           registry=registry)
+        self.output_dropped = Counter("hle_output_dropped_total",
+                                      "Output records Kafka refused as too large (permanent; never retried).",
+                                      registry=registry)
+        # Mirrors of the learner's own counters (they survive restarts in its checkpoint).
+        self.nonfinite_steps = Gauge("hle_nonfinite_steps_skipped", "Train steps skipped by the numerical guard "
+                                     "(a NaN or Inf loss or gradient), over the model's lineage.", registry=registry)
+        self.quarantined = Gauge("hle_quarantined_samples", "Samples dropped from the replay memory by the "
+                                 "numerical guard, over the model's lineage.", registry=registry)
+        self.gpu_allocated = Gauge("hle_gpu_memory_allocated_bytes", "CUDA memory allocated by tensors.",
+                                   registry=registry)
+        self.gpu_reserved = Gauge("hle_gpu_memory_reserved_bytes", "CUDA memory reserved by the caching allocator.",
+                                  registry=registry)
+        # Known label values up front, so dashboards and alerts see zeros rather than gaps.
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
+        for level in levels:
+            self.drift.labels(level)
+        for source in ("stream", "http"):
+            self.predicted.labels(source)
+            self.predict_seconds.labels(source)
+        self._window_start, self._window_count = time.monotonic(), 0
+
+    # -- loop events ------------------------------------------------------------------------
+    def record_consumed(self, count: int) -> None:
+        self.consumed.inc(count)
+        self._window_count += count
+        now = time.monotonic()
+        if now - self._window_start >= THROUGHPUT_WINDOW_S:
+            self.throughput.set(self._window_count / (now - self._window_start))
+            self._window_start, self._window_count = now, 0
+
+    def record_dead_letter(self, reason: str) -> None:
+        self.dead_letters.labels(reason).inc()
+
+    def record_prediction(self, source: str, count: int, seconds: float) -> None:
+        self.predicted.labels(source).inc(count)
+        self.predict_seconds.labels(source).observe(seconds)
+
+    def record_training(self, count: int, seconds: float) -> None:
+        self.trained.inc(count)
+        self.train_seconds.observe(seconds)
+
+    def record_drift(self, level: int) -> None:
+        self.drift.labels(str(level)).inc()
+
+    def record_checkpoint(self, seconds: float, size_bytes: int) -> None:
+        self.checkpoint_seconds.observe(seconds)
+        self.checkpoint_time.set(time.time())
+        self.checkpoint_bytes.set(size_bytes)
+
+    def record_checkpoint_failure(self) -> None:
+        self.checkpoint_failures.inc()
+
+    def record_output_dropped(self) -> None:
+        self.output_dropped.inc()
+
+    def record_corrupt_checkpoints(self, count: int) -> None:
+        self.checkpoint_corruptions.inc(count)
+
+    def record_assignment(self, assigned: int, total: int) -> None:
+        self.partitions_assigned.set(assigned)
+        self.partitions_total.set(total)
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """No lag series for partitions this daemon no longer reads."""
+        for partition in partitions:
+            try:
+                self.lag.remove(str(partition))
+            except KeyError:
+                pass
+
+    def record_lag(self, lag: dict[int, int]) -> None:
+        for partition, messages in lag.items():
+            self.lag.labels(str(partition)).set(messages)
+
+    # -- state gauges, once per micro-batch ---------------------------------------------------
+    def refresh(self, learner: HierarchicalLearner | None, prequential: PrequentialAccuracy) -> None:
+        for level, value in prequential.rolling_accuracy().items():
+            self.rolling_accuracy.labels(str(level)).set(value)
+        for level, value in prequential.anytime_accuracy().items():
+            self.anytime_accuracy.labels(str(level)).set(value)
+        if learner is None:
+            return
+        stats = learner.stats()
+        self.train_steps.set(stats.version)
+        self.nonfinite_steps.set(stats.nonfinite_steps)
+        self.quarantined.set(stats.quarantined)
+        for level, count in enumerate(stats.classes_per_level, start=1):
+            self.known_classes.labels(str(level)).set(count)
+        total_classes = sum(stats.classes_per_level)
+        if total_classes > self._classes_counted:
+            self.classes_discovered.inc(total_classes - self._classes_counted)
+            self._classes_counted = total_classes
+        for level in range(1, len(stats.classes_per_level) + 1):
+            samples = stats.memory_per_level.get(level, 0)
+            self.memory_samples.labels(str(level)).set(samples)
+            self.memory_share.labels(str(level)).set(samples / stats.memory_size if stats.memory_size else 0.0)
+        self.memory_capacity.set(stats.memory_capacity)
+        self.memory_bytes.set(stats.memory_bytes)
+        if learner.device.type == "cuda":
+            self.gpu_allocated.set(torch.cuda.memory_allocated(learner.device))
+            self.gpu_reserved.set(torch.cuda.memory_reserved(learner.device))
