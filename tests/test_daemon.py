@@ -1,11 +1,13 @@
 """The daemon as a user runs it (``hle-stream run``), against the real local broker."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -207,5 +209,96 @@ def test_a_second_member_in_the_group_is_reported_and_its_partitions_offsets_are
         admin.close()
     assert history[-1][theirs.partition] == 240  # what the member committed stands
     for earlier, later in zip(history, history[1:]):  # no commit of the daemon moved the member's offset back
+        assert all(later.get(p, 0) >= offset for p, offset in earlier.items()), (earlier, later)
+    assert "holds only partitions" in (tmp_path / "daemon.log").read_text()
+
+
+def test_four_partitions_and_a_member_joining_and_leaving_mid_stream_lose_nothing_and_train_nothing_twice(
+        broker, tmp_path):
+    """One daemon holds all 4 partitions; a second consumer joins the group (taking partitions and
+    reading from the group's offsets, which lag the daemon's), commits nothing and leaves. The
+    daemon resumes each partition it gets back where its model left it, so every event is learned
+    exactly once, and the group's committed offsets never move back."""
+    from kafka import KafkaAdminClient
+
+    topic, group = "daemon-rebalance", "daemon-rebalance-g"
+    settings = KafkaSettings(broker.bootstrap_servers, **FAST_GROUP)
+    ensure_topics(settings, {topic: 4, f"{topic}-pred": 1, f"{topic}-dlq": 1})
+    producer = KafkaProducer(**settings.client())
+    labels = ["a", "b", "a/x", "b/y", "a/x/1", "b/y/2"]
+    produced: list[str] = []
+
+    def produce(count: int) -> None:
+        for _ in range(count):
+            i = len(produced)
+            produced.append(f"r{i}")
+            event = {"id": f"r{i}", "x": [float((i * 5 + k) % 7) for k in range(32)], "label": labels[i % 6]}
+            producer.send(topic, json.dumps(event).encode(), partition=i % 4)
+        producer.flush()
+
+    trained_log = tmp_path / "trained.log"
+    metrics_port = __import__("connectors.broker", fromlist=["free_port"]).free_port()
+    daemon = subprocess.Popen(
+        [EXE, "run", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topic, "--group-id", group,
+         "--predictions-topic", f"{topic}-pred", "--dead-letter-topic", f"{topic}-dlq", "--input-partitions", "4",
+         "--checkpoint-dir", str(tmp_path / "ckpt"), "--memory-size", "64", "--trained-ids-log", str(trained_log),
+         # rare checkpoints: the group's offsets lag far behind what the model has learned
+         "--checkpoint-every-events", "700", "--checkpoint-every-seconds", "600", "--http-port", str(metrics_port),
+         "--dedupe-window", "0",  # the resume rule alone keeps events from being learned twice
+         "--session-timeout-ms", "2000", "--heartbeat-interval-ms", "500"],
+        stderr=open(tmp_path / "daemon.log", "ab"), env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
+    admin = KafkaAdminClient(**settings.client())
+    history: list[dict[int, int]] = []
+
+    def record_committed() -> dict[int, int]:
+        offsets = admin.list_group_offsets(group)
+        offsets = offsets.get(group, offsets)
+        history.append({tp.partition: meta.offset for tp, meta in offsets.items()})
+        return history[-1]
+
+    def trained_so_far() -> float:  # the log is appended at each checkpoint; the metric at once
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        except OSError:
+            return 0.0
+        match = re.search(r"^hle_events_trained_total (\S+)$", text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    try:
+        produce(800)
+        deadline = time.monotonic() + 180
+        while trained_so_far() < 300:  # mid-stream
+            assert time.monotonic() < deadline and daemon.poll() is None, "the daemon did not get going"
+            record_committed()
+            time.sleep(0.2)
+        member = KafkaConsumer(**settings.consumer(group))
+        member.subscribe([topic])
+        read_by_member = 0
+        while not member.assignment():
+            assert time.monotonic() < deadline, "the second member never got partitions"
+            read_by_member += sum(len(r) for r in member.poll(timeout_ms=200).values())
+            record_committed()
+        produce(800)  # events arrive while the group is split
+        for _ in range(15):
+            read_by_member += sum(len(r) for r in member.poll(timeout_ms=200).values())
+            record_committed()
+        member.close()  # leaves without committing: its partitions go back to the daemon
+        produce(400)
+        while trained_so_far() < len(produced):
+            assert time.monotonic() < deadline and daemon.poll() is None, (trained_so_far(), history[-1:])
+            record_committed()
+            time.sleep(0.2)
+    finally:
+        _stop(daemon)  # its final checkpoint commits the rest
+        producer.close()
+    try:
+        assert record_committed() == {p: 500 for p in range(4)}
+    finally:
+        admin.close()
+    ids = trained_log.read_text().split()
+    assert read_by_member > 0  # the member really read partitions the daemon had been reading
+    assert set(ids) == set(produced)  # 0 lost
+    assert len(ids) == len(set(ids))  # 0 trained twice
+    for earlier, later in zip(history, history[1:]):
         assert all(later.get(p, 0) >= offset for p, offset in earlier.items()), (earlier, later)
     assert "holds only partitions" in (tmp_path / "daemon.log").read_text()

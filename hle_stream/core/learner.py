@@ -54,14 +54,18 @@ class LearnerStats:
     quarantined: int  # samples dropped from the memory after such a step
 
 
+PUBLIC_FACE = frozenset({
+    "observe", "predict_proba", "predict", "predict_paths", "predict_then_learn", "predictor", "check_input",
+    "input_spec", "stats", "finite", "state_dict", "from_state_dict", "config", "device", "tree", "steps",
+})
+
+
 class HierarchicalLearner:
     """Observe labelled batches, predict per-level probabilities.
 
-    Its public face, the only part used outside ``hle_stream.core`` (a test reads the imports
-    and attribute uses to hold to it): ``observe``, ``predict_proba``, ``predict``,
-    ``predict_paths``, ``predict_then_learn``, ``predictor``, ``check_input``, ``input_spec``, ``stats``,
-    ``finite``, ``state_dict`` / ``from_state_dict``, and the read-only ``config``, ``device``,
-    ``tree`` and ``steps``.
+    ``PUBLIC_FACE`` names the only part used outside ``hle_stream.core`` (a test reads every
+    module's attribute uses to hold to it); ``config``, ``device``, ``tree`` and ``steps`` are
+    read-only there.
 
     Examples
     --------
