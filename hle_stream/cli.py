@@ -91,8 +91,24 @@ def export_npz(
                   f"classes per level {ds.classes_per_level()}")
 
 
+def _read_config_file(ctx: typer.Context, param: typer.CallbackParam, path: Optional[Path]) -> Optional[Path]:
+    """``--config``: the file's values become the defaults of the other options, below their
+    environment variables and the command line (click's ``default_map``)."""
+    if path is not None:
+        from hle_stream.service.settings import SettingsError, read_config_file
+
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **read_config_file(path)}
+        except SettingsError as err:
+            raise typer.BadParameter(str(err)) from None
+    return path
+
+
 @app.command()
 def run(
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (option = value, e.g. memory-size = 500); the command line and HLE_* variables override it.", envvar="HLE_CONFIG", is_eager=True, callback=_read_config_file, dir_okay=False)] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved settings, each with where it came from, as a config file, and exit.")] = False,
     bootstrap_servers: Annotated[str, typer.Option(help="Kafka bootstrap servers, comma-separated.", envvar="HLE_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
     input_topic: Annotated[str, typer.Option(help="Topic of labelled/unlabelled events (contract v1).", envvar="HLE_INPUT_TOPIC")] = "hle-events",
     predictions_topic: Annotated[str, typer.Option(help="Topic the coarse-to-fine predictions go to.", envvar="HLE_PREDICTIONS_TOPIC")] = "hle-predictions",
@@ -146,51 +162,35 @@ def run(
     import logging
     import signal
 
-    from connectors.settings import KafkaSettings
-    from hle_stream.core.config import LearnerConfig
     from hle_stream.service.checkpoint import (
         CheckpointDirLockedError,
         IncompatibleCheckpointError,
         UnreadableCheckpointError,
     )
-    from hle_stream.service.daemon import (
-        EXIT_NO_FINAL_CHECKPOINT,
-        EXIT_REFUSED,
-        CheckpointMismatchError,
-        DaemonConfig,
-        FinalCheckpointFailed,
-    )
+    from hle_stream.service.checkpointer import CheckpointMismatchError
+    from hle_stream.service.daemon import EXIT_NO_FINAL_CHECKPOINT, EXIT_REFUSED, FinalCheckpointFailed
     from hle_stream.service.kafka_daemon import KafkaDaemon
-    from hle_stream.service.processing import ProcessingConfig
-    from hle_stream.service.serving import HttpLimits, HttpStartError, require_auth_off_loopback
+    from hle_stream.service.serving import HttpStartError, require_auth_off_loopback
+    from hle_stream.service.settings import OPTIONS, SettingsError, build, render
 
     if method not in METHODS:
         raise typer.BadParameter(f"unknown method {method}; choose from {', '.join(METHODS)}")
+    values = {option: ctx.params[option] for option in OPTIONS}
+    try:
+        settings, daemon_config = build(values)
+    except SettingsError as err:
+        raise typer.BadParameter(str(err)) from None
+    if print_config:
+        names = {"COMMANDLINE": "command line", "ENVIRONMENT": "environment", "DEFAULT_MAP": f"config file {config}"}
+        typer.echo(render(values, {o: names.get(getattr(ctx.get_parameter_source(o), "name", ""), "default")
+                                   for o in OPTIONS}))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines are per connection
-    settings = KafkaSettings(bootstrap_servers, security_protocol, sasl_mechanism, sasl_username, sasl_password,
-                             ssl_cafile, ssl_certfile, ssl_keyfile, session_timeout_ms, heartbeat_interval_ms)
-    learner = LearnerConfig(memory_size=memory_size, batch_size=batch_size, device=device, max_classes=max_classes,
-                            importance_probe=importance_probe or None)
-    processing = ProcessingConfig(method=method, learner_config=learner, input_shape=_shape(input_shape),
-                                  input_dtype=_dtype(input_dtype), max_message_bytes=max_message_bytes,
-                                  max_abs_feature=max_abs_feature, confidence_threshold=confidence_threshold,
-                                  dedupe_window=dedupe_window)
-    limits = HttpLimits(max_body_bytes=http_max_body_bytes, max_events=http_max_events,
-                        request_timeout_s=http_timeout_seconds, max_concurrent=http_max_concurrent,
-                        max_connections=http_max_connections, predict_share=http_predict_share,
-                        token=http_token or None)
-    config = DaemonConfig(input_topic=input_topic, predictions_topic=predictions_topic,
-                          dead_letter_topic=dead_letter_topic, group_id=group_id, input_partitions=input_partitions,
-                          checkpoint_dir=checkpoint_dir, checkpoint_every_events=checkpoint_every_events,
-                          checkpoint_every_seconds=checkpoint_every_seconds, max_batch=max_batch, max_events=max_events,
-                          http_host=http_host, http_port=http_port or None, http=limits,
-                          serving_refresh_seconds=serving_refresh_seconds, metrics=not no_metrics,
-                          max_output_bytes=max_output_bytes, processing=processing, trained_ids_log=trained_ids_log)
     try:
-        if config.http_port is not None:
-            require_auth_off_loopback(http_host, limits)
-        daemon = KafkaDaemon(settings, config)
+        if daemon_config.http_port is not None:
+            require_auth_off_loopback(daemon_config.http_host, daemon_config.http)
+        daemon = KafkaDaemon(settings, daemon_config)
         signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
         daemon.run()
     except KeyboardInterrupt:
@@ -202,24 +202,6 @@ def run(
     except FinalCheckpointFailed as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_NO_FINAL_CHECKPOINT) from None
-
-
-def _shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"--input-shape {text!r}: comma-separated positive integers, e.g. 1,28,28") from None
-    if not shape or min(shape) < 1:
-        raise typer.BadParameter(f"--input-shape {text!r}: comma-separated positive integers, e.g. 1,28,28")
-    return shape
-
-
-def _dtype(text: str | None) -> str | None:
-    if text not in (None, "float32", "uint8"):
-        raise typer.BadParameter(f"--input-dtype {text!r}: float32 or uint8")
-    return text
 
 
 @app.command()

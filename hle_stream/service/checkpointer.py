@@ -76,7 +76,7 @@ class Checkpointer:
         held = source.assignment()  # a revoked partition's offset is not ours to move
         offsets = {p: o for p, o in self.processor.next_offsets.items() if p in held}
         try:
-            source.commit(offsets)
+            source.commit(offsets, by=self.processor.model_id)
         except SourceUnavailable as err:  # the checkpoint's offsets rule on restart; the next commit catches up
             log.warning("offset commit failed after checkpoint %s: %s", path.name, err)
             return True
@@ -110,6 +110,13 @@ class Checkpointer:
         if state["topic"] != self.topic:
             raise CheckpointMismatchError(f"the checkpoint in {self.directory} is for topic {state['topic']!r}, "
                                           f"not {self.topic!r}; point --checkpoint-dir elsewhere")
+        conflicts = self.processor.settings_conflicts(state)
+        if conflicts:
+            changes = ", ".join(f"{name} {saved!r} (this run: {requested!r})"
+                                for name, (saved, requested) in conflicts.items())
+            raise CheckpointMismatchError(f"the checkpoint in {self.directory} holds a model trained with {changes}; "
+                                          "these settings are fixed once a model exists: run with the checkpoint's, "
+                                          "or use an empty --checkpoint-dir for a new model")
         try:
             self.processor.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:

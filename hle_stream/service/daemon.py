@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from connectors.ports import DeliveringSink, DeliveryAborted, Record, ResumeRule, Source, SourceUnavailable
+from connectors.ports import Committed, DeliveringSink, DeliveryAborted, Record, ResumeRule, Source, SourceUnavailable
 from hle_stream.core.device import pick_device
 from hle_stream.core.predictor import Predictor
 from hle_stream.service.checkpointer import Checkpointer, CheckpointMismatchError
@@ -131,10 +131,10 @@ class Daemon:
         self.last_tick = time.monotonic()
         self._loop_io_ok = False
 
-    def resume(self, committed: dict[int, int | None]) -> dict[int, int]:
+    def resume(self, committed: dict[int, Committed | None]) -> dict[int, int]:
         """The source's resume rule (``hle_stream.service.offsets``), applied to the processor's
         offsets too, so that a partition resumed at the group's later offset is committed from there."""
-        start = resume_offsets(self.processor.next_offsets, committed)
+        start = resume_offsets(self.processor.next_offsets, committed, self.processor.model_id)
         self.processor.next_offsets.update(start)
         for partition, offset in start.items():
             log.info("partition %d resumes at offset %d", partition, offset)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
@@ -64,6 +65,7 @@ class MicroBatchProcessor:
         self.prequential = PrequentialAccuracy()
         self.recent_ids = RecentIds(config.dedupe_window)
         self.next_offsets: dict[int, int] = {}
+        self.model_id = uuid.uuid4().hex  # signs this model's offset commits (hle_stream.service.offsets)
         self.consumed = 0
         self.dead_letters = 0
         # checks the first events' labels against the configured depth before a learner exists
@@ -232,8 +234,23 @@ class MicroBatchProcessor:
         self.sink.dead_letter(record, reason, detail)
 
     # -- state (part of the daemon's checkpoint) ---------------------------------------------
+    def settings_conflicts(self, state: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """What this configuration asks to change of a saved state's learner that a checkpoint
+        fixes for good (everything but the device): name -> (saved, requested)."""
+        if state.get("learner") is None:
+            return {}
+        conflicts = {}
+        if state.get("method", self.config.method) != self.config.method:
+            conflicts["method"] = (state["method"], self.config.method)
+        saved = state["learner"]["config"]
+        requested = asdict(method_config(self.config.method, self.config.learner_config))
+        conflicts.update({name: (saved[name], value) for name, value in requested.items()
+                          if name != "device" and name in saved and saved[name] != value})
+        return conflicts
+
     def state_dict(self) -> dict[str, Any]:
-        return {"learner": self.learner.state_dict() if self.learner else None,
+        return {"learner": self.learner.state_dict() if self.learner else None, "method": self.config.method,
+                "model_id": self.model_id,
                 "prequential": self.prequential.state_dict(), "offsets": dict(self.next_offsets),
                 "recent_ids": self.recent_ids.state_dict()}
 
@@ -243,6 +260,7 @@ class MicroBatchProcessor:
                                                                device=self.config.learner_config.device)
         self.prequential = PrequentialAccuracy.from_state_dict(state["prequential"])
         self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
+        self.model_id = state.get("model_id", self.model_id)  # checkpoints before commits were signed have none
         if "recent_ids" in state:  # checkpoints before the duplicate check have none
             self.recent_ids.load_state_dict(state["recent_ids"])
 
