@@ -13,7 +13,7 @@ from typing import Any, Callable
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
-from connectors.ports import Committed, DeliveryAborted, Record, ResumeRule, SourceUnavailable
+from connectors.ports import DeliveryAborted, Record, ResumeRule, SourceUnavailable
 from connectors.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ class _ResumeOnAssignment(AsyncConsumerRebalanceListener):
             log.warning("cannot read the group's committed offsets of %s (%s): the consumer's own reset applies",
                         sorted(tp.partition for tp in assigned), err)
             fetched = {}
-        committed = {tp.partition: (Committed(fetched[tp].offset, fetched[tp].metadata or "")
-                                    if tp in fetched and fetched[tp].offset >= 0 else None)
+        committed = {tp.partition: (fetched[tp].offset if tp in fetched and fetched[tp].offset >= 0 else None)
                      for tp in assigned}
         by_partition = {tp.partition: tp for tp in assigned}
         for partition, offset in self.resume(committed).items():
@@ -74,13 +73,13 @@ class KafkaSource:
     def partition_count(self) -> int:
         return len(self.consumer.partitions_for_topic(self.topic) or ())
 
-    def commit(self, offsets: dict[int, int], by: str, timeout_ms: int = 10_000) -> None:
+    def commit(self, offsets: dict[int, int], timeout_ms: int = 10_000) -> None:
         """Raises ``SourceUnavailable`` (a timeout included) when the group's coordinator cannot
-        take the offsets; ``by`` goes into each offset's metadata."""
+        take the offsets."""
         if not offsets:
             return
         try:
-            self.consumer.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o, by, -1)
+            self.consumer.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
                                   for p, o in offsets.items()}, timeout_ms=timeout_ms)
         except KafkaError as err:
             raise SourceUnavailable(str(err)) from err

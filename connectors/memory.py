@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from connectors.ports import Committed, Record, ResumeRule, SourceUnavailable
+from connectors.ports import Record, ResumeRule, SourceUnavailable
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class MemorySource:
     polls and commits raise ``SourceUnavailable``, as an absent broker would.
     """
 
-    def __init__(self, topic: str, partitions: list[list[bytes | None]], committed: dict[int, Committed] | None = None,
+    def __init__(self, topic: str, partitions: list[list[bytes | None]], committed: dict[int, int] | None = None,
                  resume: ResumeRule = lambda committed: {}) -> None:
         self.topic = topic
         self.partitions = partitions
@@ -52,7 +52,7 @@ class MemorySource:
         new = partitions - set(self.positions)
         start = self.resume({p: self.committed.get(p) for p in sorted(new)})
         for p in new:
-            self.positions[p] = start.get(p, self.committed[p].offset if p in self.committed else 0)
+            self.positions[p] = start.get(p, self.committed.get(p, 0))
 
     def revoke(self, partitions: set[int]) -> None:
         """Partitions taken away (a rebalance): their unread records stay for the next owner."""
@@ -81,10 +81,10 @@ class MemorySource:
     def partition_count(self) -> int:
         return len(self.partitions)
 
-    def commit(self, offsets: dict[int, int], by: str = "") -> None:
+    def commit(self, offsets: dict[int, int]) -> None:
         if self.unavailable:
             raise SourceUnavailable("the in-memory source is marked unavailable")
-        self.committed.update({p: Committed(o, by) for p, o in offsets.items()})
+        self.committed.update(offsets)
         self.commits.append(dict(offsets))
 
     def lag(self, next_offsets: dict[int, int]) -> dict[int, int]:

@@ -6,7 +6,6 @@ loop is written against these and never sees a client library's types or errors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 
@@ -19,16 +18,7 @@ class Record(Protocol):
     value: bytes | None
 
 
-@dataclass(frozen=True)
-class Committed:
-    """A partition's offset as the consumer group stores it, and who committed it (the commit's
-    metadata: the daemon writes its model's id there)."""
-
-    offset: int
-    by: str = ""
-
-
-ResumeRule = Callable[[dict[int, "Committed | None"]], dict[int, int]]
+ResumeRule = Callable[[dict[int, int | None]], dict[int, int]]
 """Given the partitions just assigned and the group's committed offset of each (``None``: none),
 where to start reading each one; a partition left out starts at the committed offset, or at the
 earliest when there is none."""
@@ -53,9 +43,8 @@ class Source(Protocol):
         """How many partitions the topic has (0 while unknown)."""
         ...
 
-    def commit(self, offsets: dict[int, int], by: str) -> None:
-        """Store ``offsets`` (partition -> next offset to read) as the group's, signed ``by``;
-        raises ``SourceUnavailable``."""
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Store ``offsets`` (partition -> next offset to read) as the group's; raises ``SourceUnavailable``."""
         ...
 
     def lag(self, next_offsets: dict[int, int]) -> dict[int, int]:

@@ -11,7 +11,6 @@ from typing import Callable
 import pytest
 
 from connectors.memory import ListSink, MemorySource
-from connectors.ports import Committed
 from hle_stream.core.config import LearnerConfig
 from hle_stream.service.checkpoint import decode
 from hle_stream.service.daemon import Daemon, DaemonConfig
@@ -56,15 +55,15 @@ class ScriptedSource(MemorySource):
             self.stop()
         return records
 
-    def commit(self, offsets, by=""):
+    def commit(self, offsets):
         newest = sorted(self.checkpoint_dir.glob("*.pt"))[-1]
         covered = decode(newest.read_bytes())["offsets"]
         assert all(covered[p] >= o for p, o in offsets.items()), (covered, offsets)
-        super().commit(offsets, by)
-        self.committed_history.append(_offsets(self.committed))
+        super().commit(offsets)
+        self.committed_history.append(dict(self.committed))
 
 
-def _run(tmp_path: Path, partitions, committed: dict[int, Committed], script=None,
+def _run(tmp_path: Path, partitions, committed: dict[int, int], script=None,
          **changes) -> tuple[Daemon, ScriptedSource, ListSink]:
     """One daemon run over ``partitions`` until the script is done and everything is read."""
     sink, opened = ListSink(), []
@@ -85,10 +84,6 @@ def _run(tmp_path: Path, partitions, committed: dict[int, Committed], script=Non
     return daemon, opened[0], sink
 
 
-def _offsets(committed: dict[int, Committed]) -> dict[int, int]:
-    return {p: c.offset for p, c in committed.items()}
-
-
 def _trained(tmp_path) -> list[str]:
     return (tmp_path / "trained.log").read_text().split()
 
@@ -105,21 +100,21 @@ def test_a_poison_record_is_dead_lettered_with_its_offset_and_the_stream_goes_on
     assert [(r.partition, r.offset, reason) for r, reason, _ in sink.dead_letters] == [
         (0, 5, "not_json"), (0, 6, "not_json")]
     assert [d["id"] for d in sink.predictions] == [f"p0-{i}" for i in range(40) if i not in (5, 6)]  # in order
-    assert _offsets(source.committed) == {0: 40}  # past the poison: a restart does not meet it again
+    assert source.committed == {0: 40}  # past the poison: a restart does not meet it again
     assert len(_trained(tmp_path)) == 38
 
 
 def test_offsets_are_committed_only_after_a_checkpoint_covers_them(tmp_path):
     daemon, source, _ = _run(tmp_path, _topic(2, 30), {})
     assert len(source.commits) >= 3  # every 16 events, and at the stop; ScriptedSource.commit checks each
-    assert _offsets(source.committed) == {0: 30, 1: 30}
+    assert source.committed == {0: 30, 1: 30}
 
 
 def test_a_restart_resumes_from_the_checkpoint_and_trains_nothing_twice(tmp_path):
     topic, committed = _topic(1, 50), {}
     _run(tmp_path, [topic[0][:30]], committed)  # the first run sees 30 events, checkpoints and stops
-    assert _offsets(committed) == {0: 30}
-    committed[0] = Committed(10, committed[0].by)  # the group's offset is behind the model (a lost commit)
+    assert committed == {0: 30}
+    committed[0] = 10  # the group's offset is behind the model (a lost commit)
     _, source, sink = _run(tmp_path, topic, committed)
     assert [d["id"] for d in sink.predictions] == [f"p0-{i}" for i in range(30, 50)]  # the checkpoint rules
     trained = _trained(tmp_path)
@@ -130,12 +125,12 @@ def test_a_revoked_partition_is_never_committed_and_resumes_where_the_model_left
     """Revoked mid-stream, nobody reads it meanwhile (the other member leaves without
     committing), then handed back: no event lost or trained twice, no offset moved back."""
     script = {3: lambda s: s.revoke({1}), 12: lambda s: s.assign({1})}
-    _, source, sink = _run(tmp_path, _topic(2, 40), {1: Committed(0)}, script)
+    _, source, sink = _run(tmp_path, _topic(2, 40), {1: 0}, script)
     trained = _trained(tmp_path)
     assert len(trained) == len(set(trained)) == 80
     assert sorted(d["id"] for d in sink.predictions) == sorted(f"p{p}-{i}" for p in (0, 1) for i in range(40))
     assert _never_backwards(source.committed_history)
-    assert _offsets(source.committed) == {0: 40, 1: 40}
+    assert source.committed == {0: 40, 1: 40}
 
 
 @pytest.mark.parametrize("partition_1_length", [40, 30])
@@ -144,8 +139,8 @@ def test_a_partition_handed_back_after_another_member_committed_resumes_at_the_g
     """Meanwhile another member read partition 1 up to offset 30 and committed it: the daemon
     goes on from there, and the group's offset never moves back (also when nothing follows 30)."""
     def other_member_reads(source):
-        source.committed[1] = Committed(30, by="another model")
-        source.committed_history.append(_offsets(source.committed))
+        source.committed[1] = 30
+        source.committed_history.append(dict(source.committed))
 
     topic = _topic(2, 40)
     topic[1] = topic[1][:partition_1_length]
@@ -158,7 +153,7 @@ def test_a_partition_handed_back_after_another_member_committed_resumes_at_the_g
     assert [i for i in own if i >= 30] == list(range(30, partition_1_length))
     assert len(answered) == len(set(answered))
     assert _never_backwards(source.committed_history)
-    assert _offsets(source.committed) == {0: 40, 1: partition_1_length}
+    assert source.committed == {0: 40, 1: partition_1_length}
 
 
 def test_a_daemon_on_part_of_the_topic_says_so(tmp_path, caplog):
@@ -171,29 +166,26 @@ def test_a_restored_older_checkpoint_learns_again_what_its_lost_successor_had_co
     """The newest checkpoint is lost (corrupt) after its commit: the older one restored resumes at
     its own offset, although the group's (signed by this model) is ahead, and learns those
     events again; nothing is lost."""
-    committed: dict[int, Committed] = {}
+    committed: dict[int, int] = {}
     topic = _topic(1, 48)
     _run(tmp_path, [topic[0][:16]], committed, checkpoint_every_events=8)  # checkpoints at 8 and 16
     for path in (tmp_path / "checkpoints").glob("*.pt"):  # the ones at 16 fail their checksum: the one at 8 is used
         if decode(path.read_bytes())["offsets"][0] == 16:
             path.write_bytes(path.read_bytes()[:-5] + b"XXXXX")
-    assert _offsets(committed) == {0: 16}
+    assert committed == {0: 16}
     _, source, sink = _run(tmp_path, topic, committed)
     assert [d["id"] for d in sink.predictions] == [f"p0-{i}" for i in range(8, 48)]
     assert sorted(set(_trained(tmp_path)), key=lambda i: int(i.split("-")[1])) == [f"p0-{i}" for i in range(48)]
 
 
-OURS, THEIRS = "this model", "another model"
-
-
-@pytest.mark.parametrize(("checkpointed", "committed", "expected"), [
-    ({}, {0: None}, {}),  # neither knows: the earliest (the source's reset policy)
-    ({}, {0: Committed(7, THEIRS)}, {0: 7}),  # only the group: its offset
-    ({0: 12}, {0: None}, {0: 12}),  # only the checkpoint: the checkpoint
-    ({0: 12}, {0: Committed(7, OURS)}, {0: 12}),  # the model is ahead (learned past its last commit)
-    ({0: 12}, {0: Committed(20, THEIRS)}, {0: 20}),  # another member committed past the model: the group
-    ({0: 12}, {0: Committed(20, OURS)}, {0: 12}),  # this model's own later commit, its checkpoint lost
-    ({0: 12, 1: 3}, {1: Committed(5, THEIRS)}, {1: 5}),  # only the partitions just assigned are answered for
+@pytest.mark.parametrize(("checkpointed", "committed", "own_commits", "expected"), [
+    ({}, {0: None}, {}, {}),  # neither knows: the earliest (the source's reset policy)
+    ({}, {0: 7}, {}, {0: 7}),  # only the group: its offset
+    ({0: 12}, {0: None}, {}, {0: 12}),  # only the checkpoint: the checkpoint
+    ({0: 12}, {0: 7}, {0: 7}, {0: 12}),  # the model is ahead (learned past its last commit)
+    ({0: 12}, {0: 20}, {0: 12}, {0: 20}),  # another member committed past the model: the group
+    ({0: 12}, {0: 20}, {0: 20}, {0: 12}),  # this lineage's own later commit, its checkpoint lost
+    ({0: 12, 1: 3}, {1: 5}, {}, {1: 5}),  # only the partitions just assigned are answered for
 ])
-def test_the_resume_rule(checkpointed, committed, expected):
-    assert resume_offsets(checkpointed, committed, model_id=OURS) == expected
+def test_the_resume_rule(checkpointed, committed, own_commits, expected):
+    assert resume_offsets(checkpointed, committed, own_commits) == expected

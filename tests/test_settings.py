@@ -108,3 +108,10 @@ def test_the_cli_refuses_a_checkpoint_of_other_learner_settings_with_exit_code_2
                            "--bootstrap-servers", "127.0.0.1:1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "memory_size 16 (this run: 32)" in done.stderr
+
+
+def test_the_shipped_example_config_file_is_read_and_wins_over_the_defaults(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "ops" / "hle-stream.toml"
+    done = _print_config(tmp_path, "--config", str(example))
+    assert done.returncode == 0, done.stderr
+    assert f'bootstrap-servers = "kafka:9092"  # config file {example}' in done.stdout

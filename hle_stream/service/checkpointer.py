@@ -10,7 +10,9 @@ the previous checkpoint in charge.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +25,7 @@ from hle_stream.service.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 STATE_KEYS = ("learner", "prequential", "topic", "offsets")
+COMMITS_FILE = "committed-offsets.json"
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -33,7 +36,10 @@ class Checkpointer:
     """Owns the checkpoint directory (its lock included) for one processor reading one topic.
 
     ``healthy`` is False after a failed write until the next good one; ``model_finite`` is False
-    once a checkpoint was refused because the weights are not finite.
+    once a checkpoint was refused because the weights are not finite. ``own_commits`` holds the
+    offsets this model's lineage committed last, kept in ``COMMITS_FILE`` beside the checkpoints:
+    a group offset ahead of a restored checkpoint is then known to be this model's own (its newer
+    checkpoint was lost) or another member's (``hle_stream.service.offsets``).
     """
 
     def __init__(self, directory: Path, processor: MicroBatchProcessor, topic: str,
@@ -45,6 +51,7 @@ class Checkpointer:
         self.telemetry = telemetry
         self.healthy = True
         self.model_finite = True
+        self.own_commits: dict[int, int] = {}
 
     def checkpoint_and_commit(self, sink: DeliveringSink, source: Source, stopping: Callable[[], bool],
                               waiting: Callable[[], None]) -> bool:
@@ -76,13 +83,36 @@ class Checkpointer:
         held = source.assignment()  # a revoked partition's offset is not ours to move
         offsets = {p: o for p, o in self.processor.next_offsets.items() if p in held}
         try:
-            source.commit(offsets, by=self.processor.model_id)
+            source.commit(offsets)
         except SourceUnavailable as err:  # the checkpoint's offsets rule on restart; the next commit catches up
             log.warning("offset commit failed after checkpoint %s: %s", path.name, err)
             return True
+        self._record_commit(offsets)
         log.info("checkpoint %s (%.2f s) covers offsets %s; committed %s", path.name, seconds,
                  self.processor.next_offsets, offsets)
         return True
+
+    def _record_commit(self, offsets: dict[int, int]) -> None:
+        """Remember what this lineage committed (atomically replaced; a failure only costs the
+        distinction the record makes, logged)."""
+        self.own_commits.update(offsets)
+        record = {"model_id": self.processor.model_id, "offsets": {str(p): o for p, o in self.own_commits.items()}}
+        target = self.directory / COMMITS_FILE
+        try:
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, target)
+        except OSError as err:
+            log.warning("cannot record the committed offsets in %s: %s", target, err.strerror or err)
+
+    def _read_commits(self) -> dict[int, int]:
+        try:
+            record = json.loads((self.directory / COMMITS_FILE).read_text())
+            if record.get("model_id") != self.processor.model_id:
+                return {}  # another lineage's commits (a directory reused for a new model)
+            return {int(p): int(o) for p, o in record["offsets"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
 
     def _state(self) -> dict[str, Any]:
         state = self.processor.state_dict()
@@ -126,6 +156,7 @@ class Checkpointer:
         if lineage is not None and state.get("trained_ids") is not None:
             dropped = lineage.truncate_to(state["trained_ids"])
             log.info("trained-ids log: %d ids after the checkpoint dropped (they will be learned again)", dropped)
+        self.own_commits = self._read_commits()
         log.info("restored checkpoint %s: offsets %s", report.path.name, self.processor.next_offsets)
 
     def close(self) -> None:

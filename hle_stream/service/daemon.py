@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from connectors.ports import Committed, DeliveringSink, DeliveryAborted, Record, ResumeRule, Source, SourceUnavailable
+from connectors.ports import DeliveringSink, DeliveryAborted, Record, ResumeRule, Source, SourceUnavailable
 from hle_stream.core.device import pick_device
 from hle_stream.core.predictor import Predictor
-from hle_stream.service.checkpointer import Checkpointer, CheckpointMismatchError
+from hle_stream.service.checkpointer import Checkpointer
 from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.lineage import TrainedIdLog
 from hle_stream.service.offsets import resume_offsets
@@ -34,9 +34,6 @@ EXIT_REFUSED = 2  # refused to start: configuration, checkpoint directory or che
 EXIT_NO_FINAL_CHECKPOINT = 3  # stopped, but the final checkpoint could not be written
 CHECKPOINT_RETRY_S = 5.0  # after a failed checkpoint write (disk full, no descriptors)
 SOURCE_RETRY_S = 0.5  # after a failed poll
-
-__all__ = ["CheckpointMismatchError", "Daemon", "DaemonConfig", "FinalCheckpointFailed", "EXIT_REFUSED",
-           "EXIT_NO_FINAL_CHECKPOINT"]
 
 
 @dataclass(frozen=True)
@@ -131,10 +128,10 @@ class Daemon:
         self.last_tick = time.monotonic()
         self._loop_io_ok = False
 
-    def resume(self, committed: dict[int, Committed | None]) -> dict[int, int]:
+    def resume(self, committed: dict[int, int | None]) -> dict[int, int]:
         """The source's resume rule (``hle_stream.service.offsets``), applied to the processor's
         offsets too, so that a partition resumed at the group's later offset is committed from there."""
-        start = resume_offsets(self.processor.next_offsets, committed, self.processor.model_id)
+        start = resume_offsets(self.processor.next_offsets, committed, self.checkpointer.own_commits)
         self.processor.next_offsets.update(start)
         for partition, offset in start.items():
             log.info("partition %d resumes at offset %d", partition, offset)

@@ -65,7 +65,7 @@ class MicroBatchProcessor:
         self.prequential = PrequentialAccuracy()
         self.recent_ids = RecentIds(config.dedupe_window)
         self.next_offsets: dict[int, int] = {}
-        self.model_id = uuid.uuid4().hex  # signs this model's offset commits (hle_stream.service.offsets)
+        self.model_id = uuid.uuid4().hex  # names this model's lineage (the checkpointer's record of its commits)
         self.consumed = 0
         self.dead_letters = 0
         # checks the first events' labels against the configured depth before a learner exists
@@ -260,7 +260,7 @@ class MicroBatchProcessor:
                                                                device=self.config.learner_config.device)
         self.prequential = PrequentialAccuracy.from_state_dict(state["prequential"])
         self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
-        self.model_id = state.get("model_id", self.model_id)  # checkpoints before commits were signed have none
+        self.model_id = state.get("model_id", self.model_id)  # checkpoints before model ids have none
         if "recent_ids" in state:  # checkpoints before the duplicate check have none
             self.recent_ids.load_state_dict(state["recent_ids"])
 
