@@ -60,7 +60,7 @@ def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str
         settings = KafkaSettings(broker.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
         port = free_port()
         config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=len(events), max_batch=BATCH,
-                              http_port=port, report_every_events=10**9, metrics=metrics,
+                              http_port=port, report_every_seconds=1e9, metrics=metrics,
                               processing=ProcessingConfig(method=method, learner_config=learner_config))
         ensure_topics(settings, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
         produce(settings, config.input_topic, iter(events))

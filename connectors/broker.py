@@ -57,6 +57,7 @@ class LocalBroker:
         self.process = subprocess.Popen(
             [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, *storage],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+            start_new_session=True,  # a terminal's Ctrl-C reaches hle-stream, which stops the broker last
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -8,7 +8,7 @@ import json
 import logging
 import socket
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError, MessageSizeTooLargeError
@@ -102,6 +102,44 @@ class KafkaSource:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def read_topic(settings: KafkaSettings, topic: str, follow: bool, idle_s: float = 2.0) -> Iterator[Record]:
+    """Every record of ``topic`` from the beginning, in offset order per partition, outside any
+    consumer group; without ``follow`` it stops once nothing has arrived for ``idle_s`` (the end
+    is not asked of the broker: the local broker's ListOffsets is wrong)."""
+    consumer = KafkaConsumer(**settings.client(), auto_offset_reset="earliest", enable_auto_commit=False,
+                             fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            raise ValueError(f"topic {topic!r} does not exist on {settings.bootstrap_servers}")
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        quiet_since = time.monotonic()
+        while follow or time.monotonic() - quiet_since < idle_s:
+            batches = consumer.poll(timeout_ms=200)
+            if batches:
+                quiet_since = time.monotonic()
+            for records in batches.values():
+                yield from records
+    finally:
+        consumer.close()
+
+
+class BrokerUnreachable(ConnectionError):
+    """No bootstrap server accepted a connection within the wait."""
+
+
+def wait_for_broker(settings: KafkaSettings, timeout_s: float) -> None:
+    """Return once a bootstrap server accepts a TCP connection; raise ``BrokerUnreachable`` after
+    ``timeout_s`` (a plain socket, so an absent broker costs no client retry logs)."""
+    deadline = time.monotonic() + timeout_s
+    while not broker_reachable(settings):
+        if time.monotonic() >= deadline:
+            raise BrokerUnreachable(f"no Kafka broker answers at {settings.bootstrap_servers} (waited "
+                                    f"{timeout_s:g} s); start one (hle-stream broker) or point --bootstrap-servers "
+                                    "at a running cluster")
+        time.sleep(0.25)
 
 
 def broker_reachable(settings: KafkaSettings, timeout_s: float = 0.5) -> bool:

@@ -26,6 +26,7 @@ class KafkaSettings:
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     fetch_max_wait_ms: int = 100
+    broker_wait_seconds: float = 5.0  # at start: how long to wait for a broker before giving up
 
     def client(self) -> dict[str, Any]:
         """Options every kafka-python client (consumer, producer, admin) takes."""

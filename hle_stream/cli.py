@@ -14,11 +14,14 @@ from hle_stream.eval.bench.orchestrate import DataSource, run_all
 from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.bench.report import build_report, write_report
 from hle_stream.eval.bench.runner import RunSpec
-from hle_stream.eval.datasets import DATASETS, load_dataset, save_npz
+from hle_stream.eval.datasets import DATASETS, dataset_folder, load_dataset, save_npz
 from hle_stream.eval.streams import SCENARIOS
 
-app = typer.Typer(no_args_is_help=True, help="Online continual learning on hierarchical label expansion.")
+# rich_markup_mode=None: plain help that never cuts an option's or a variable's name at 80 columns
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+                  help="Online continual learning on hierarchical label expansion.")
 console = Console(stderr=True)
+BROKER_WAIT_S = 5.0  # produce and tail: how long a broker may take to answer before exit code 4
 
 
 def _split_list(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
@@ -57,6 +60,8 @@ def bench(
         seed_values = [int(s) for s in _split_list(seeds, None, "seed")]
     except ValueError:
         raise typer.BadParameter("seeds must be integers, e.g. 0,1,2") from None
+    if dataset is not None:
+        dataset_folder(dataset, data_root)  # missing files: one line now, not after the progress bars
     source = DataSource(dataset, data, data_root)
     specs = [RunSpec(sc, m, s) for sc in scenarios for m in method_names for s in seed_values]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -154,13 +159,17 @@ def run(
     ssl_keyfile: Annotated[Optional[str], typer.Option(envvar="HLE_SSL_KEYFILE")] = None,
     session_timeout_ms: Annotated[int, typer.Option(help="Consumer group session; the local broker holds each group join for half of it, so keep it short there.", envvar="HLE_SESSION_TIMEOUT_MS")] = 6000,
     heartbeat_interval_ms: Annotated[int, typer.Option(envvar="HLE_HEARTBEAT_INTERVAL_MS")] = 1000,
+    report_every_seconds: Annotated[float, typer.Option(help="A progress line (events, events/s, lag, classes, accuracy per level) this often; every 2 s at most on a terminal.", envvar="HLE_REPORT_EVERY_SECONDS", min=0.1)] = 30.0,
+    broker_wait_seconds: Annotated[float, typer.Option(help="At start, how long to wait for a broker before exiting with code 4 (a broker lost later is waited for, not ready meanwhile).", envvar="HLE_BROKER_WAIT_SECONDS", min=0.0)] = 5.0,
 ) -> None:
     """Run the daemon: consume events, predict every one, learn from the labelled ones, checkpoint, commit.
 
     SIGTERM finishes the batch in hand, writes a checkpoint, commits and exits 0.
     """
+    import dataclasses
     import logging
     import signal
+    import sys
 
     from hle_stream.service.checkpoint import (
         CheckpointDirLockedError,
@@ -187,6 +196,9 @@ def run(
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines are per connection
+    if sys.stderr.isatty():  # someone is watching: live progress
+        daemon_config = dataclasses.replace(daemon_config,
+                                            report_every_seconds=min(daemon_config.report_every_seconds, 2.0))
     try:
         if daemon_config.http_port is not None:
             require_auth_off_loopback(daemon_config.http_host, daemon_config.http)
@@ -211,58 +223,25 @@ def demo(
     scenario: Annotated[str, typer.Option(help=f"HLE scenario: {', '.join(SCENARIOS)}.")] = "multi-depth",
     method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.")] = "pl-fms",
     seed: Annotated[int, typer.Option(help="Seed of the stream.")] = 0,
-    report_every: Annotated[int, typer.Option(help="Print accuracy every this many events.", min=1)] = 2000,
+    report_every_seconds: Annotated[float, typer.Option(help="Print a progress line this often.", min=0.1)] = 2.0,
+    picture: Annotated[Path, typer.Option(help="Where the accuracy-over-time picture goes at the end.")] = Path("hle-demo-accuracy.png"),
     data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
 ) -> None:
     """The embedded default: a local broker, the producer simulation and the daemon, in one command.
 
-    Prints the prequential (predict-then-learn) accuracy per level as the model learns; stops after
-    --events or on Ctrl-C, and shuts everything down.
+    Prints progress every few seconds (events, events/s, lag, classes and prequential accuracy per
+    level), serves the daemon's HTTP on a free port, and draws accuracy over time at the end; stops
+    after --events or on Ctrl-C, and shuts everything down.
     """
-    import logging
-    import signal
-    import tempfile
-    import threading
+    from hle_stream.demo import DemoSettings, run_demo
 
-    from connectors.broker import LocalBroker
-    from connectors.settings import KafkaSettings
-    from connectors.topics import ensure_topics
-    from hle_stream.core.config import LearnerConfig
-    from hle_stream.eval.producer_sim import produce as send_events
-    from hle_stream.eval.producer_sim import simulated_event_count, simulated_events
-    from hle_stream.service.daemon import DaemonConfig
-    from hle_stream.service.kafka_daemon import KafkaDaemon
-    from hle_stream.service.processing import ProcessingConfig
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # the producer thread shares the process: kafka-python's slow-loop warnings are expected here
-    logging.getLogger("kafka").setLevel(logging.ERROR)
-    ds = load_dataset(dataset, data_root=data_root)
     if scenario not in SCENARIOS:
         raise typer.BadParameter(f"unknown scenario {scenario}; choose from {', '.join(SCENARIOS)}")
-    total = simulated_event_count(ds, scenario, seed, events)
-    with LocalBroker() as running, tempfile.TemporaryDirectory() as checkpoints:
-        # Tansu holds a group join for half the session timeout: keep it short on the local broker.
-        settings = KafkaSettings(running.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
-        config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=total, report_every_events=report_every,
-                              http_port=None, processing=ProcessingConfig(
-                                  method=method, learner_config=LearnerConfig(memory_size=500, batch_size=16)))
-        ensure_topics(settings, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
-        typer.echo(f"broker on {running.bootstrap_servers}; streaming {total} {dataset} events ({scenario}) into "
-                   f"{config.input_topic}; daemon learning with {method}")
-        producer = threading.Thread(target=send_events, daemon=True, args=(
-            settings, config.input_topic, simulated_events(ds, scenario, seed, events)))
-        producer.start()
-
-        def show(consumed: int, dead: int, accuracy: dict[int, float]) -> None:
-            levels = "  ".join(f"level {lv}: {acc:.3f}" for lv, acc in accuracy.items())
-            typer.echo(f"events {consumed:>7}  prequential accuracy (last 1000 per level)  {levels}")
-
-        daemon = KafkaDaemon(settings, config, report=show)
-        signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
-        signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
-        daemon.run()
-    typer.echo("demo finished: broker stopped, checkpoints removed")
+    if method not in METHODS:
+        raise typer.BadParameter(f"unknown method {method}; choose from {', '.join(METHODS)}")
+    dataset_folder(dataset, data_root)
+    run_demo(DemoSettings(dataset, scenario, method, seed, events, report_every_seconds, data_root, picture),
+             say=lambda line: typer.echo(line))
 
 
 @app.command()
@@ -306,8 +285,11 @@ def produce(
     unlabelled_fraction: Annotated[float, typer.Option(help="Share of events sent without a label.", min=0.0, max=1.0)] = 0.0,
     partitions: Annotated[int, typer.Option(help="Partitions if the topic must be created.", min=1)] = 1,
     data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
+    jsonl: Annotated[Optional[str], typer.Option(help="Send your own events instead: a file of JSON lines, one event of the contract per line ('-': standard input).")] = None,
 ) -> None:
-    """Stream a dataset into a topic following an HLE schedule (the producer simulation)."""
+    """Stream a dataset into a topic following an HLE schedule (the producer simulation), or your
+    own events from a JSON-lines file (--jsonl)."""
+    from connectors.kafka_io import wait_for_broker
     from connectors.settings import KafkaSettings
     from connectors.topics import ensure_topics
     from hle_stream.eval.producer_sim import produce as send_events
@@ -315,8 +297,13 @@ def produce(
 
     if scenario not in SCENARIOS:
         raise typer.BadParameter(f"unknown scenario {scenario}; choose from {', '.join(SCENARIOS)}")
-    ds = load_dataset(None if data else dataset, data, data_root)
     settings = KafkaSettings(bootstrap_servers)
+    wait_for_broker(settings, BROKER_WAIT_S)
+    if jsonl is not None:
+        ensure_topics(settings, {topic: partitions})
+        _produce_jsonl(settings, topic, jsonl, rate)
+        return
+    ds = load_dataset(None if data else dataset, data, data_root)
     ensure_topics(settings, {topic: partitions})
     stream = simulated_events(ds, scenario, seed, events, unlabelled_fraction)
     total = simulated_event_count(ds, scenario, seed, events)
@@ -327,5 +314,106 @@ def produce(
     console.print(f"sent {sent} events to {topic} on {bootstrap_servers}")
 
 
+def _produce_jsonl(settings, topic: str, source: str, rate: float | None) -> None:
+    import sys
+
+    from hle_stream.eval.producer_sim import jsonl_events
+    from hle_stream.eval.producer_sim import produce as send_events
+    from hle_stream.user_errors import UserError
+
+    bad: list[int] = []
+
+    def skipped(number: int, reason: str) -> None:
+        bad.append(number)
+        console.print(f"line {number} skipped: {reason}", markup=False, highlight=False)
+
+    try:
+        lines = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")
+    except OSError as err:
+        raise UserError(f"cannot read {source}: {err.strerror or err}") from None
+    with lines:
+        sent = send_events(settings, topic, jsonl_events(lines, skipped), rate)
+    console.print(f"sent {sent} events to {topic} on {settings.bootstrap_servers}"
+                  + (f"; {len(bad)} lines skipped" if bad else ""))
+
+
+TAIL_TOPICS = {"predictions": "hle-predictions", "dead-letters": "hle-dead-letters", "events": "hle-events"}
+
+
+@app.command()
+def tail(
+    what: Annotated[str, typer.Argument(help=f"What to read: {', '.join(TAIL_TOPICS)} (the daemon's default topics).")] = "predictions",
+    topic: Annotated[Optional[str], typer.Option(help="Read this topic instead (e.g. your --predictions-topic).")] = None,
+    bootstrap_servers: Annotated[str, typer.Option(help="Kafka bootstrap servers.", envvar="HLE_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document per line, as stored.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep waiting for new records (Ctrl-C stops).")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="Stop after this many records.", min=1)] = None,
+) -> None:
+    """Print a topic's records from the beginning: predictions, dead letters or events."""
+    from connectors.kafka_io import read_topic, wait_for_broker
+    from connectors.settings import KafkaSettings
+    from hle_stream.user_errors import UserError
+
+    if topic is None and what not in TAIL_TOPICS:
+        raise typer.BadParameter(f"unknown {what!r}; choose from {', '.join(TAIL_TOPICS)} or give --topic")
+    name = topic or TAIL_TOPICS[what]
+    settings = KafkaSettings(bootstrap_servers)
+    wait_for_broker(settings, BROKER_WAIT_S)
+    shown = 0
+    try:
+        for record in read_topic(settings, name, follow):
+            typer.echo(_tail_line(record, what if topic is None else "", as_json))
+            shown += 1
+            if limit is not None and shown >= limit:
+                break
+    except KeyboardInterrupt:
+        pass
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    console.print(f"{shown} records from {name}")
+
+
+def _tail_line(record, what: str, as_json: bool) -> str:
+    """A record as one line: raw JSON, or a readable summary of a prediction or a dead letter."""
+    import json
+
+    text = (record.value or b"").decode("utf-8", errors="replace")
+    if as_json:
+        return text
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return f"{record.partition}@{record.offset}  {text[:200]}"
+    if what == "predictions" and isinstance(document, dict):
+        path = " > ".join(f"{step['label']} ({step['probability']:.2f})" for step in document.get("path", []))
+        label = f"  [label {document['label']}]" if "label" in document else ""
+        return f"{document.get('id')}  v{document.get('model_version')}  {path or '(no level sure enough)'}{label}"
+    if what == "dead-letters" and isinstance(document, dict):
+        return (f"{document.get('topic')}[{document.get('partition')}]@{document.get('offset')}  "
+                f"{document.get('reason')}: {document.get('detail')}")
+    return text
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of any error.", envvar="HLE_DEBUG")] = False) -> None:
+    """Online continual learning on hierarchical label expansion."""
+    global _debug
+    _debug = debug
+
+
+_debug = False
+
+
 def main() -> None:
-    app()
+    """The ``hle-stream`` entry point: a mistake a user can fix is one line and an exit code."""
+    from hle_stream.user_errors import one_line
+
+    try:
+        app()
+    except Exception as err:
+        known = one_line(err)
+        if known is None or _debug:
+            raise
+        message, code = known
+        typer.echo(f"error: {message}", err=True)  # one line, unwrapped
+        raise SystemExit(code) from None

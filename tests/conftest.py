@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -23,3 +25,37 @@ def small_config() -> LearnerConfig:
 def _few_threads():
     torch.set_num_threads(1)
     yield
+
+
+def _children() -> set[int]:
+    """Processes whose parent is this test process (read from /proc: no dependency needed)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():
+                children.add(int(entry.name))
+    return children
+
+
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _no_orphans():
+    """Every process a test starts (daemons, brokers, Prometheus) is gone when the test ends,
+    also when it fails; and when the whole run is interrupted (atexit)."""
+    before = _children()
+    yield
+    _kill(_children() - before)
+
+
+atexit.register(lambda: _kill(_children()))

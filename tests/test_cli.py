@@ -90,10 +90,14 @@ def test_broker_command_serves_kafka_on_loopback_and_stops_on_sigterm(tmp_path):
 
 
 def test_demo_runs_broker_producer_and_daemon_end_to_end(tmp_path):
-    done = _hle_stream("demo", "--dataset", "synthetic", "--events", "600", "--report-every", "200", cwd=tmp_path)
+    done = _hle_stream("demo", "--dataset", "synthetic", "--events", "600", "--report-every-seconds", "0.5",
+                       cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("events")]
-    assert len(lines) >= 3 and "level 3:" in lines[-1]
+    lines = [line for line in done.stdout.splitlines() if " events (" in line]
+    assert len(lines) >= 2 and lines[-1].startswith("600 events") and "L3 " in lines[-1]
+    assert "curl -s 'http://127.0.0.1:" in done.stdout
+    picture = tmp_path / "hle-demo-accuracy.png"
+    assert f"accuracy over the stream, per level: {picture}" in done.stdout and picture.stat().st_size > 10_000
     assert "demo finished" in done.stdout
 
 
@@ -144,3 +148,52 @@ def test_run_refuses_a_busy_http_port_at_once_with_exit_code_2(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         assert "is the port in use?" in _refused_run(tmp_path, "--http-port", str(taken.getsockname()[1]))
+
+
+def _one_line_error(done: subprocess.CompletedProcess, code: int, text: str) -> None:
+    """Exit ``code``, no traceback, and the output ends with one line that says what is wrong."""
+    assert done.returncode == code, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(("error: ", "Error: ")) and text in last, last
+
+
+def test_a_missing_data_root_is_one_line_with_what_to_do(tmp_path):
+    done = _hle_stream("export-npz", "--dataset", "fashion-mnist", "--out", "x.npz", "--data-root", str(tmp_path),
+                       cwd=tmp_path)
+    _one_line_error(done, 2, f"the fashion-mnist dataset is not in {tmp_path / 'fashion-mnist'}; point --data-root")
+    done = _hle_stream("bench", "--dataset", "cifar100", "--data-root", str(tmp_path), cwd=tmp_path)
+    _one_line_error(done, 2, "the cifar100 dataset is not in")
+    assert "finished" not in done.stderr  # refused before any run started
+
+
+def test_an_unknown_dataset_or_scenario_is_one_line_before_anything_slow(tmp_path):
+    _one_line_error(_hle_stream("export-npz", "--dataset", "nope", "--out", "x.npz", cwd=tmp_path), 2,
+                    "unknown dataset 'nope'; choose from fashion-mnist")
+    _one_line_error(_hle_stream("demo", "--scenario", "bogus", "--data-root", str(tmp_path), cwd=tmp_path), 2,
+                    "unknown scenario bogus")  # checked before the (missing) dataset is looked for
+
+
+@pytest.mark.parametrize("command", [
+    ["produce", "--dataset", "synthetic", "--events", "10"],
+    ["tail", "predictions"],
+    ["run", "--http-port", "0", "--checkpoint-dir", "ckpt"],
+])
+def test_an_unreachable_broker_is_one_line_and_exit_code_4(tmp_path, command):
+    import time
+
+    started = time.monotonic()
+    done = _hle_stream(*command, "--bootstrap-servers", "127.0.0.1:1", cwd=tmp_path)
+    print(f"{command[0]}: answered in {time.monotonic() - started:.1f} s")
+    _one_line_error(done, 4, "no Kafka broker answers at 127.0.0.1:1 (waited 5 s)")
+    assert "kafka" not in done.stderr.replace("Kafka broker", "")  # no client logs
+
+
+def test_help_shows_every_option_and_variable_name_whole_at_80_columns(tmp_path):
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    done = subprocess.run([exe, "run", "--help"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "80"})
+    for name in ("--checkpoint-every-events", "HLE_CHECKPOINT_EVERY_EVENTS", "--http-max-connections",
+                 "HLE_HTTP_MAX_CONNECTIONS", "--serving-refresh-seconds", "HLE_SERVING_REFRESH_SECONDS"):
+        assert name in done.stdout, name
+    assert max(len(line) for line in done.stdout.splitlines()) <= 80

@@ -79,7 +79,7 @@ def test_events_in_predictions_and_dead_letters_out_and_a_restart_resumes_from_t
     daemon = _start_daemon(broker, tmp_path, topic)
     predictions = _read_all(broker, f"{topic}-pred", 240)
     dead = _read_all(broker, f"{topic}-dlq", 5)
-    assert _stop(daemon) < 10
+    assert _stop(daemon) < 60  # a safety limit on a loaded machine, not a performance claim
 
     assert len(predictions) == 240
     assert [int(p["id"].split("-")[0]) for p in predictions] == list(range(240))  # stream order, once each

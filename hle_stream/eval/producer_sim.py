@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from kafka import KafkaProducer
@@ -39,6 +39,24 @@ def simulated_event_count(dataset: HierarchicalDataset, scenario: str, seed: int
     """How many events ``simulated_events`` yields (the stratified subsample, twice for dual-label)."""
     n = len(stratified_subsample(dataset.labels_train, limit, seed))
     return 2 * n if scenario == "dual-label" else n
+
+
+def jsonl_events(lines: Iterable[str], on_bad: Callable[[int, str], None]) -> Iterator[dict]:
+    """Events from JSON lines (one event of the contract per line; blank lines skipped). A line
+    that is not a JSON object with an ``id`` is reported through ``on_bad(line number, reason)``
+    and skipped; the daemon checks everything else and dead-letters what fails."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError as err:
+            on_bad(number, f"not JSON ({err})")
+            continue
+        if not isinstance(event, dict) or "id" not in event:
+            on_bad(number, "not an event: a JSON object with an \"id\" is expected")
+            continue
+        yield event
 
 
 def produce(

@@ -48,7 +48,7 @@ class DaemonConfig:
     checkpoint_every_seconds: float = 60.0
     max_batch: int = 64
     max_events: int | None = None  # stop after consuming this many (demos, tests)
-    report_every_events: int = 1000
+    report_every_seconds: float = 30.0  # a progress report (a log line, or the CLI's live line) this often
     http_host: str = "127.0.0.1"
     http_port: int | None = 8080  # None: no HTTP server
     http: HttpLimits = field(default_factory=HttpLimits)
@@ -63,7 +63,27 @@ class FinalCheckpointFailed(RuntimeError):
     """The daemon stopped, but its last checkpoint could not be written."""
 
 
-ProgressReport = Callable[[int, int, dict[int, float]], None]  # consumed, dead letters, rolling accuracy
+@dataclass(frozen=True)
+class Progress:
+    """The daemon's work so far, for progress lines and pictures."""
+
+    consumed: int
+    trained: int  # labelled events in the model's lineage (a restored model's included)
+    dead_letters: int
+    events_per_second: float  # consumed since the first record, over the seconds since
+    lag: int | None  # records not read yet in the held partitions (None: not known yet)
+    accuracy: dict[int, float]  # rolling prequential accuracy per level
+    classes: tuple[int, ...]  # known classes per level
+
+    def line(self) -> str:
+        levels = "  ".join(f"L{lv} {acc:.3f}" for lv, acc in self.accuracy.items()) or "-"
+        lag = "?" if self.lag is None else str(self.lag)
+        return (f"{self.consumed} events ({self.events_per_second:.0f}/s), {self.trained} learned, "
+                f"{self.dead_letters} dead letters, lag {lag} | classes per level {list(self.classes)} | "
+                f"prequential accuracy {levels}")
+
+
+ProgressReport = Callable[[Progress], None]
 Connect = Callable[[ResumeRule, Callable[[str, int, str], None]], tuple[Source, DeliveringSink]]
 """Opens the source (with the daemon's resume rule) and the sink (with a callback for records
 dropped as too large), once HTTP answers: it may wait for a broker."""
@@ -169,7 +189,7 @@ class Daemon:
         source, sink = self.connect(self.resume, self._output_dropped)
         self.processor.sink = sink
         since_checkpoint, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
-        next_report = cfg.report_every_events
+        next_report_at = time.monotonic() + min(cfg.report_every_seconds, 2.0)  # the first soon after the start
         final_ok = True
         try:
             while not self._stop and (cfg.max_events is None or self.processor.consumed < cfg.max_events):
@@ -189,16 +209,16 @@ class Daemon:
                         since_checkpoint, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
                     else:
                         next_checkpoint_at = time.monotonic() + CHECKPOINT_RETRY_S
-                if self.processor.consumed >= next_report:
-                    self._report()
-                    next_report += cfg.report_every_events
+                if time.monotonic() >= next_report_at:
+                    self._report(source)
+                    next_report_at = time.monotonic() + cfg.report_every_seconds
             final_ok = self._checkpoint_and_commit(source, sink)  # a clean stop: SIGTERM or --max-events
         except DeliveryAborted as err:
             log.warning("stopping without a final checkpoint (%s): the last checkpoint stands, and the events "
                         "after it will be consumed, predicted and learned again on restart", err)
         finally:
             if self.processor.consumed != self._last_reported:
-                self._report()
+                self._report(source)
             source.close()
             sink.close()
         if not final_ok:
@@ -260,14 +280,27 @@ class Daemon:
     def _checkpoint_and_commit(self, source: Source, sink: DeliveringSink) -> bool:
         return self.checkpointer.checkpoint_and_commit(sink, source, lambda: self._stop, self._waiting_for_io)
 
-    def _report(self) -> None:
+    def progress(self, source: Source | None = None) -> Progress:
+        processor, learner = self.processor, self.processor.learner
+        stats = learner.stats() if learner is not None else None
+        elapsed = time.monotonic() - self.first_record_at if self.first_record_at is not None else 0.0
+        lag = None
+        if source is not None:
+            per_partition = source.lag(processor.next_offsets)
+            lag = sum(per_partition.values()) if per_partition else None
+        return Progress(consumed=processor.consumed, trained=stats.seen if stats else 0,
+                        dead_letters=processor.dead_letters,
+                        events_per_second=processor.consumed / elapsed if elapsed > 0 else 0.0, lag=lag,
+                        accuracy={lv: round(acc, 3) for lv, acc in processor.prequential.rolling_accuracy().items()},
+                        classes=stats.classes_per_level if stats else ())
+
+    def _report(self, source: Source) -> None:
         self._last_reported = self.processor.consumed
-        rolling = {lv: round(acc, 3) for lv, acc in self.processor.prequential.rolling_accuracy().items()}
+        progress = self.progress(source)
         if self.report:
-            self.report(self.processor.consumed, self.processor.dead_letters, rolling)
+            self.report(progress)
             return
-        log.info("consumed %d, dead letters %d, prequential accuracy per level (rolling): %s",
-                 self.processor.consumed, self.processor.dead_letters, rolling)
+        log.info("progress: %s", progress.line())
 
 
 def _raise_descriptor_limit() -> None:

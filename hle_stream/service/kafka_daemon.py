@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from connectors.kafka_io import KafkaSource, Publisher, broker_reachable
+from connectors.kafka_io import KafkaSource, Publisher, broker_reachable, wait_for_broker
 from connectors.ports import DeliveringSink, ResumeRule, Source
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
@@ -45,6 +45,7 @@ class KafkaDaemon(Daemon):
 
     def _connect(self, resume: ResumeRule, on_dropped: Callable[[str, int, str], None]) -> tuple[Source, DeliveringSink]:
         cfg = self.config
+        wait_for_broker(self.settings, self.settings.broker_wait_seconds)
         ensure_topics(self.settings, {cfg.input_topic: cfg.input_partitions, cfg.predictions_topic: 1,
                                       cfg.dead_letter_topic: 1})
         source = KafkaSource(self.settings, cfg.group_id, cfg.input_topic, resume)

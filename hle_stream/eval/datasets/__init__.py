@@ -14,7 +14,31 @@ from hle_stream.eval.paths import default_cache_dir, default_data_root
 
 DATASETS = ("fashion-mnist", "20news", "synthetic", "cifar100")
 
-__all__ = ["DATASETS", "DatasetFormatError", "HierarchicalDataset", "load_dataset", "load_npz", "save_npz"]
+__all__ = ["DATASETS", "DatasetFormatError", "DatasetUnavailable", "dataset_folder", "HierarchicalDataset", "load_dataset", "load_npz", "save_npz"]
+
+
+FOLDERS = {"fashion-mnist": Path("fashion-mnist"), "20news": Path("20news"),
+           "cifar100": Path("cifar100") / "cifar-100-python"}  # under the data root; synthetic needs none
+
+
+class DatasetUnavailable(FileNotFoundError):
+    """A built-in dataset whose files are not where they are looked for, or an unknown name."""
+
+
+def dataset_folder(name: str, data_root: Path | None = None) -> Path | None:
+    """Where built-in dataset ``name`` is read from (``None``: it needs no files); raises
+    ``DatasetUnavailable`` for an unknown name or a folder that is not there, before anything
+    slow happens."""
+    if name not in DATASETS:
+        raise DatasetUnavailable(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)} or give an .npz")
+    if name not in FOLDERS:
+        return None
+    root = Path(data_root) if data_root else default_data_root()
+    folder = root / FOLDERS[name]
+    if not folder.is_dir():
+        raise DatasetUnavailable(f"the {name} dataset is not in {folder}; point --data-root (or HLE_DATA_ROOT) "
+                                 f"at the folder that holds {FOLDERS[name].parts[0]}/")
+    return folder
 
 
 def load_dataset(
@@ -23,20 +47,15 @@ def load_dataset(
     data_root: Path | None = None,
     cache_dir: Path | None = None,
 ) -> HierarchicalDataset:
-    """A built-in dataset by ``name`` (read under ``data_root``) or a user file ``npz``.
-
-    CIFAR-100 is looked for in ``data_root/cifar100/cifar-100-python``.
-    """
+    """A built-in dataset by ``name`` (read under ``data_root``) or a user file ``npz``."""
     if npz is not None:
         return load_npz(Path(npz))
-    root = Path(data_root) if data_root else default_data_root()
+    folder = dataset_folder(name, data_root)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if name == "fashion-mnist":
-        return load_fashion_mnist(root / "fashion-mnist")
+        return load_fashion_mnist(folder)
     if name == "20news":
-        return load_newsgroups(root / "20news", cache)
-    if name == "synthetic":
-        return make_synthetic()
+        return load_newsgroups(folder, cache)
     if name == "cifar100":
-        return load_cifar100(root / "cifar100" / "cifar-100-python")
-    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)} or give an .npz")
+        return load_cifar100(folder)
+    return make_synthetic()

@@ -1,0 +1,99 @@
+"""The embedded default: a local broker, the producer simulation and the daemon in one process,
+with live progress, HTTP to look into, and a picture at the end."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from connectors.broker import LocalBroker, free_port
+from connectors.settings import KafkaSettings
+from connectors.topics import ensure_topics
+from hle_stream.core.config import LearnerConfig
+from hle_stream.eval.datasets import load_dataset
+from hle_stream.eval.producer_sim import produce, simulated_event_count, simulated_events
+from hle_stream.eval.progress_plot import plot_progress
+from hle_stream.service.daemon import DaemonConfig, Progress
+from hle_stream.service.kafka_daemon import KafkaDaemon
+from hle_stream.service.processing import ProcessingConfig
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    dataset: str = "fashion-mnist"
+    scenario: str = "multi-depth"
+    method: str = "pl-fms"
+    seed: int = 0
+    events: int = 20000
+    report_every_seconds: float = 2.0
+    data_root: Path | None = None
+    picture: Path = Path("hle-demo-accuracy.png")
+
+
+def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
+    """Stream the dataset through a local broker into the daemon until ``events`` are consumed or
+    Ctrl-C / SIGTERM; ``say`` prints a line for the user."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # a stop mid-stream makes the clients complain
+    # the broker, the producer and the daemon share this machine: torch's default of one thread per
+    # core made them fight (about 15x slower on a busy 2-core machine); half the cores for torch
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    say(f"loading {settings.dataset} …")
+    dataset = load_dataset(settings.dataset, data_root=settings.data_root)
+    total = simulated_event_count(dataset, settings.scenario, settings.seed, settings.events)
+    stop_producing = threading.Event()
+    history: list[tuple[int, dict[int, float], tuple[int, ...]]] = []
+    with LocalBroker() as running, tempfile.TemporaryDirectory() as checkpoints:
+        # Tansu holds a group join for half the session timeout: keep it short on the local broker.
+        kafka = KafkaSettings(running.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
+        port = free_port()
+        config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=total, http_port=port,
+                              report_every_seconds=settings.report_every_seconds,
+                              processing=ProcessingConfig(method=settings.method, learner_config=LearnerConfig(
+                                  memory_size=500, batch_size=16)))
+        ensure_topics(kafka, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
+        say(f"broker on {running.bootstrap_servers}; streaming {total} {settings.dataset} events "
+            f"({settings.scenario}) into {config.input_topic}; the daemon learns with {settings.method}")
+        say(f"look inside while it runs: http://127.0.0.1:{port}/metrics, /classes, /readyz; "
+            f"try: curl -s 'http://127.0.0.1:{port}/classes?level=1&limit=5'")
+        events = _until(stop_producing, simulated_events(dataset, settings.scenario, settings.seed, settings.events))
+        producer = threading.Thread(target=produce, daemon=True, args=(kafka, config.input_topic, events))
+
+        def show(progress: Progress) -> None:
+            history.append((progress.consumed, progress.accuracy, progress.classes))
+            say(progress.line())
+
+        daemon = KafkaDaemon(kafka, config, report=show)
+
+        def stop(*_: object) -> None:
+            stop_producing.set()
+            daemon.request_stop()
+
+        previous = signal.signal(signal.SIGINT, stop), signal.signal(signal.SIGTERM, stop)
+        try:
+            producer.start()
+            daemon.run()
+        finally:
+            stop_producing.set()
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+            producer.join(timeout=5)
+    if len(history) >= 2:
+        path = plot_progress(history, settings.picture, f"{settings.dataset} · {settings.scenario} · {settings.method}")
+        say(f"accuracy over the stream, per level: {path.resolve()}")
+    say("demo finished: broker stopped, checkpoints removed")
+
+
+def _until(stop: threading.Event, events: Iterator[dict]) -> Iterator[dict]:
+    for event in events:
+        if stop.is_set():
+            return
+        yield event
