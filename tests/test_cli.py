@@ -197,3 +197,30 @@ def test_help_shows_every_option_and_variable_name_whole_at_80_columns(tmp_path)
                  "HLE_HTTP_MAX_CONNECTIONS", "--serving-refresh-seconds", "HLE_SERVING_REFRESH_SECONDS"):
         assert name in done.stdout, name
     assert max(len(line) for line in done.stdout.splitlines()) <= 80
+
+
+def test_a_terminal_ctrl_c_stops_the_demo_cleanly(tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it: the demo checkpoints, stops the
+    broker last and exits 0 without an error line (the time it takes is measured, not asserted)."""
+    import signal
+    import time
+
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    process = subprocess.Popen([exe, "demo", "--dataset", "synthetic", "--events", "20000",
+                                "--report-every-seconds", "0.5"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        for line in process.stdout:  # wait until it learns
+            if " events (" in line and not line.startswith("broker"):
+                break
+        started = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+        print(f"stopped {time.monotonic() - started:.1f} s after Ctrl-C")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, err[-2000:]
+    assert "demo finished" in out
+    assert "ERROR" not in err and "Traceback" not in err
