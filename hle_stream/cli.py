@@ -225,6 +225,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the stream.")] = 0,
     report_every_seconds: Annotated[float, typer.Option(help="Print a progress line this often.", min=0.1)] = 2.0,
     picture: Annotated[Path, typer.Option(help="Where the accuracy-over-time picture goes at the end.")] = Path("hle-demo-accuracy.png"),
+    with_prometheus: Annotated[bool, typer.Option("--with-prometheus", help="Also run Prometheus (if installed) with the shipped config and rules, scraping the demo.")] = False,
     data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
 ) -> None:
     """The embedded default: a local broker, the producer simulation and the daemon, in one command.
@@ -240,7 +241,8 @@ def demo(
     if method not in METHODS:
         raise typer.BadParameter(f"unknown method {method}; choose from {', '.join(METHODS)}")
     dataset_folder(dataset, data_root)
-    run_demo(DemoSettings(dataset, scenario, method, seed, events, report_every_seconds, data_root, picture),
+    run_demo(DemoSettings(dataset, scenario, method, seed, events, report_every_seconds, data_root, picture,
+                          with_prometheus),
              say=lambda line: typer.echo(line))
 
 

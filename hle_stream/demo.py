@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.core.config import LearnerConfig
 from hle_stream.eval.datasets import load_dataset
+from hle_stream.eval.paths import REPO_ROOT
 from hle_stream.eval.producer_sim import produce, simulated_event_count, simulated_events
 from hle_stream.eval.progress_plot import plot_progress
 from hle_stream.service.daemon import DaemonConfig, Progress
@@ -36,6 +39,7 @@ class DemoSettings:
     report_every_seconds: float = 2.0
     data_root: Path | None = None
     picture: Path = Path("hle-demo-accuracy.png")
+    with_prometheus: bool = False
 
 
 def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
@@ -64,6 +68,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
             f"({settings.scenario}) into {config.input_topic}; the daemon learns with {settings.method}")
         say(f"look inside while it runs: http://127.0.0.1:{port}/metrics, /classes, /readyz; "
             f"try: curl -s 'http://127.0.0.1:{port}/classes?level=1&limit=5'")
+        prometheus = _start_prometheus(port, Path(checkpoints), say) if settings.with_prometheus else None
         events = _until(stop_producing, simulated_events(dataset, settings.scenario, settings.seed, settings.events))
         producer = threading.Thread(target=produce, daemon=True, args=(kafka, config.input_topic, events))
 
@@ -82,6 +87,9 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
             producer.start()
             daemon.run()
         finally:
+            if prometheus is not None:
+                prometheus.terminate()
+                prometheus.wait(10)
             stop_producing.set()
             signal.signal(signal.SIGINT, previous[0])
             signal.signal(signal.SIGTERM, previous[1])
@@ -90,6 +98,32 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
         path = plot_progress(history, settings.picture, f"{settings.dataset} · {settings.scenario} · {settings.method}")
         say(f"accuracy over the stream, per level: {path.resolve()}")
     say("demo finished: broker stopped, checkpoints removed")
+
+
+def _start_prometheus(daemon_port: int, workdir: Path, say: Callable[[str], None]) -> subprocess.Popen | None:
+    """Prometheus with the shipped config and rules (``ops/``), scraping the demo's daemon every 2 s;
+    ``None`` (and a line saying why) when it is not installed or ``ops/`` is not beside the code."""
+    binary = shutil.which("prometheus")
+    ops = REPO_ROOT / "ops"
+    if binary is None or not (ops / "prometheus.yml").exists():
+        say("--with-prometheus: " + ("prometheus is not installed (e.g. apt-get install prometheus)" if binary is None
+                                     else f"the shipped config is not in {ops}") + "; going on without it")
+        return None
+    config = (ops / "prometheus.yml").read_text()
+    for old, new in (('targets: ["daemon:8080"]', f'targets: ["127.0.0.1:{daemon_port}"]'),
+                     ("scrape_interval: 15s", "scrape_interval: 2s"),
+                     ("evaluation_interval: 15s", "evaluation_interval: 2s")):
+        config = config.replace(old, new)
+    shutil.copytree(ops / "rules", workdir / "rules")
+    (workdir / "prometheus.yml").write_text(config)
+    port = free_port()
+    process = subprocess.Popen([binary, f"--config.file={workdir / 'prometheus.yml'}",
+                                f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=open(workdir / "prometheus.log", "wb"),
+                               start_new_session=True)  # stopped by the demo, not by the terminal's Ctrl-C
+    say(f"Prometheus (shipped config and rules, scraping every 2 s): http://127.0.0.1:{port}/graph?g0.expr="
+        "hle_prequential_accuracy_ratio")
+    return process
 
 
 def _until(stop: threading.Event, events: Iterator[dict]) -> Iterator[dict]:

@@ -224,3 +224,43 @@ def test_a_terminal_ctrl_c_stops_the_demo_cleanly(tmp_path):
     assert process.returncode == 0, err[-2000:]
     assert "demo finished" in out
     assert "ERROR" not in err and "Traceback" not in err
+
+
+def test_the_demo_with_prometheus_gets_its_series_scraped(tmp_path):
+    """``demo --with-prometheus``: Prometheus, with the shipped config and rules, scrapes the demo's
+    daemon; it is stopped with the demo."""
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    if shutil.which("prometheus") is None:
+        if os.environ.get("HLE_REQUIRE_PROMETHEUS"):
+            pytest.fail("prometheus is required here (HLE_REQUIRE_PROMETHEUS) but not installed")
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    exe = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
+    process = subprocess.Popen([exe, "demo", "--dataset", "synthetic", "--events", "20000", "--with-prometheus"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        url = None
+        for line in process.stdout:
+            if line.startswith("Prometheus"):
+                url = line.split(": ", 1)[1].split("/graph")[0]
+                break
+        assert url, "the demo did not start Prometheus"
+        deadline, scraped = time.monotonic() + 120, False
+        while not scraped and time.monotonic() < deadline:
+            try:
+                query = f"{url}/api/v1/query?query=hle_events_consumed_total"
+                scraped = bool(json.loads(urllib.request.urlopen(query, timeout=5).read())["data"]["result"])
+            except OSError:
+                pass
+            time.sleep(1)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert scraped, "Prometheus never had the daemon's series"
+    assert process.returncode == 0 and "demo finished" in out, err[-2000:]
