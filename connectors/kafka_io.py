@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
+from connectors.assignors import OneActiveMemberAssignor
 from connectors.ports import DeliveryAborted, Record, ResumeRule, SourceUnavailable
 from connectors.settings import KafkaSettings
 
@@ -53,12 +54,25 @@ class _ResumeOnAssignment(AsyncConsumerRebalanceListener):
 
 
 class KafkaSource:
-    """``connectors.ports.Source`` over a kafka-python group consumer subscribed to one topic."""
+    """``connectors.ports.Source`` over a kafka-python group consumer subscribed to one topic.
 
-    def __init__(self, settings: KafkaSettings, group_id: str, topic: str, resume: ResumeRule) -> None:
+    ``one_active``: the group gives every partition to one member and none to the others (hot
+    standbys, ``connectors.assignors``); otherwise Kafka's default assignors split them.
+    """
+
+    def __init__(self, settings: KafkaSettings, group_id: str, topic: str, resume: ResumeRule,
+                 one_active: bool = False) -> None:
         self.topic = topic
-        self.consumer = KafkaConsumer(**settings.consumer(group_id))
+        self.assignor = OneActiveMemberAssignor() if one_active else None
+        strategy = {"partition_assignment_strategy": [self.assignor]} if self.assignor else {}
+        self.consumer = KafkaConsumer(**settings.consumer(group_id), **strategy)
         self.consumer.subscribe([topic], listener=_ResumeOnAssignment(self.consumer, resume))
+
+    def generation(self) -> int | None:
+        if self.assignor is not None:
+            return self.assignor.held_generation
+        generation = self.consumer._coordinator._generation  # kafka-python internal, pinned by the <4 bound
+        return None if generation.is_lost() else generation.generation_id
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         try:
@@ -191,9 +205,11 @@ class Publisher:
     """
 
     def __init__(self, settings: KafkaSettings, predictions_topic: str, dead_letter_topic: str,
-                 max_output_bytes: int = 1_000_000, on_dropped: Callable[[str, int, str], None] | None = None) -> None:
+                 max_output_bytes: int = 1_000_000, on_dropped: Callable[[str, int, str], None] | None = None,
+                 publish_predictions: bool = True) -> None:
         self.settings = settings
         self.predictions_topic = predictions_topic
+        self.publish_predictions = publish_predictions  # False: a trainer beside a predictor fleet
         self.dead_letter_topic = dead_letter_topic
         self.max_output_bytes = max_output_bytes
         self.on_dropped = on_dropped or (lambda topic, size, reason: None)
@@ -222,6 +238,8 @@ class Publisher:
         self.on_dropped(topic, size, reason)
 
     def prediction(self, document: dict[str, Any]) -> None:
+        if not self.publish_predictions:
+            return
         # keyed by event id: a repeated prediction lands in the same partition as the first
         self._send(self.predictions_topic, json.dumps(document, allow_nan=False).encode(),
                    key=str(document["id"]).encode())

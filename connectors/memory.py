@@ -41,6 +41,7 @@ class MemorySource:
         self.positions: dict[int, int] = {}
         self.unavailable = False
         self.commits: list[dict[int, int]] = []  # the offsets of every commit, in order
+        self.generation_id = 0  # grows with every assignment, as a group's generation does
         self.assign(set(range(len(partitions))))
 
     def append(self, partition: int, values: list[bytes | None]) -> None:
@@ -50,6 +51,7 @@ class MemorySource:
         """Partitions given to this member (a rebalance): each starts where the resume rule says,
         else at the group's committed offset, else at the earliest."""
         new = partitions - set(self.positions)
+        self.generation_id += 1
         start = self.resume({p: self.committed.get(p) for p in sorted(new)})
         for p in new:
             self.positions[p] = start.get(p, self.committed.get(p, 0))
@@ -74,6 +76,9 @@ class MemorySource:
                 if len(records) == max_records:
                     break
         return records
+
+    def generation(self) -> int | None:
+        return self.generation_id
 
     def assignment(self) -> set[int]:
         return set(self.positions)

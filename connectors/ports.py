@@ -43,6 +43,11 @@ class Source(Protocol):
         """How many partitions the topic has (0 while unknown)."""
         ...
 
+    def generation(self) -> int | None:
+        """The consumer-group generation in which this member got its partitions: a fencing
+        token that grows with every rebalance (``None`` while unknown)."""
+        ...
+
     def commit(self, offsets: dict[int, int]) -> None:
         """Store ``offsets`` (partition -> next offset to read) as the group's; raises ``SourceUnavailable``."""
         ...

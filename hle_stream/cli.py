@@ -161,6 +161,10 @@ def run(
     heartbeat_interval_ms: Annotated[int, typer.Option(envvar="HLE_HEARTBEAT_INTERVAL_MS")] = 1000,
     report_every_seconds: Annotated[float, typer.Option(help="A progress line (events, events/s, lag, classes, accuracy per level) this often; every 2 s at most on a terminal.", envvar="HLE_REPORT_EVERY_SECONDS", min=0.1)] = 30.0,
     broker_wait_seconds: Annotated[float, typer.Option(help="At start, how long to wait for a broker before exiting with code 4 (a broker lost later is waited for, not ready meanwhile).", envvar="HLE_BROKER_WAIT_SECONDS", min=0.0)] = 5.0,
+    role: Annotated[str, typer.Option(help="single: one daemon per group (it locks its checkpoint directory). trainer: one active trainer per group, every other member a hot standby that takes over when it dies (needs a shared --model-store).", envvar="HLE_ROLE")] = "single",
+    model_store: Annotated[Optional[str], typer.Option(help="Where checkpoints and serving snapshots live, shared by trainers and predictor replicas: a directory or s3://bucket/prefix (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...). Default: --checkpoint-dir, no snapshots.", envvar="HLE_MODEL_STORE")] = None,
+    snapshot_every_seconds: Annotated[float, typer.Option(help="With --model-store: publish a serving snapshot for predictor replicas this often.", envvar="HLE_SNAPSHOT_EVERY_SECONDS", min=0.0)] = 5.0,
+    no_predictions: Annotated[bool, typer.Option("--no-predictions", help="Publish no predictions (predictor replicas do); prequential accuracy is still measured.", envvar="HLE_NO_PREDICTIONS")] = False,
 ) -> None:
     """Run the daemon: consume events, predict every one, learn from the labelled ones, checkpoint, commit.
 
@@ -214,6 +218,66 @@ def run(
     except FinalCheckpointFailed as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_NO_FINAL_CHECKPOINT) from None
+
+
+@app.command()
+def serve(
+    model_store: Annotated[str, typer.Option(help="The trainer's --model-store: a directory or s3://bucket/prefix.", envvar="HLE_MODEL_STORE")],
+    bootstrap_servers: Annotated[str, typer.Option(help="Kafka bootstrap servers, comma-separated.", envvar="HLE_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
+    input_topic: Annotated[str, typer.Option(help="Topic of events to predict.", envvar="HLE_INPUT_TOPIC")] = "hle-events",
+    predictions_topic: Annotated[str, typer.Option(help="Topic the predictions go to.", envvar="HLE_PREDICTIONS_TOPIC")] = "hle-predictions",
+    group_id: Annotated[str, typer.Option(help="The replicas' consumer group (not the trainers').", envvar="HLE_SERVE_GROUP_ID")] = "hle-stream-predictors",
+    http_host: Annotated[str, typer.Option(help="Address of /predict, /healthz, /readyz, /metrics.", envvar="HLE_HTTP_HOST")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="Port of the HTTP server (0: none).", envvar="HLE_HTTP_PORT", min=0)] = 8081,
+    http_token: Annotated[Optional[str], typer.Option(help="Bearer token /predict and /metrics require; needed when --http-host is not loopback.", envvar="HLE_HTTP_TOKEN")] = None,
+    http_predict_share: Annotated[float, typer.Option(help="Share of one core's time /predict may use (over 5 s); beyond it 503.", envvar="HLE_HTTP_PREDICT_SHARE", min=0.01, max=16.0)] = 0.8,
+    refresh_seconds: Annotated[float, typer.Option(help="How often the store is asked for a newer snapshot.", envvar="HLE_REFRESH_SECONDS", min=0.05)] = 1.0,
+    max_batch: Annotated[int, typer.Option(help="Events per prediction batch.", envvar="HLE_MAX_BATCH", min=1)] = 256,
+    confidence_threshold: Annotated[float, typer.Option(help="Predicted path stops below this probability.", envvar="HLE_CONFIDENCE_THRESHOLD")] = 0.5,
+    max_events: Annotated[Optional[int], typer.Option(help="Stop after consuming this many events (default: until SIGTERM).", envvar="HLE_MAX_EVENTS")] = None,
+    session_timeout_ms: Annotated[int, typer.Option(envvar="HLE_SESSION_TIMEOUT_MS")] = 6000,
+    heartbeat_interval_ms: Annotated[int, typer.Option(envvar="HLE_HEARTBEAT_INTERVAL_MS")] = 1000,
+    torch_threads: Annotated[int, typer.Option(help="Threads torch predicts with (0: torch's default).", envvar="HLE_TORCH_THREADS", min=0)] = 1,
+) -> None:
+    """Run a predictor replica: predict every event of its share of the input partitions with the
+    newest serving snapshot of the model store, publish the predictions, serve POST /predict.
+
+    Start as many as the input topic has partitions; they need a trainer (hle-stream run
+    --model-store ...) publishing snapshots. SIGTERM delivers, commits and exits 0.
+    """
+    import logging
+    import signal
+
+    import torch
+
+    from connectors.blob_store import open_blob_store
+    from connectors.settings import KafkaSettings
+    from hle_stream.service.kafka_daemon import replica_connector
+    from hle_stream.service.replica import PredictorReplica, ReplicaConfig
+    from hle_stream.service.serving import HttpLimits, HttpStartError, require_auth_off_loopback
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    settings = KafkaSettings(bootstrap_servers=bootstrap_servers, session_timeout_ms=session_timeout_ms,
+                             heartbeat_interval_ms=heartbeat_interval_ms)
+    config = ReplicaConfig(input_topic=input_topic, predictions_topic=predictions_topic, group_id=group_id,
+                           max_batch=max_batch, refresh_seconds=refresh_seconds,
+                           confidence_threshold=confidence_threshold, http_host=http_host,
+                           http_port=http_port or None, max_events=max_events,
+                           http=HttpLimits(token=http_token or None, predict_share=http_predict_share))
+    try:
+        if config.http_port is not None:
+            require_auth_off_loopback(config.http_host, config.http)
+        replica = PredictorReplica(config, open_blob_store(model_store), replica_connector(settings, config))
+        signal.signal(signal.SIGTERM, lambda *_: replica.request_stop())
+        replica.run()
+    except KeyboardInterrupt:
+        pass
+    except (ValueError, HttpStartError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

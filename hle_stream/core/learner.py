@@ -342,7 +342,7 @@ class HierarchicalLearner:
             tree = LabelTree.from_state_dict(self.tree.state_dict())
             parents = TreeTables(tree, self.device).parents()
         return Predictor(self.net, tree, parents, self.input_spec, self.is_image, self.config.decode, self.use_amp,
-                         self.steps)
+                         self.steps, self.config.backbone)
 
     # -- what it is and holds ---------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:

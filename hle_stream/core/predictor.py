@@ -14,10 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
+from hle_stream.core.backbones import build_backbone
 from hle_stream.core.hierarchy import LabelTree
 from hle_stream.core.inference import level_probabilities
 from hle_stream.core.model import HierarchicalNet
+from hle_stream.core.tree_tables import TreeTables
+
+SNAPSHOT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,9 @@ class Predictor:
     """Network, label tree and version of a learner at one moment; thread-safe to predict with."""
 
     def __init__(self, net: HierarchicalNet, tree: LabelTree, parents: list[torch.Tensor], input_spec: InputSpec,
-                 is_image: bool, decode: str, use_amp: bool, version: int) -> None:
+                 is_image: bool, decode: str, use_amp: bool, version: int, backbone: str) -> None:
         self.net = copy.deepcopy(net).eval()
+        self.backbone = backbone
         self.tree = tree
         self.parents = parents
         self.input_spec = input_spec
@@ -73,3 +79,32 @@ class Predictor:
 
     def predict_paths(self, x: torch.Tensor, threshold: float) -> list[list[dict[str, Any]]]:
         return prediction_paths(self.tree, self.predict_proba(x), x.shape[0], threshold)
+
+    # -- serving snapshots: what a predictor replica loads -------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, label tree and version only (no optimizer, no memory): small, and loadable
+        with ``torch.load(..., weights_only=True)``."""
+        return {"snapshot_format": SNAPSHOT_FORMAT, "backbone": self.backbone,
+                "input_shape": list(self.input_spec.shape),
+                "input_dtype": str(self.input_spec.dtype).removeprefix("torch."), "decode": self.decode,
+                "tree": self.tree.state_dict(), "head_sizes": self.net.head_sizes(),
+                "net": {name: value.detach().cpu() for name, value in self.net.state_dict().items()},
+                "version": self.version}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: str = "cpu") -> "Predictor":
+        if state.get("snapshot_format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"snapshot format {state.get('snapshot_format')!r} is not {SNAPSHOT_FORMAT}")
+        shape = tuple(int(s) for s in state["input_shape"])
+        net = HierarchicalNet(build_backbone(state["backbone"], shape))
+        for size in state["head_sizes"]:
+            net.heads.append(nn.Linear(net.feature_dim, size))
+        net.load_state_dict(state["net"])
+        is_image = len(shape) == 3
+        if is_image:
+            net = net.to(memory_format=torch.channels_last)
+        tree = LabelTree.from_state_dict(state["tree"])
+        target = torch.device(device)
+        return cls(net.to(target), tree, TreeTables(tree, target).parents(),
+                   InputSpec(shape, getattr(torch, state["input_dtype"])), is_image, state["decode"],
+                   use_amp=False, version=int(state["version"]), backbone=state["backbone"])

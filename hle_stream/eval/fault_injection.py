@@ -519,7 +519,12 @@ class S3Emulator:
     @property
     def env(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_ENDPOINT": f"http://127.0.0.1:{self.port}", "AWS_ALLOW_HTTP": "true"}
+                "AWS_ENDPOINT": f"http://127.0.0.1:{self.port}", "AWS_ALLOW_HTTP": "true",
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}"}  # Tansu reads AWS_ENDPOINT, boto3 this one
+
+    def create_bucket(self, name: str) -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/{name}", method="PUT")
+        urllib.request.urlopen(request, timeout=10).read()
 
     def stop(self) -> None:
         self.process.terminate()

@@ -1,4 +1,4 @@
-"""Checkpoints on disk: written atomically, checksummed, loaded without running code, the last K kept.
+"""Checkpoints in a model store: written atomically, checksummed, loaded without running code, the last K kept.
 
 A file is one header line, ``HLECKPT <format version> <sha256 of the payload>``, then the payload:
 a ``torch.save`` of tensors and plain data (the learner's state, the offsets it covers, ...). It is
@@ -7,10 +7,13 @@ file, never half of one. Loading checks the checksum before ``torch.load(weights
 so a truncated or corrupted file is detected (and the one before it used) rather than half read,
 and a file of another format version is refused with a message, never guessed at.
 
-One writer per directory: the store holds an exclusive ``flock`` on ``.lock`` (which names the
-holder's pid) for its lifetime, so a second daemon pointed at the same directory refuses to
-start instead of interleaving its checkpoints with the first one's. The store deletes only
-files of its own naming (``checkpoint-NNNNNNNNN.pt`` and their ``.tmp``), and only under the lock.
+The store is a directory or a bucket (``connectors.blob_store``). A single daemon holds an
+exclusive ``flock`` on its directory's ``.lock`` (which names the holder's pid), so a second
+daemon pointed at the same directory refuses to start instead of interleaving its checkpoints
+with the first one's. Trainers with standbys share a store without the lock: each checkpoint
+number is created once (a conditional write), and ``hle_stream.service.trainer_lease`` fences a
+trainer that lost its turn. The store deletes only files of its own naming
+(``checkpoint-NNNNNNNNN.pt`` and their temporary files).
 """
 
 from __future__ import annotations
@@ -18,18 +21,22 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import json
 import logging
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
 
+from connectors.blob_store import BlobStore, DirectoryBlobStore
+
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint-"
-_OWN_NAME = re.compile(rf"{PREFIX}\d{{9}}\.(pt|tmp)")
+_OWN_NAME = re.compile(rf"{PREFIX}\d{{9}}\.pt")
+_STALE_TMP = re.compile(rf"{PREFIX}\d{{9}}(\.pt\.\d+)?\.tmp")  # DirectoryBlobStore's temporary names
 MAGIC = b"HLECKPT"
 FORMAT_VERSION = 2  # 1: a bare torch.save file (before checksums)
 
@@ -46,6 +53,10 @@ class UnreadableCheckpointError(RuntimeError):
     """A checkpoint the OS will not let us read (permissions, I/O error): not corrupt, so not skipped."""
 
 
+class CheckpointNumberTaken(OSError):
+    """Another writer stored the checkpoint number this one was about to write."""
+
+
 class CorruptCheckpointError(ValueError):
     """A checkpoint whose header or checksum does not match its content."""
 
@@ -54,8 +65,8 @@ class CorruptCheckpointError(ValueError):
 class LoadReport:
     """What ``load_latest`` found: the file used and the newer ones it had to skip (quarantined)."""
 
-    path: Path | None = None
-    corrupt: list[Path] = field(default_factory=list)
+    path: PurePath | None = None
+    corrupt: list[PurePath] = field(default_factory=list)
 
 
 def encode(state: dict[str, Any]) -> bytes:
@@ -88,19 +99,29 @@ def decode(blob: bytes, name: str = "checkpoint") -> dict[str, Any]:
 
 
 class CheckpointStore:
-    def __init__(self, directory: Path, keep: int = 3) -> None:
-        self.directory = Path(directory)
+    """The checkpoints of one model in a ``BlobStore`` (a directory by default), the newest ``keep``.
+
+    ``exclusive`` (a single daemon): the directory is locked for the store's lifetime. Without it
+    (a trainer with standbys, ``hle_stream.service.trainer_lease``), writers are told apart by
+    the store's conditional writes instead: a checkpoint number is written once, never replaced.
+    """
+
+    def __init__(self, location: Path | BlobStore, keep: int = 3, exclusive: bool = True) -> None:
+        self.blobs = location if not isinstance(location, (str, Path)) else DirectoryBlobStore(Path(location))
         self.keep = keep
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock_directory(self.directory)
-        for stale in self._own(".tmp"):  # a write a crash interrupted (the lock says no one else writes)
-            stale.unlink()
+        self.last_size = 0  # bytes of the last checkpoint saved
+        self._lock = None
+        if exclusive and isinstance(self.blobs, DirectoryBlobStore):
+            self._lock = _lock_directory(self.blobs.directory)
+            for stale in self.blobs.keys(PREFIX):  # a write a crash interrupted (the lock says no one else writes)
+                if _STALE_TMP.fullmatch(stale):
+                    self.blobs.delete(stale)
 
-    def _own(self, suffix: str) -> list[Path]:
-        return sorted(p for p in self.directory.glob(f"{PREFIX}*{suffix}") if _OWN_NAME.fullmatch(p.name))
+    def _own(self) -> list[str]:
+        return [key for key in self.blobs.keys(PREFIX) if _OWN_NAME.fullmatch(key)]
 
-    def files(self) -> list[Path]:
-        return self._own(".pt")
+    def files(self) -> list[PurePath]:
+        return [self.blobs.location(key) for key in self._own()]
 
     def close(self) -> None:
         """Release the directory (the OS releases it too when the process dies)."""
@@ -108,56 +129,60 @@ class CheckpointStore:
             self._lock.close()
             self._lock = None
 
-    def save(self, state: dict[str, Any]) -> Path:
-        """Write the next checkpoint; an ``OSError`` (disk full, no descriptors) leaves the previous
-        ones as they were and no temporary file behind."""
-        files = self.files()
-        number = int(files[-1].stem.removeprefix(PREFIX)) + 1 if files else 1
-        target = self.directory / f"{PREFIX}{number:09d}.pt"
-        tmp = target.with_suffix(".tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(encode(state))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
-        for old in self.files()[: -self.keep]:
-            old.unlink()
-        return target
+    def save(self, state: dict[str, Any]) -> PurePath:
+        """Write the next checkpoint; an ``OSError`` (disk full, a store that is away) leaves the
+        previous ones as they were. ``CheckpointNumberTaken``: another writer wrote that number
+        first (a stale trainer racing a new one)."""
+        own = self._own()
+        number = int(own[-1].removeprefix(PREFIX).removesuffix(".pt")) + 1 if own else 1
+        key = f"{PREFIX}{number:09d}.pt"
+        blob = encode(state)
+        if not self.blobs.put_new(key, blob):
+            raise CheckpointNumberTaken(f"{self.blobs.location(key)} was written by another trainer")
+        self.last_size = len(blob)
+        for old in self._own()[: -self.keep]:
+            self.blobs.delete(old)
+        return self.blobs.location(key)
 
     def load_latest(self) -> tuple[dict[str, Any] | None, LoadReport]:
         """The newest checkpoint that passes its checks (``None`` when there is none), and a report
         of the corrupt files skipped. An incompatible version raises: falling back to an older
         file would silently lose the newer training."""
         report = LoadReport()
-        for path in reversed(self.files()):
+        for key in reversed(self._own()):
+            path = self.blobs.location(key)
             try:
-                blob = path.read_bytes()
+                blob = self.blobs.get(key)
             except OSError as err:
-                raise UnreadableCheckpointError(f"cannot read {path}: {err.strerror}; fix its permissions or "
+                raise UnreadableCheckpointError(f"cannot read {path}: {err.strerror or err}; fix its permissions or "
                                                 "storage, or move it away to start from the one before") from None
+            if blob is None:  # deleted by the writer since the listing (an older one, rotated out)
+                continue
             try:
-                state = decode(blob, path.name)
+                state = decode(blob, key)
             except IncompatibleCheckpointError:
                 raise
             except Exception as err:  # corrupt, truncated or unreadable: fall back to the one before
-                quarantined = path.with_suffix(".corrupt")
-                path.rename(quarantined)  # kept for inspection, never loaded or counted again
-                log.error("checkpoint %s is unusable (%s); moved to %s, trying the previous one", path.name, err,
-                          quarantined.name)
-                report.corrupt.append(quarantined)
+                quarantined = key.removesuffix(".pt") + ".corrupt"
+                self.blobs.rename(key, quarantined)  # kept for inspection, never loaded or counted again
+                log.error("checkpoint %s is unusable (%s); moved to %s, trying the previous one", key, err,
+                          quarantined)
+                report.corrupt.append(self.blobs.location(quarantined))
                 continue
             report.path = path
             return state, report
         return None, report
+
+    def read_record(self, key: str) -> dict[str, Any] | None:
+        """A small JSON record kept beside the checkpoints (``None``: absent or unreadable)."""
+        try:
+            blob = self.blobs.get(key)
+            return json.loads(blob) if blob is not None else None
+        except (OSError, ValueError):
+            return None
+
+    def write_record(self, key: str, record: dict[str, Any]) -> None:
+        self.blobs.put(key, json.dumps(record).encode())
 
 
 def _lock_directory(directory: Path):

@@ -10,17 +10,18 @@ the previous checkpoint in charge.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import socket
 import time
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any, Callable
 
 from connectors.ports import DeliveringSink, Source, SourceUnavailable
-from hle_stream.service.checkpoint import CheckpointStore
+from hle_stream.service.checkpoint import CheckpointNumberTaken, CheckpointStore
 from hle_stream.service.processing import MicroBatchProcessor
 from hle_stream.service.telemetry import Telemetry
+from hle_stream.service.trainer_lease import TrainerLease
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +34,36 @@ class CheckpointMismatchError(RuntimeError):
 
 
 class Checkpointer:
-    """Owns the checkpoint directory (its lock included) for one processor reading one topic.
+    """Owns the checkpoint store (a directory's lock included) for one processor reading one topic.
 
     ``healthy`` is False after a failed write until the next good one; ``model_finite`` is False
     once a checkpoint was refused because the weights are not finite. ``own_commits`` holds the
     offsets this model's lineage committed last, kept in ``COMMITS_FILE`` beside the checkpoints:
     a group offset ahead of a restored checkpoint is then known to be this model's own (its newer
-    checkpoint was lost) or another member's (``hle_stream.service.offsets``).
+    checkpoint was lost) or another member's (``hle_stream.service.offsets``). With a ``lease``
+    (a trainer with standbys), nothing is written or committed unless the lease still holds.
     """
 
-    def __init__(self, directory: Path, processor: MicroBatchProcessor, topic: str,
-                 telemetry: Telemetry | None = None) -> None:
-        self.directory = directory
-        self.store = CheckpointStore(directory)  # takes the directory's lock
+    def __init__(self, store: CheckpointStore, processor: MicroBatchProcessor, topic: str,
+                 telemetry: Telemetry | None = None, lease: TrainerLease | None = None) -> None:
+        self.store = store
+        self.where = store.blobs.url
         self.processor = processor
         self.topic = topic
         self.telemetry = telemetry
+        self.lease = lease
         self.healthy = True
         self.model_finite = True
         self.own_commits: dict[int, int] = {}
+
+    def may_write(self, source: Source) -> bool:
+        """False when this trainer has lost its turn (fenced): nothing to write, nothing to commit."""
+        if self.lease is None or self.lease.holds(source.generation()):
+            return True
+        log.warning("fenced: this trainer no longer holds the group's newest generation; no checkpoint, no commit")
+        if self.telemetry is not None:
+            self.telemetry.record_fenced()
+        return False
 
     def checkpoint_and_commit(self, sink: DeliveringSink, source: Source, stopping: Callable[[], bool],
                               waiting: Callable[[], None]) -> bool:
@@ -66,20 +78,27 @@ class Checkpointer:
             log.error("the model's weights are not finite: checkpoint refused (the last good one stands); "
                       "restart the daemon to resume from it")
             return False
+        if not self.may_write(source):
+            return False
         started = time.perf_counter()
         try:
             path = self.store.save(self._state())
+        except CheckpointNumberTaken as err:  # a newer trainer wrote first: this one is stale
+            log.warning("fenced: %s; no commit", err)
+            return False
         except OSError as err:
             self.healthy = False
             log.error("checkpoint write failed in %s: %s; nothing committed, retrying later (not ready meanwhile)",
-                      self.directory, err.strerror or err)
+                      self.where, err.strerror or err)
             if self.telemetry is not None:
                 self.telemetry.record_checkpoint_failure()
             return False
         self.healthy = True
         seconds = time.perf_counter() - started
         if self.telemetry is not None:
-            self.telemetry.record_checkpoint(seconds, path.stat().st_size)
+            self.telemetry.record_checkpoint(seconds, self.store.last_size)
+        if not self.may_write(source):  # lost the turn while writing: the new trainer's offsets rule
+            return False
         held = source.assignment()  # a revoked partition's offset is not ours to move
         offsets = {p: o for p, o in self.processor.next_offsets.items() if p in held}
         try:
@@ -97,21 +116,18 @@ class Checkpointer:
         distinction the record makes, logged)."""
         self.own_commits.update(offsets)
         record = {"model_id": self.processor.model_id, "offsets": {str(p): o for p, o in self.own_commits.items()}}
-        target = self.directory / COMMITS_FILE
         try:
-            tmp = target.with_suffix(".tmp")
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, target)
+            self.store.write_record(COMMITS_FILE, record)
         except OSError as err:
-            log.warning("cannot record the committed offsets in %s: %s", target, err.strerror or err)
+            log.warning("cannot record the committed offsets in %s: %s", self.where, err.strerror or err)
 
     def _read_commits(self) -> dict[int, int]:
+        record = self.store.read_record(COMMITS_FILE)
         try:
-            record = json.loads((self.directory / COMMITS_FILE).read_text())
-            if record.get("model_id") != self.processor.model_id:
-                return {}  # another lineage's commits (a directory reused for a new model)
+            if record is None or record.get("model_id") != self.processor.model_id:
+                return {}  # none, or another lineage's commits (a store reused for a new model)
             return {int(p): int(o) for p, o in record["offsets"].items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return {}
 
     def _state(self) -> dict[str, Any]:
@@ -119,6 +135,9 @@ class Checkpointer:
         state["topic"] = self.topic
         lineage = self.processor.lineage
         state["trained_ids"] = lineage.commit() if lineage is not None else None
+        state["writer"] = {"host": socket.gethostname(), "pid": os.getpid(),  # which trainer wrote it, for operators
+                           "generation": self.lease.generation if self.lease is not None else None,
+                           "written_at": time.time()}
         return state
 
     def restore(self) -> None:
@@ -132,19 +151,19 @@ class Checkpointer:
                       [p.name for p in report.corrupt], report.path.name if report.path else "nothing (fresh start)")
         lineage = self.processor.lineage
         if state is None:
-            log.info("no checkpoint in %s: starting fresh", self.directory)
+            log.info("no checkpoint in %s: starting fresh", self.where)
             if lineage is not None:
                 lineage.truncate_to(0)
             return
         _check_structure(state, report.path)
         if state["topic"] != self.topic:
-            raise CheckpointMismatchError(f"the checkpoint in {self.directory} is for topic {state['topic']!r}, "
+            raise CheckpointMismatchError(f"the checkpoint in {self.where} is for topic {state['topic']!r}, "
                                           f"not {self.topic!r}; point --checkpoint-dir elsewhere")
         conflicts = self.processor.settings_conflicts(state)
         if conflicts:
             changes = ", ".join(f"{name} {saved!r} (this run: {requested!r})"
                                 for name, (saved, requested) in conflicts.items())
-            raise CheckpointMismatchError(f"the checkpoint in {self.directory} holds a model trained with {changes}; "
+            raise CheckpointMismatchError(f"the checkpoint in {self.where} holds a model trained with {changes}; "
                                           "these settings are fixed once a model exists: run with the checkpoint's, "
                                           "or use an empty --checkpoint-dir for a new model")
         try:
@@ -163,7 +182,7 @@ class Checkpointer:
         self.store.close()
 
 
-def _check_structure(state: Any, path: Path | None) -> None:
+def _check_structure(state: Any, path: PurePath | None) -> None:
     """A checkpoint that passes its checksum but is not a daemon checkpoint (written by another
     tool into this directory) is refused by name, not half-loaded."""
     if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS) or \

@@ -17,19 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from connectors.blob_store import DirectoryBlobStore, open_blob_store
 from connectors.ports import DeliveringSink, DeliveryAborted, Record, ResumeRule, Source, SourceUnavailable
 from hle_stream.core.device import pick_device
 from hle_stream.core.predictor import Predictor
+from hle_stream.service.checkpoint import CheckpointStore
 from hle_stream.service.checkpointer import Checkpointer
 from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.lineage import TrainedIdLog
 from hle_stream.service.offsets import resume_offsets
 from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
 from hle_stream.service.serving import HttpLimits
+from hle_stream.service.snapshots import publish_snapshot
 from hle_stream.service.telemetry import Telemetry
+from hle_stream.service.trainer_lease import TrainerLease
 
 log = logging.getLogger(__name__)
 
+ROLES = ("single", "trainer")
 EXIT_REFUSED = 2  # refused to start: configuration, checkpoint directory or checkpoint unusable
 EXIT_NO_FINAL_CHECKPOINT = 3  # stopped, but the final checkpoint could not be written
 CHECKPOINT_RETRY_S = 5.0  # after a failed checkpoint write (disk full, no descriptors)
@@ -57,6 +62,10 @@ class DaemonConfig:
     max_output_bytes: int = 1_000_000  # every record the daemon writes fits Kafka's default limit
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
     trained_ids_log: Path | None = None  # record of the event ids in the model's lineage (lineage.py)
+    role: str = "single"  # or "trainer": one active trainer per group, the others hot standbys
+    model_store: str | None = None  # a directory or s3://bucket/prefix; None: checkpoint_dir
+    snapshot_every_seconds: float = 5.0  # serving snapshots for predictor replicas (with a model store)
+    publish_predictions: bool = True  # False: a trainer beside a predictor fleet (it still scores itself)
 
 
 class FinalCheckpointFailed(RuntimeError):
@@ -109,7 +118,18 @@ class Daemon:
         lineage = TrainedIdLog(config.trained_ids_log) if config.trained_ids_log else None
         self.processor = MicroBatchProcessor(processing, sink=None, telemetry=self.telemetry,  # type: ignore[arg-type]
                                              drift=DriftMonitor() if config.metrics else None, lineage=lineage)
-        self.checkpointer = Checkpointer(config.checkpoint_dir, self.processor, config.input_topic, self.telemetry)
+        if config.role not in ROLES:
+            raise ValueError(f"role {config.role!r} is not one of {', '.join(ROLES)}")
+        self.blobs = open_blob_store(config.model_store) if config.model_store else \
+            DirectoryBlobStore(config.checkpoint_dir)
+        trainer = config.role == "trainer"
+        self.lease = TrainerLease(self.blobs, config.group_id) if trainer else None
+        self.checkpointer = Checkpointer(CheckpointStore(self.blobs, exclusive=not trainer), self.processor,
+                                         config.input_topic, self.telemetry, self.lease)
+        self._snapshot_published_at = float("-inf")
+        self._snapshot_published_version: int | None = None
+        self._source: Source | None = None
+        self._unsaved = 0  # events consumed since the last checkpoint
         self._stop = False
         self._last_reported = -1
         self.lock = threading.Lock()  # held while a micro-batch is processed (/classes reads under it)
@@ -150,18 +170,41 @@ class Daemon:
 
     def resume(self, committed: dict[int, int | None]) -> dict[int, int]:
         """The source's resume rule (``hle_stream.service.offsets``), applied to the processor's
-        offsets too, so that a partition resumed at the group's later offset is committed from there."""
+        offsets too, so that a partition resumed at the group's later offset is committed from there.
+        A trainer with standbys takes over here first: claim the store, load its newest checkpoint."""
+        if self.lease is not None:
+            self._take_over()
         start = resume_offsets(self.processor.next_offsets, committed, self.checkpointer.own_commits)
         self.processor.next_offsets.update(start)
         for partition, offset in start.items():
             log.info("partition %d resumes at offset %d", partition, offset)
         return start
 
+    def _take_over(self) -> None:
+        """The group gave this trainer the partitions (in the consumer's rebalance callback, while
+        the loop waits in ``poll``): claim the store with the group's generation and continue the
+        newest checkpoint there, whoever wrote it (no checkpoint: a new model)."""
+        generation = self._source.generation() if self._source is not None else None
+        started = time.monotonic()
+        # the store still names this trainer's previous generation: nobody wrote since, keep the model in hand
+        continuing = self.lease.generation is not None and self.lease.holds(self.lease.generation)
+        if generation is None or not self.lease.claim(generation):
+            return  # fenced: it may not write, and the group will make it a standby
+        if continuing:
+            return
+        self.processor.reset()
+        self.checkpointer.restore()
+        learner = self.processor.learner
+        self.snapshot = learner.predictor() if learner is not None and self.config.http_port is not None else None
+        log.info("took over as the active trainer (generation %d) in %.2f s: %d events in the model's lineage",
+                 generation, time.monotonic() - started, learner.stats().seen if learner else 0)
+
     def run(self) -> None:
         """The loop. Raises ``FinalCheckpointFailed`` if it stopped without its last checkpoint."""
         server = None
         try:
-            self.checkpointer.restore()
+            if self.lease is None:  # a trainer with standbys restores when it takes over
+                self.checkpointer.restore()
             server = self._serve_http()
             self._run(serving=server is not None)
         finally:
@@ -187,8 +230,9 @@ class Daemon:
         cfg = self.config
         _raise_descriptor_limit()
         source, sink = self.connect(self.resume, self._output_dropped)
+        self._source = source
         self.processor.sink = sink
-        since_checkpoint, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
+        self._unsaved, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
         next_report_at = time.monotonic() + min(cfg.report_every_seconds, 2.0)  # the first soon after the start
         final_ok = True
         try:
@@ -202,17 +246,18 @@ class Daemon:
                 with self.lock:
                     self.processor.process(records)
                 self._after_batch(source, sink, records, serving)
-                since_checkpoint += len(records)
-                if since_checkpoint and (since_checkpoint >= cfg.checkpoint_every_events
+                self._unsaved += len(records)
+                if self._unsaved and (self._unsaved >= cfg.checkpoint_every_events
                                          or time.monotonic() >= next_checkpoint_at):
                     if self._checkpoint_and_commit(source, sink):
-                        since_checkpoint, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
+                        self._unsaved, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
                     else:
                         next_checkpoint_at = time.monotonic() + CHECKPOINT_RETRY_S
                 if time.monotonic() >= next_report_at:
                     self._report(source)
                     next_report_at = time.monotonic() + cfg.report_every_seconds
-            final_ok = self._checkpoint_and_commit(source, sink)  # a clean stop: SIGTERM or --max-events
+            if not self._standby():  # a clean stop: SIGTERM or --max-events
+                final_ok = self._checkpoint_and_commit(source, sink)
         except DeliveryAborted as err:
             log.warning("stopping without a final checkpoint (%s): the last checkpoint stands, and the events "
                         "after it will be consumed, predicted and learned again on restart", err)
@@ -251,10 +296,30 @@ class Daemon:
                 self.snapshot = learner.predictor(self.snapshot)
                 self._snapshot_finite = self.snapshot.finite
             self._snapshot_at = time.monotonic()
+        self._publish_snapshot(source)
         if self.telemetry is not None:
             self.telemetry.record_consumed(len(records))
             self.telemetry.record_lag(source.lag(self.processor.next_offsets))
             self.telemetry.refresh(learner, self.processor.prequential)
+
+    def _publish_snapshot(self, source: Source) -> None:
+        """A serving snapshot for predictor replicas, when a model store is set and one is due
+        (a fenced trainer publishes none; a failed write is logged and tried at the next)."""
+        learner = self.processor.learner
+        if self.config.model_store is None or learner is None or learner.steps == self._snapshot_published_version \
+                or time.monotonic() - self._snapshot_published_at < self.config.snapshot_every_seconds:
+            return
+        self._snapshot_published_at = time.monotonic()
+        if not self.checkpointer.may_write(source):
+            return
+        try:
+            publish_snapshot(self.blobs, learner.predictor())
+        except OSError as err:
+            log.warning("cannot publish a serving snapshot to %s: %s", self.blobs.url, err)
+            return
+        self._snapshot_published_version = learner.steps
+        if self.telemetry is not None:
+            self.telemetry.record_snapshot_published()
 
     def _track_assignment(self, source: Source) -> None:
         """After a rebalance: no lag series for partitions gone, and a loud word when this daemon
@@ -268,10 +333,29 @@ class Daemon:
         if self.telemetry is not None:
             self.telemetry.forget_partitions(gone)
             self.telemetry.record_assignment(len(assigned), total)
+            self.telemetry.trainer_active.set(1 if assigned else 0)
+        if self.lease is not None:
+            if not assigned:
+                self._become_standby()
+            return  # one active trainer holds every partition by construction
         if assigned and len(assigned) < total:
             log.error("this daemon holds only partitions %s of the %d of %s: another member of group %r reads the "
                       "rest and trains a separate model on it; run one daemon per group", sorted(assigned),
                       total, self.config.input_topic, self.config.group_id)
+
+    def _standby(self) -> bool:
+        return self.lease is not None and self.lease.generation is None
+
+    def _become_standby(self) -> None:
+        """The group gave the partitions to another trainer: what this one learned since its last
+        checkpoint is not the model's any more (the next takeover restores the store's newest)."""
+        if self.lease.generation is not None or self.processor.learner is not None:
+            log.info("a standby now: another trainer of group %r holds the partitions", self.config.group_id)
+        self.lease.release()
+        self.processor.reset()
+        if self.processor.lineage is not None:
+            self.processor.lineage.discard_pending()
+        self.snapshot, self._unsaved = None, 0
 
     def _output_dropped(self, topic: str, size: int, reason: str) -> None:
         if self.telemetry is not None:

@@ -1,5 +1,5 @@
-"""The daemon wired to Kafka: its input topic through a group consumer, its answers through a
-publisher, and a broker probe for readiness."""
+"""The daemon and the predictor replica wired to Kafka: the input topic through a group consumer,
+answers through a publisher, and a broker probe for readiness."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from connectors.ports import DeliveringSink, ResumeRule, Source
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.service.daemon import Daemon, DaemonConfig, ProgressReport
+from hle_stream.service.replica import ReplicaConfig
 
 
 class BrokerProbe:
@@ -48,9 +49,9 @@ class KafkaDaemon(Daemon):
         wait_for_broker(self.settings, self.settings.broker_wait_seconds)
         ensure_topics(self.settings, {cfg.input_topic: cfg.input_partitions, cfg.predictions_topic: 1,
                                       cfg.dead_letter_topic: 1})
-        source = KafkaSource(self.settings, cfg.group_id, cfg.input_topic, resume)
+        source = KafkaSource(self.settings, cfg.group_id, cfg.input_topic, resume, one_active=cfg.role == "trainer")
         sink = Publisher(self.settings, cfg.predictions_topic, cfg.dead_letter_topic, cfg.max_output_bytes,
-                         on_dropped=on_dropped)
+                         on_dropped=on_dropped, publish_predictions=cfg.publish_predictions)
         return source, sink
 
     def run(self) -> None:
@@ -59,3 +60,16 @@ class KafkaDaemon(Daemon):
             super().run()
         finally:
             self.probe.stop()
+
+
+def replica_connector(settings: KafkaSettings, config: ReplicaConfig) -> Callable[[], tuple[Source, DeliveringSink]]:
+    """What a ``PredictorReplica`` connects with: its own group on the input topic (Kafka splits
+    the partitions among the replicas) and a publisher of predictions (it writes no dead letters)."""
+
+    def connect() -> tuple[Source, DeliveringSink]:
+        wait_for_broker(settings, settings.broker_wait_seconds)
+        ensure_topics(settings, {config.predictions_topic: 1})
+        source = KafkaSource(settings, config.group_id, config.input_topic, resume=lambda committed: {})
+        return source, Publisher(settings, config.predictions_topic, dead_letter_topic="")
+
+    return connect

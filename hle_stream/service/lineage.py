@@ -31,6 +31,11 @@ class TrainedIdLog:
     def record(self, ids: Iterable[str]) -> None:
         self._pending.extend(ids)
 
+    def discard_pending(self) -> None:
+        """Forget the ids recorded since the last commit (a trainer that lost its turn: the model
+        that learned them is discarded)."""
+        self._pending.clear()
+
     def commit(self) -> int:
         """Append the ids recorded since the last commit, durably; returns the log's length."""
         if self._pending:

@@ -61,15 +61,20 @@ class MicroBatchProcessor:
         self.telemetry = telemetry
         self.drift = drift
         self.lineage = lineage
-        self.learner: HierarchicalLearner | None = None
-        self.prequential = PrequentialAccuracy()
-        self.recent_ids = RecentIds(config.dedupe_window)
-        self.next_offsets: dict[int, int] = {}
-        self.model_id = uuid.uuid4().hex  # names this model's lineage (the checkpointer's record of its commits)
+        self.reset()
         self.consumed = 0
         self.dead_letters = 0
         # checks the first events' labels against the configured depth before a learner exists
         self._no_classes_yet = LabelTree(config.learner_config.max_depth, config.learner_config.max_classes)
+
+    def reset(self) -> None:
+        """Forget the model and everything tied to it (a trainer taking over with no checkpoint in
+        the store starts a new lineage); the counters of this process stay."""
+        self.learner: HierarchicalLearner | None = None
+        self.prequential = PrequentialAccuracy()
+        self.recent_ids = RecentIds(self.config.dedupe_window)
+        self.next_offsets: dict[int, int] = {}
+        self.model_id = uuid.uuid4().hex  # names this model's lineage (the checkpointer's record of its commits)
 
     @property
     def tree(self) -> LabelTree:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from connectors.settings import KafkaSettings
 from hle_stream.core.config import LearnerConfig
-from hle_stream.service.daemon import DaemonConfig
+from hle_stream.service.daemon import ROLES, DaemonConfig
 from hle_stream.service.processing import ProcessingConfig
 from hle_stream.service.serving import HttpLimits
 
@@ -53,6 +53,10 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "serving_refresh_seconds": ("daemon", "serving_refresh_seconds"),
     "report_every_seconds": ("daemon", "report_every_seconds"),
     "trained_ids_log": ("daemon", "trained_ids_log"),
+    "role": ("daemon", "role"),
+    "model_store": ("daemon", "model_store"),
+    "snapshot_every_seconds": ("daemon", "snapshot_every_seconds"),
+    "no_predictions": ("daemon", "publish_predictions"),
     "method": ("processing", "method"),
     "input_shape": ("processing", "input_shape"),
     "input_dtype": ("processing", "input_dtype"),
@@ -92,6 +96,12 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise SettingsError(f"{option} {value!r}: one of {', '.join(allowed)}")
+    return value
+
+
 def _dtype(text: str | None) -> str | None:
     if text not in (None, "float32", "uint8"):
         raise SettingsError(f"--input-dtype {text!r}: float32 or uint8")
@@ -103,6 +113,8 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "http_port": lambda port: port or None,  # 0: no HTTP server
     "importance_probe": lambda size: size or None,  # 0: score the whole memory (the reference rule)
     "no_metrics": lambda off: not off,
+    "no_predictions": lambda off: not off,
+    "role": lambda role: _choice(role, ROLES, "--role"),
     "http_token": lambda token: token or None,
     "input_shape": _shape,
     "input_dtype": _dtype,

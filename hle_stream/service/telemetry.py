@@ -119,6 +119,22 @@ class Telemetry:
         self.output_dropped = Counter("hle_output_dropped_total",
                                       "Output records Kafka refused as too large (permanent; never retried).",
                                       registry=registry)
+        # Scale-out: a trainer with standbys, serving snapshots, predictor replicas.
+        self.trainer_active = Gauge("hle_trainer_active", "1 while this trainer holds the input partitions and "
+                                    "may write the model store; 0 while a standby.", registry=registry)
+        self.fenced = Counter("hle_trainer_fenced_total", "Checkpoints and commits refused because a newer "
+                              "trainer holds the model store.", registry=registry)
+        self.snapshot_published = Gauge("hle_snapshot_published_timestamp_seconds",
+                                        "Unix time of the last serving snapshot this trainer published.",
+                                        registry=registry)
+        self.snapshot_age = Gauge("hle_snapshot_age_seconds", "Seconds since the trainer published the snapshot "
+                                  "this replica serves.", registry=registry)
+        self.snapshot_staleness = Gauge("hle_snapshot_staleness_versions", "Train steps between the newest "
+                                        "published snapshot and the one this replica serves.", registry=registry)
+        self.replica_skipped = Counter("hle_replica_skipped_total", "Records a predictor replica could not parse "
+                                       "(skipped; the trainer dead-letters them).", registry=registry)
+        self.snapshot_swaps = Counter("hle_snapshot_swaps_total", "Snapshots this replica swapped in.",
+                                      registry=registry)
         # Mirrors of the learner's own counters (they survive restarts in its checkpoint).
         self.nonfinite_steps = Gauge("hle_nonfinite_steps_skipped", "Train steps skipped by the numerical guard "
                                      "(a NaN or Inf loss or gradient), over the model's lineage.", registry=registry)
@@ -171,6 +187,21 @@ class Telemetry:
 
     def record_output_dropped(self) -> None:
         self.output_dropped.inc()
+
+    def record_fenced(self) -> None:
+        self.fenced.inc()
+
+    def record_skipped(self) -> None:
+        self.replica_skipped.inc()
+
+    def record_snapshot_published(self) -> None:
+        self.snapshot_published.set(time.time())
+
+    def record_snapshot_served(self, age_s: float, staleness_versions: int, swapped: bool) -> None:
+        self.snapshot_age.set(age_s)
+        self.snapshot_staleness.set(staleness_versions)
+        if swapped:
+            self.snapshot_swaps.inc()
 
     def record_corrupt_checkpoints(self, count: int) -> None:
         self.checkpoint_corruptions.inc(count)
