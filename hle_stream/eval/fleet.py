@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -236,3 +237,100 @@ def _first_line_after(lines: list[str], unix_time: float) -> int:
         if stamp >= unix_time:
             return index
     return len(lines)
+
+
+def _metric(text: str, name: str) -> float | None:
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def _predict_latencies(port: int, body: bytes, until) -> list[float]:
+    """Sequential ``POST /predict`` of one event, until ``until()``; each round trip in seconds."""
+    latencies = []
+    while not until():
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body,
+                                         headers={"Content-Type": "application/json"})
+        started = time.perf_counter()
+        try:
+            urllib.request.urlopen(request, timeout=30).read()
+        except OSError:
+            time.sleep(0.05)
+            continue
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.02)
+    return latencies
+
+
+def throughput_run(workdir: Path, events: int, replicas: int, seed: int = 0) -> dict:
+    """One trainer and ``replicas`` predictor replicas on a 4-partition topic holding ``events``
+    labelled events, all produced before the replicas start: the replicas' predicted events/s
+    together (from their first prediction to the last, so their group join is not counted),
+    snapshot staleness sampled from their /metrics while the trainer trains, and ``/predict``
+    latency on the first replica while the trainer trains and once it is idle."""
+    stream = labelled_stream(events, seed)
+    # checkpoints every 2 s: the lineage file, which tells when training is done, trails by at most that
+    trainer_args = ["--snapshot-every-seconds", "1", "--checkpoint-every-seconds", "2"]
+    with Fleet(workdir, topic=f"bench{replicas}", trainer_args=trainer_args) as fleet:
+        trainer = fleet.start_trainer("trainer")
+        fleet.wait(lambda: trainer.takeovers(), 60, "the trainer did not become active")
+        fleet.produce(stream)
+        produced_at = time.monotonic()
+        fleet.wait(lambda: fleet.trained(), 120, "the trainer learned nothing")  # so a first snapshot exists
+        members = [fleet.start_replica(f"replica-{i}") for i in range(1, replicas + 1)]
+        body = json.dumps({k: v for k, v in stream[0].items() if k not in ("label", "ts")}).encode()
+        ages, staleness, first, predicted_at, trained_at = [], [], None, None, None
+
+        def training_done() -> bool:
+            nonlocal trained_at
+            if trained_at is None and len(fleet.trained()) >= events:
+                trained_at = time.monotonic()
+            return trained_at is not None
+
+        def sample() -> bool:
+            nonlocal first, predicted_at
+            texts = [fleet.metrics(m) for m in members]
+            total = sum(_metric(t, 'hle_events_predicted_total{source="stream"}') or 0 for t in texts)
+            if not training_done():
+                ages.extend(_metric(t, "hle_snapshot_age_seconds") or 0 for t in texts)
+                staleness.extend(_metric(t, "hle_snapshot_staleness_versions") or 0 for t in texts)
+            if first is None and total > 0:
+                first = (time.monotonic(), total)
+            if predicted_at is None and total >= events:
+                predicted_at = time.monotonic()
+            return predicted_at is not None and training_done()
+
+        fleet.wait(lambda: all(_ready(m) for m in members), 120, "the replicas did not get ready")
+        latencies_training: list[float] = []
+        prober = threading.Thread(target=lambda: latencies_training.extend(
+            _predict_latencies(members[0].http_port, body, training_done)), daemon=True)
+        prober.start()
+        while not sample():
+            time.sleep(0.1)
+        prober.join(60)
+        latencies_idle = _predict_latencies(members[0].http_port, body, _after(len(latencies_training) or 50))
+        return {"replicas": replicas, "events": events,
+                "predicted_per_s": round((events - first[1]) / max(1e-9, predicted_at - first[0]), 1),
+                "trained_per_s": round(events / (trained_at - produced_at), 1),
+                "snapshot_age_s": _percentiles(ages), "snapshot_staleness_versions": _percentiles(staleness),
+                "predict_ms_while_training": _percentiles([x * 1000 for x in latencies_training]),
+                "predict_ms_idle": _percentiles([x * 1000 for x in latencies_idle])}
+
+
+def _ready(member: Member) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{member.http_port}/readyz", timeout=5).status == 200
+    except OSError:
+        return False
+
+
+def _after(count: int):
+    calls = iter(range(count + 1))
+    return lambda: next(calls) >= count
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
+    return {"n": len(values), "p50": pick(0.5), "p99": pick(0.99)}
