@@ -228,7 +228,7 @@ def test_every_rule_expression_parses_and_the_recorded_series_have_data(stack):
 
 def test_promtool_accepts_the_config_and_rules_and_the_alert_unit_tests_pass():
     promtool = _binary("promtool")
-    for args in (["check", "config", str(OPS / "prometheus.yml")],
+    for args in (["check", "config", str(OPS / "prometheus.yml")], ["check", "config", str(OPS / "prometheus-fleet.yml")],
                  ["check", "rules", str(OPS / "rules" / "hle-recording.yml"), str(OPS / "rules" / "hle-alerts.yml")],
                  ["test", "rules", str(OPS / "rules" / "hle-alerts.test.yml")]):
         done = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)

@@ -57,3 +57,25 @@ def test_the_compose_file_mounts_files_that_exist_and_scrapes_the_daemon_service
     assert compose["services"]["daemon"]["environment"]["HLE_HTTP_PORT"] == "8080"
     for rule_file in prometheus["rule_files"]:
         assert (OPS / rule_file).exists()
+
+
+def test_the_fleet_compose_file_runs_a_trainer_pair_two_replicas_and_a_store_all_scraped():
+    base = yaml.safe_load((OPS / "docker-compose.yml").read_text())["services"]
+    fleet = yaml.safe_load((OPS / "docker-compose.fleet.yml").read_text())["services"]
+    services = set(base) | set(fleet)
+    assert fleet["daemon"]["profiles"] == ["single"]  # the single daemon steps aside
+    trainers = {n: s for n, s in fleet.items() if s.get("entrypoint") == ["hle-stream", "run"]}
+    replicas = {n: s for n, s in fleet.items() if s.get("entrypoint") == ["hle-stream", "serve"]}
+    assert len(trainers) == 2 and len(replicas) == 2
+    stores = {s["command"][s["command"].index("--model-store") + 1] for s in [*trainers.values(), *replicas.values()]}
+    assert len(stores) == 1 and stores.pop().startswith("s3://")  # one shared model store
+    assert all(s["command"][s["command"].index("--role") + 1] == "trainer" for s in trainers.values())
+    for service in fleet.values():
+        assert set(service.get("depends_on", {})) <= services
+        for volume in service.get("volumes", []):
+            if volume.startswith("./"):
+                assert (OPS / volume.split(":")[0]).exists(), volume
+    scraped = {t for job in yaml.safe_load((OPS / "prometheus-fleet.yml").read_text())["scrape_configs"]
+               for t in job["static_configs"][0]["targets"]}
+    ports = {n: ("8081" if n in replicas else "8080") for n in [*trainers, *replicas]}
+    assert scraped == {f"{name}:{port}" for name, port in ports.items()}
