@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as checkpoints:
         settings = KafkaSettings(broker.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
         port = free_port()
+        # unlimited: the events are a backlog, and this measures the learner, not the compute budget
         config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=len(events), max_batch=BATCH,
+                              train_budget="unlimited",
                               http_port=port, report_every_seconds=1e9, metrics=metrics,
                               processing=ProcessingConfig(method=method, learner_config=learner_config))
         ensure_topics(settings, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
@@ -87,7 +90,14 @@ def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str
         for i in range(probe_requests):
             body = json.dumps({**probe, "id": f"probe-{i}"}).encode()
             tick = time.perf_counter()
-            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body), timeout=10).read()
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body),
+                                       timeout=10).read()
+            except urllib.error.HTTPError as err:  # 503: over the /predict CPU share; wait as told
+                if err.code != 503:
+                    raise
+                time.sleep(float(err.headers.get("Retry-After", "1")))
+                continue
             latencies.append(time.perf_counter() - tick)
         server.stop()
         return elapsed, latencies

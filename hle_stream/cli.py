@@ -9,11 +9,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+# Only names for help texts at module level: torch, kafka-python and the learner load inside the
+# command that needs them, so that every --help answers at once (benchmarks/startup.py).
 from hle_stream.core.config import METHODS
-from hle_stream.eval.bench.orchestrate import DataSource, run_all
 from hle_stream.eval.bench.presets import PRESETS
-from hle_stream.eval.bench.report import build_report, write_report
-from hle_stream.eval.bench.runner import RunSpec
 from hle_stream.eval.datasets import DATASETS, dataset_folder, load_dataset, save_npz
 from hle_stream.eval.streams import SCENARIOS
 
@@ -48,6 +47,10 @@ def bench(
     data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
 ) -> None:
     """Run scenarios × methods × seeds on an HLE stream and write a report per scenario."""
+    from hle_stream.eval.bench.orchestrate import DataSource, run_all
+    from hle_stream.eval.bench.report import build_report, write_report
+    from hle_stream.eval.bench.runner import RunSpec
+
     if (dataset is None) == (data is None):
         raise typer.BadParameter("give exactly one of --dataset or --data")
     if dataset is not None and dataset not in DATASETS:
@@ -68,7 +71,7 @@ def bench(
                   console=console) as bar:
         tasks = {spec: bar.add_task(f"{spec.scenario} {spec.method} seed {spec.seed}", total=None) for spec in specs}
 
-        def show(spec: RunSpec, position: int, total: int) -> None:
+        def show(spec: "RunSpec", position: int, total: int) -> None:
             bar.update(tasks[spec], completed=position, total=total)
             if position >= total:  # also visible where the bar is not (a log file, CI)
                 console.print(f"finished {spec.scenario} {spec.method} seed {spec.seed}")
@@ -164,6 +167,8 @@ def run(
     role: Annotated[str, typer.Option(help="single: one daemon per group (it locks its checkpoint directory). trainer: one active trainer per group, every other member a hot standby that takes over when it dies (needs a shared --model-store).", envvar="HLE_ROLE")] = "single",
     model_store: Annotated[Optional[str], typer.Option(help="Where checkpoints and serving snapshots live, shared by trainers and predictor replicas: a directory or s3://bucket/prefix (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...). Default: --checkpoint-dir, no snapshots.", envvar="HLE_MODEL_STORE")] = None,
     snapshot_every_seconds: Annotated[float, typer.Option(help="With --model-store: publish a serving snapshot for predictor replicas this often.", envvar="HLE_SNAPSHOT_EVERY_SECONDS", min=0.0)] = 5.0,
+    train_budget: Annotated[str, typer.Option(help="Gradient steps the daemon may take: auto (train on less while the consumer lag passes 2 s of events, so that predictions keep up with the stream), unlimited (every labelled event, however far behind), or a number of steps per second. Skipped events are still predicted and enter the replay memory.", envvar="HLE_TRAIN_BUDGET")] = "auto",
+    torch_threads: Annotated[int, typer.Option(help="Threads torch computes with (0: one per core, less one for Kafka I/O and HTTP).", envvar="HLE_TORCH_THREADS", min=0)] = 0,
     no_predictions: Annotated[bool, typer.Option("--no-predictions", help="Publish no predictions (predictor replicas do); prequential accuracy is still measured.", envvar="HLE_NO_PREDICTIONS")] = False,
 ) -> None:
     """Run the daemon: consume events, predict every one, learn from the labelled ones, checkpoint, commit.
@@ -175,6 +180,9 @@ def run(
     import signal
     import sys
 
+    import torch
+
+    from hle_stream.core.device import default_torch_threads
     from hle_stream.service.checkpoint import (
         CheckpointDirLockedError,
         IncompatibleCheckpointError,
@@ -203,6 +211,7 @@ def run(
     if sys.stderr.isatty():  # someone is watching: live progress
         daemon_config = dataclasses.replace(daemon_config,
                                             report_every_seconds=min(daemon_config.report_every_seconds, 2.0))
+    torch.set_num_threads(daemon_config.torch_threads or default_torch_threads())
     try:
         if daemon_config.http_port is not None:
             require_auth_off_loopback(daemon_config.http_host, daemon_config.http)
@@ -472,11 +481,11 @@ _debug = False
 
 def main() -> None:
     """The ``hle-stream`` entry point: a mistake a user can fix is one line and an exit code."""
-    from hle_stream.user_errors import one_line
-
     try:
         app()
     except Exception as err:
+        from hle_stream.user_errors import one_line
+
         known = one_line(err)
         if known is None or _debug:
             raise

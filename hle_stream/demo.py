@@ -59,8 +59,10 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
         # Tansu holds a group join for half the session timeout: keep it short on the local broker.
         kafka = KafkaSettings(running.bootstrap_servers, session_timeout_ms=2000, heartbeat_interval_ms=500)
         port = free_port()
+        # the whole dataset lands in the topic at once (a backlog, not a live stream): learn from
+        # every event, as a backfill of history would, rather than skip training to catch up
         config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=total, http_port=port,
-                              report_every_seconds=settings.report_every_seconds,
+                              report_every_seconds=settings.report_every_seconds, train_budget="unlimited",
                               processing=ProcessingConfig(method=settings.method, learner_config=LearnerConfig(
                                   memory_size=500, batch_size=16)))
         ensure_topics(kafka, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})

@@ -113,11 +113,14 @@ class HierarchicalLearner:
         self._pending: list[tuple[torch.Tensor, torch.Tensor, int, int, int]] = []
 
     # -- learning ---------------------------------------------------------------------------
-    def observe(self, x: torch.Tensor, labels: Sequence[str], ids: Sequence[int] | None = None) -> None:
+    def observe(self, x: torch.Tensor, labels: Sequence[str], ids: Sequence[int] | None = None,
+                train: bool = True) -> None:
         """Learn from labelled samples ``x`` (first dim = batch) with label paths ``labels``.
 
         Every path is validated first, so a malformed label rejects the batch before any of
-        it is learned (``LabelPathError``).
+        it is learned (``LabelPathError``). ``train=False`` (a compute budget): the samples
+        grow the label tree and go through the memory's insertion rule, but take no gradient
+        step; new classes still enter the memory at once and are replayed by later steps.
         """
         self.tree.check_all(labels)
         for i, label in enumerate(labels):
@@ -126,6 +129,9 @@ class HierarchicalLearner:
             sample_id = int(ids[i]) if ids is not None else self.seen
             self.seen += 1
             item = (x[i], targets, level, bin_id, sample_id)
+            if not train:
+                self._remember(*item)
+                continue
             if self.config.insert_before_training:
                 self._remember(*item)
             self._pending.append(item)
@@ -318,11 +324,13 @@ class HierarchicalLearner:
         return prediction_paths(self.tree, self.predict_proba(x), x.shape[0], threshold)
 
     def predict_then_learn(self, x: torch.Tensor, labels: Sequence[str | None], ids: Sequence[int] | None = None,
-                           on_predicted: Callable[[list[torch.Tensor]], None] | None = None) -> list[torch.Tensor]:
+                           on_predicted: Callable[[list[torch.Tensor]], None] | None = None,
+                           train: bool = True) -> list[torch.Tensor]:
         """The prequential step, shared by the benchmark, the daemon and the speed benchmarks:
         predict every row with the model as it is, hand the probabilities to ``on_predicted``
         (scoring, answers: before the tree grows), then learn from the labelled rows (``None``
-        labels are only predicted). Returns the probabilities; errors of learning propagate."""
+        labels are only predicted; ``train`` as in ``observe``). Returns the probabilities;
+        errors of learning propagate."""
         probabilities = self.predict_proba(x)
         if on_predicted is not None:
             on_predicted(probabilities)
@@ -330,7 +338,7 @@ class HierarchicalLearner:
         if labelled:
             rows = x if len(labelled) == len(labels) else x[labelled]
             self.observe(rows, [labels[i] for i in labelled],
-                         None if ids is None else [ids[i] for i in labelled])
+                         None if ids is None else [ids[i] for i in labelled], train=train)
         return probabilities
 
     def predictor(self, previous: Predictor | None = None) -> Predictor:

@@ -30,6 +30,7 @@ from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
 from hle_stream.service.serving import HttpLimits
 from hle_stream.service.snapshots import publish_snapshot
 from hle_stream.service.telemetry import Telemetry
+from hle_stream.service.train_budget import TrainBudget
 from hle_stream.service.trainer_lease import TrainerLease
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class DaemonConfig:
     model_store: str | None = None  # a directory or s3://bucket/prefix; None: checkpoint_dir
     snapshot_every_seconds: float = 5.0  # serving snapshots for predictor replicas (with a model store)
     publish_predictions: bool = True  # False: a trainer beside a predictor fleet (it still scores itself)
+    train_budget: str = "auto"  # auto, unlimited or steps per second (hle_stream.service.train_budget)
+    torch_threads: int = 0  # 0: hle_stream.core.device.default_torch_threads (set by the command, per process)
 
 
 class FinalCheckpointFailed(RuntimeError):
@@ -130,6 +133,7 @@ class Daemon:
         self._snapshot_published_version: int | None = None
         self._source: Source | None = None
         self._unsaved = 0  # events consumed since the last checkpoint
+        self.budget = TrainBudget(config.train_budget)
         self._stop = False
         self._last_reported = -1
         self.lock = threading.Lock()  # held while a micro-batch is processed (/classes reads under it)
@@ -243,8 +247,7 @@ class Daemon:
                 records = self._poll(source)
                 if records is None:
                     continue
-                with self.lock:
-                    self.processor.process(records)
+                self._process(source, records)
                 self._after_batch(source, sink, records, serving)
                 self._unsaved += len(records)
                 if self._unsaved and (self._unsaved >= cfg.checkpoint_every_events
@@ -269,6 +272,21 @@ class Daemon:
         if not final_ok:
             raise FinalCheckpointFailed("the final checkpoint could not be written; the last one on disk stands, "
                                         "and the events after it will be learned again on restart")
+
+    def _process(self, source: Source, records: list[Record]) -> None:
+        """One micro-batch, trained on or only predicted and remembered as the budget says."""
+        learner = self.processor.learner
+        steps_before = learner.steps if learner is not None else 0
+        lag = source.lag(self.processor.next_offsets) if records else None
+        train = self.budget.should_train(len(records), sum(lag.values()) if lag else None)
+        with self.lock:
+            self.processor.process(records, train=train)
+        learner = self.processor.learner
+        steps = learner.steps if learner is not None else 0
+        if train and learner is not None:
+            self.budget.spent(steps - steps_before)
+        if self.telemetry is not None:
+            self.telemetry.record_budget(self.budget.in_force, steps)
 
     def _poll(self, source: Source) -> list[Record] | None:
         cfg = self.config

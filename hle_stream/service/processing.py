@@ -80,7 +80,9 @@ class MicroBatchProcessor:
     def tree(self) -> LabelTree:
         return self.learner.tree if self.learner else self._no_classes_yet
 
-    def process(self, records: Iterable[Record]) -> None:
+    def process(self, records: Iterable[Record], train: bool = True) -> None:
+        """``train=False`` (the daemon's compute budget): the labelled events are predicted and
+        remembered, but no gradient step is taken for them."""
         events, sources = [], []
         for record in records:
             self.consumed += 1
@@ -104,7 +106,7 @@ class MicroBatchProcessor:
             for record in sources:
                 self._dead_letter(record, "internal_error", f"prediction failed: {type(err).__name__}: {err}")
             return
-        self._predict_then_learn(events, sources, x)
+        self._predict_then_learn(events, sources, x, train)
 
     # -- admission: parse, then the checks that need the batch or the model ------------------
     def _admit(self, record: Record, batch: list[Event]) -> Event:
@@ -163,7 +165,7 @@ class MicroBatchProcessor:
         return [e for e, _ in kept], [r for _, r in kept]
 
     # -- test, then train ------------------------------------------------------------------
-    def _predict_then_learn(self, events: list[Event], sources: list[Record], x: torch.Tensor) -> None:
+    def _predict_then_learn(self, events: list[Event], sources: list[Record], x: torch.Tensor, train: bool) -> None:
         """The learner's prequential step; a failure before the answers are out dead-letters the
         batch, a failure of learning only the labelled events (their answers stand)."""
         labels = [e.label or None for e in events]
@@ -176,9 +178,9 @@ class MicroBatchProcessor:
 
         learned = labelled
         try:
-            self.learner.predict_then_learn(x, labels, on_predicted=answer)
+            self.learner.predict_then_learn(x, labels, on_predicted=answer, train=train)
         except LabelPathError:  # nothing learned (the batch is checked first), e.g. the class cap reached inside it
-            learned = [i for i in labelled if self._learn_one(x[i:i + 1], events[i], sources[i])]
+            learned = [i for i in labelled if self._learn_one(x[i:i + 1], events[i], sources[i], train)]
         except Exception as err:
             stage = "learning" if "answered" in clock else "prediction"
             log.exception("internal error in %s of a batch of %d events", stage, len(events))
@@ -191,11 +193,15 @@ class MicroBatchProcessor:
         if self.lineage is not None:
             self.lineage.record(events[i].id for i in learned)
         if self.telemetry is not None and labelled:
-            self.telemetry.record_training(len(learned), time.perf_counter() - clock.get("answered", clock["started"]))
+            seconds = time.perf_counter() - clock.get("answered", clock["started"])
+            if train:
+                self.telemetry.record_training(len(learned), seconds)
+            else:
+                self.telemetry.record_remembered_only(len(learned))
 
-    def _learn_one(self, x: torch.Tensor, event: Event, record: Record) -> bool:
+    def _learn_one(self, x: torch.Tensor, event: Event, record: Record, train: bool) -> bool:
         try:
-            self.learner.observe(x, [event.label])
+            self.learner.observe(x, [event.label], train=train)
             return True
         except LabelPathError as err:
             self._dead_letter(record, "bad_label", str(err))

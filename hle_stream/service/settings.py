@@ -19,6 +19,7 @@ from hle_stream.core.config import LearnerConfig
 from hle_stream.service.daemon import ROLES, DaemonConfig
 from hle_stream.service.processing import ProcessingConfig
 from hle_stream.service.serving import HttpLimits
+from hle_stream.service.train_budget import parse_budget
 
 TARGETS: dict[str, type] = {"kafka": KafkaSettings, "daemon": DaemonConfig, "processing": ProcessingConfig,
                             "learner": LearnerConfig, "http": HttpLimits}
@@ -57,6 +58,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "model_store": ("daemon", "model_store"),
     "snapshot_every_seconds": ("daemon", "snapshot_every_seconds"),
     "no_predictions": ("daemon", "publish_predictions"),
+    "train_budget": ("daemon", "train_budget"),
+    "torch_threads": ("daemon", "torch_threads"),
     "method": ("processing", "method"),
     "input_shape": ("processing", "input_shape"),
     "input_dtype": ("processing", "input_dtype"),
@@ -96,6 +99,13 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def _checked(parse: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return parse(value)
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+
+
 def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     if value not in allowed:
         raise SettingsError(f"{option} {value!r}: one of {', '.join(allowed)}")
@@ -115,6 +125,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "no_metrics": lambda off: not off,
     "no_predictions": lambda off: not off,
     "role": lambda role: _choice(role, ROLES, "--role"),
+    "train_budget": lambda text: _checked(parse_budget, str(text)),
     "http_token": lambda token: token or None,
     "input_shape": _shape,
     "input_dtype": _dtype,

@@ -119,6 +119,16 @@ class Telemetry:
         self.output_dropped = Counter("hle_output_dropped_total",
                                       "Output records Kafka refused as too large (permanent; never retried).",
                                       registry=registry)
+        # The compute budget (--train-budget)
+        self.skipped_training = Counter("hle_events_skipped_training_total", "Labelled events predicted and "
+                                        "remembered without a gradient step, to keep up with the stream.",
+                                        registry=registry)
+        self.train_steps_rate = Gauge("hle_train_steps_per_second", f"Gradient steps per second over the last "
+                                      f"{THROUGHPUT_WINDOW_S:.0f} s or more.", registry=registry)
+        self.train_budget = Gauge("hle_train_budget", "The budget in force: the share of labelled micro-batches "
+                                  "trained on (auto, unlimited), or gradient steps per second (a fixed budget).",
+                                  registry=registry)
+        self._steps_window_start, self._steps_at_window_start = time.monotonic(), None
         # Scale-out: a trainer with standbys, serving snapshots, predictor replicas.
         self.trainer_active = Gauge("hle_trainer_active", "1 while this trainer holds the input partitions and "
                                     "may write the model store; 0 while a standby.", registry=registry)
@@ -173,6 +183,20 @@ class Telemetry:
     def record_training(self, count: int, seconds: float) -> None:
         self.trained.inc(count)
         self.train_seconds.observe(seconds)
+
+    def record_remembered_only(self, count: int) -> None:
+        self.trained.inc(count)
+        self.skipped_training.inc(count)
+
+    def record_budget(self, in_force: float, steps: int) -> None:
+        """Once per micro-batch: the budget in force, and the model's step count (for steps/s)."""
+        self.train_budget.set(in_force)
+        now = time.monotonic()
+        if self._steps_at_window_start is None:
+            self._steps_window_start, self._steps_at_window_start = now, steps
+        elif now - self._steps_window_start >= THROUGHPUT_WINDOW_S:
+            self.train_steps_rate.set((steps - self._steps_at_window_start) / (now - self._steps_window_start))
+            self._steps_window_start, self._steps_at_window_start = now, steps
 
     def record_drift(self, level: int) -> None:
         self.drift.labels(str(level)).inc()
