@@ -9,7 +9,7 @@ shapes and dtypes, broken base64, deep nesting, truncated or bit-flipped bytes, 
 tombstones, duplicate ids. They go through ``MicroBatchProcessor`` in micro-batches of 64 with
 an in-memory sink; every so often a fresh processor starts, so that fuzzed records also arrive
 first (when they would fix the model's input). After every batch it checks: no exception
-escaped, every record ended as exactly one prediction or dead letter, every output is strict
+escaped, every record ended as exactly one prediction, dead letter or label join, every output is strict
 JSON, every weight is finite. It prints one JSON line; ``tests/test_fuzz.py`` runs it small.
 """
 
@@ -155,6 +155,11 @@ class Fuzzer:
         return json.dumps(self.any_json()).encode()
 
 
+def _joined(processor: MicroBatchProcessor) -> int:
+    """Label events that ended in a join outcome (the expired and unknown ones are dead letters)."""
+    return sum(n for outcome, n in processor.label_outcomes.items() if outcome not in ("expired", "unknown"))
+
+
 def fuzz(records: int, seed: int, batch: int = 64, fresh_every: int = 2048) -> dict:
     torch.manual_seed(seed)
     fuzzer = Fuzzer(seed)
@@ -180,7 +185,7 @@ def fuzz(records: int, seed: int, batch: int = 64, fresh_every: int = 2048) -> d
             except Exception:
                 parser_escapes += 1
                 failures.append(traceback.format_exc(limit=3))
-        before = (len(sink.predictions), len(sink.dead_letters))
+        before = (len(sink.predictions), len(sink.dead_letters), _joined(processor))
         try:
             processor.process([RawRecord("fuzz", 0, start + i, v) for i, v in enumerate(values)])
         except Exception:
@@ -189,7 +194,8 @@ def fuzz(records: int, seed: int, batch: int = 64, fresh_every: int = 2048) -> d
             continue
         new_predictions = sink.predictions[before[0]:]
         new_dead = sink.dead_letters[before[1]:]
-        outputs_missing += abs(len(values) - len(new_predictions) - len(new_dead))
+        joined = _joined(processor) - before[2]  # label events with a join outcome and no output
+        outputs_missing += abs(len(values) - len(new_predictions) - len(new_dead) - joined)
         predicted += len(new_predictions)
         reasons.update(reason for _, reason, _ in new_dead)
         for document in new_predictions:

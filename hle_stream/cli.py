@@ -45,6 +45,7 @@ def bench(
     out: Annotated[Path, typer.Option(help="Output folder (report.json, report.md, accuracy.png).")] = Path("bench-out"),
     jobs: Annotated[int, typer.Option(help="Runs in parallel (each gets cores/jobs threads).", min=1)] = 1,
     data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
+    label_delay: Annotated[int, typer.Option(help="Labels arrive this many events after their samples: each sample is predicted (and scored) on arrival and learned when its label comes (0: with it).", min=0)] = 0,
 ) -> None:
     """Run scenarios × methods × seeds on an HLE stream and write a report per scenario."""
     from hle_stream.eval.bench.orchestrate import DataSource, run_all
@@ -66,7 +67,7 @@ def bench(
     if dataset is not None:
         dataset_folder(dataset, data_root)  # missing files: one line now, not after the progress bars
     source = DataSource(dataset, data, data_root)
-    specs = [RunSpec(sc, m, s) for sc in scenarios for m in method_names for s in seed_values]
+    specs = [RunSpec(sc, m, s, label_delay) for sc in scenarios for m in method_names for s in seed_values]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         tasks = {spec: bar.add_task(f"{spec.scenario} {spec.method} seed {spec.seed}", total=None) for spec in specs}
@@ -79,7 +80,7 @@ def bench(
         runs = run_all(source, preset, specs, jobs, show)
     for sc in scenarios:
         config = {"dataset": dataset or str(data), "scenario": sc, "methods": method_names, "seeds": seed_values,
-                  "preset": preset, "preset_settings": vars(PRESETS[preset]) | {"learner_config": vars(PRESETS[preset].learner_config)}}
+                  "label_delay": label_delay, "preset": preset, "preset_settings": vars(PRESETS[preset]) | {"learner_config": vars(PRESETS[preset].learner_config)}}
         target = out / sc if len(scenarios) > 1 else out
         paths = write_report(build_report([r for r in runs if r["scenario"] == sc], config), target)
         typer.echo(paths[1].read_text())
@@ -143,6 +144,8 @@ def run(
     max_message_bytes: Annotated[int, typer.Option(help="Larger input values are dead-lettered (too_large).", envvar="HLE_MAX_MESSAGE_BYTES", min=1)] = 4 << 20,
     max_abs_feature: Annotated[float, typer.Option(help="Float features beyond ± this are dead-lettered (out_of_range): huge values would turn the weights to NaN.", envvar="HLE_MAX_ABS_FEATURE", min=0.0)] = 1e6,
     dedupe_window: Annotated[int, typer.Option(help="A record whose id is among this many latest ids with features is dead-lettered (duplicate_id); 0: off.", envvar="HLE_DEDUPE_WINDOW", min=0)] = 100_000,
+    join_window: Annotated[int, typer.Option(help="Keep the features of this many latest events for a label event ({\"id\", \"label\"} without features) that comes later, or refines the label; 0: no label events (such a record is dead-lettered as missing_field).", envvar="HLE_JOIN_WINDOW", min=0)] = 10_000,
+    join_max_age_seconds: Annotated[float, typer.Option(help="... and for at most this long; a later label is dead-lettered as label_expired.", envvar="HLE_JOIN_MAX_AGE_SECONDS", min=0.0)] = 3600.0,
     max_output_bytes: Annotated[int, typer.Option(help="Every record written fits this (keep it at or below the output topics' max.message.bytes); a dead letter's copy of the input is cut to fit.", envvar="HLE_MAX_OUTPUT_BYTES", min=16_384)] = 1_000_000,
     trained_ids_log: Annotated[Optional[Path], typer.Option(help="Keep a file of the event ids in the model's lineage (one line per labelled event).", envvar="HLE_TRAINED_IDS_LOG")] = None,
     http_token: Annotated[Optional[str], typer.Option(help="Bearer token that /predict, /classes and /metrics require; needed when --http-host is not loopback.", envvar="HLE_HTTP_TOKEN")] = None,
@@ -361,6 +364,9 @@ def produce(
     partitions: Annotated[int, typer.Option(help="Partitions if the topic must be created.", min=1)] = 1,
     data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
     jsonl: Annotated[Optional[str], typer.Option(help="Send your own events instead: a file of JSON lines, one event of the contract per line ('-': standard input).")] = None,
+    label_delay: Annotated[int, typer.Option(help="Send each label as a label event (id and label, no features) this many events after its event (0: labels travel with their events).", min=0)] = 0,
+    label_jitter: Annotated[int, typer.Option(help="With --label-delay: each label comes up to this many events earlier or later.", min=0)] = 0,
+    refine: Annotated[bool, typer.Option("--refine", help="With --label-delay: each event goes out with its coarsest label, and its full label follows as a label event (a refinement the daemon joins by id).")] = False,
 ) -> None:
     """Stream a dataset into a topic following an HLE schedule (the producer simulation), or your
     own events from a JSON-lines file (--jsonl)."""
@@ -368,7 +374,7 @@ def produce(
     from connectors.settings import KafkaSettings
     from connectors.topics import ensure_topics
     from hle_stream.eval.producer_sim import produce as send_events
-    from hle_stream.eval.producer_sim import simulated_event_count, simulated_events
+    from hle_stream.eval.producer_sim import simulated_event_count, simulated_events, with_delayed_labels
 
     if scenario not in SCENARIOS:
         raise typer.BadParameter(f"unknown scenario {scenario}; choose from {', '.join(SCENARIOS)}")
@@ -382,6 +388,11 @@ def produce(
     ensure_topics(settings, {topic: partitions})
     stream = simulated_events(ds, scenario, seed, events, unlabelled_fraction)
     total = simulated_event_count(ds, scenario, seed, events)
+    if refine and not label_delay:
+        raise typer.BadParameter("--refine sends the full labels later: give --label-delay too")
+    if label_delay:  # every label event is one more record; the count is the upper bound
+        stream = with_delayed_labels(stream, label_delay, label_jitter, refine, seed)
+        total *= 2
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task(f"producing to {topic}", total=total)

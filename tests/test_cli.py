@@ -264,3 +264,15 @@ def test_the_demo_with_prometheus_gets_its_series_scraped(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
     assert scraped, "Prometheus never had the daemon's series"
     assert process.returncode == 0 and "demo finished" in out, err[-2000:]
+
+
+def test_bench_with_late_labels_predicts_on_arrival_and_learns_when_the_label_comes(tmp_path):
+    done = _hle_stream("bench", "--dataset", "synthetic", "--methods", "er", "--preset", "quick",
+                       "--label-delay", "1000", "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    run = report["results"]["er"]["0"]
+    assert report["config"]["label_delay"] == run["label_delay"] == 1000
+    assert {"1", "2"} <= set(run["levels"])  # level 3's labels may all come after the stream's end
+    assert all(0.0 <= row["a_auc"] <= 1.0 for row in run["levels"].values())
+    assert "labels 1000 events late" in (tmp_path / "report.md").read_text()

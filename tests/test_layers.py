@@ -60,5 +60,5 @@ def test_outside_the_core_a_learner_is_used_only_through_its_public_face():
 
 
 def test_the_public_face_exists():
-    learner_attributes = set(dir(HierarchicalLearner)) | {"config", "device", "tree", "steps"}  # set in __init__
+    learner_attributes = set(dir(HierarchicalLearner)) | {"config", "device", "tree", "steps", "seen"}  # set in __init__
     assert PUBLIC_FACE <= learner_attributes

@@ -25,6 +25,15 @@ def test_ten_sigkills_over_twenty_thousand_events_lose_nothing_and_train_nothing
     assert result["final_exit_code"] == 0
 
 
+def test_sigkills_between_events_and_their_delayed_labels_lose_no_join_and_train_nothing_twice(broker, tmp_path):
+    result = faults.kill_run(broker, tmp_path, events=6_000, kills=4, seed=1, label_delay=500)
+    print(result)
+    assert result["labels_not_joined"] == 0  # the join store came back with every checkpoint
+    assert result["lost"] == 0 and result["trained_twice"] == 0 and result["trained_unknown"] == 0
+    assert result["lineage_length"] == result["model_seen"] == 6_000
+    assert result["predictions_missing"] == 0 and result["final_exit_code"] == 0
+
+
 def test_thousands_of_malformed_records_are_all_dead_lettered_and_no_valid_event_is_lost(broker, tmp_path):
     result = faults.malformed_run(broker, tmp_path, valid=3000, per_kind=500, seed=0)
     print(result)

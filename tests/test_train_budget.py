@@ -112,3 +112,16 @@ def test_a_daemon_with_a_tiny_budget_predicts_and_remembers_every_event_but_step
     assert budgeted.learner.steps < unlimited.learner.steps
     trained = (tmp_path / "0.001.log").read_text().split()
     assert len(trained) == len(set(trained)) == 96  # in the model's lineage: remembered, once
+
+
+def test_an_unlimited_budget_trains_bit_for_bit_as_the_learner_alone(tmp_path):
+    daemon, _ = _run_daemon(tmp_path, "unlimited")
+    alone = HierarchicalLearner(LearnerConfig(memory_size=16, batch_size=4, device="cpu"), (4,), torch.float32)
+    documents = [json.loads(v) for v in _events(96)]
+    for start in range(0, 96, 8):  # the daemon's micro-batches (--max-batch 8)
+        chunk = documents[start:start + 8]
+        alone.predict_then_learn(torch.tensor([d["x"] for d in chunk], dtype=torch.float32),
+                                 [d["label"] for d in chunk])
+    assert daemon.learner.steps == alone.steps
+    for (name, mine), theirs in zip(daemon.learner.net.state_dict().items(), alone.net.state_dict().values()):
+        assert torch.equal(mine, theirs), name

@@ -46,8 +46,8 @@ class HostStager:
 
 def default_torch_threads(cores: int | None = None) -> int:
     """Intra-op threads for a daemon: one per core, less one left to Kafka's I/O, the HTTP server
-    and a broker beside it. On 2 cores, 1 thread learned as fast in process as 2 (129.9 vs 125.0
-    events/s for the small CNN) and kept the Kafka path at 1.0x its in-process rate, where 2
-    threads fell to 0.76x (benchmarks/README.md)."""
+    and a broker beside it. On 2 cores, through Kafka, 1 thread learned 110.4 events/s and 2
+    threads 93.8 (the small CNN; in process, alone, 2 threads are faster: 163.5 vs 124.0;
+    benchmarks/README.md)."""
     cores = cores or os.cpu_count() or 1
     return max(1, cores - 1)

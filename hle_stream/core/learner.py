@@ -55,8 +55,8 @@ class LearnerStats:
 
 
 PUBLIC_FACE = frozenset({
-    "observe", "predict_proba", "predict", "predict_paths", "predict_then_learn", "predictor", "check_input",
-    "input_spec", "stats", "finite", "state_dict", "from_state_dict", "config", "device", "tree", "steps",
+    "observe", "relabel", "predict_proba", "predict", "predict_paths", "predict_then_learn", "predictor", "check_input",
+    "input_spec", "stats", "finite", "state_dict", "from_state_dict", "config", "device", "tree", "steps", "seen",
 })
 
 
@@ -64,8 +64,8 @@ class HierarchicalLearner:
     """Observe labelled batches, predict per-level probabilities.
 
     ``PUBLIC_FACE`` names the only part used outside ``hle_stream.core`` (a test reads every
-    module's attribute uses to hold to it); ``config``, ``device``, ``tree`` and ``steps`` are
-    read-only there.
+    module's attribute uses to hold to it); ``config``, ``device``, ``tree``, ``steps`` and
+    ``seen`` are read-only there.
 
     Examples
     --------
@@ -138,6 +138,20 @@ class HierarchicalLearner:
             self._updates += self.config.online_iter
             if len(self._pending) >= self.config.stream_batch_size:
                 self._train_on_pending()
+
+    def relabel(self, sample_id: int, label: str) -> bool:
+        """A finer label for a sample learned earlier (``sample_id`` as given to ``observe``, or
+        its position in the stream): the label tree grows, and if the sample sits in the replay
+        memory its stored label is upgraded in place, so that replay teaches the finer level and
+        the memory is balanced by the new label. False when the sample is not in the memory."""
+        self.tree.check_all([label])
+        self._register(label)
+        slot = self.memory.slot_of(sample_id)
+        if slot is None:
+            return False
+        targets, level, bin_id = self._encode(label)
+        self.memory.relabel(slot, targets.to(self.device), level, bin_id)
+        return True
 
     def _register(self, label: str) -> None:
         for new in self.tree.add(label):

@@ -79,6 +79,21 @@ class ReplayMemory:
         if slot == self.size:
             self.size += 1
 
+    def slot_of(self, sample_id: int) -> int | None:
+        """The slot holding ``sample_id``, or ``None`` when it is not in the memory."""
+        found = (self.sample_id[: self.size] == sample_id).nonzero().flatten()
+        return int(found[0]) if found.numel() else None
+
+    def relabel(self, slot: int, targets: torch.Tensor, level: int, bin_id: int) -> None:
+        """A finer label for the sample in ``slot``: its targets, level and bin change (so the
+        balance of the bins follows the new label); its importance and pseudo-labels below the
+        new level stay, those at levels it now has a true label for are cleared."""
+        self.targets[slot] = targets
+        self.level[slot] = level
+        self.bin[slot] = bin_id
+        self.pseudo[slot, :level] = -1
+        self.pseudo_bins[slot, :level] = -1
+
     def remove(self, slots: torch.Tensor) -> torch.Tensor:
         """Drop ``slots`` and close the gaps, keeping the others in order; returns, for each new
         slot, the old slot it came from (to move per-slot state held elsewhere)."""

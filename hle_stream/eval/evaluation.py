@@ -144,12 +144,16 @@ class PrequentialAccuracy:
         self.anytime: dict[int, list[float]] = {}  # level -> [sum of rolling accuracies, count]
         self.per_class: dict[tuple[int, int], list[int]] = {}  # (level, class index) -> [correct, seen]
 
-    def update(self, tree: LabelTree, labels: Sequence[str], predictions: list[torch.Tensor]) -> list[Outcome]:
-        """Score a batch; returns each (sample, level) outcome for drift detection."""
+    def update(self, tree: LabelTree, labels: Sequence[str], predictions: list[torch.Tensor],
+               from_level: int = 1) -> list[Outcome]:
+        """Score a batch at the levels ``from_level`` and below (a refined label scores only the
+        levels it adds); returns each (sample, level) outcome for drift detection."""
         guesses = [p.tolist() for p in predictions]
         outcomes = []
         for i, label in enumerate(labels):
             for level, prefix in enumerate(_prefixes(label), start=1):
+                if level < from_level:
+                    continue
                 truth = tree.locate(prefix)[1] if prefix in tree else -1
                 guess = guesses[level - 1][i] if level <= len(guesses) else -2
                 self._score(level, truth, guess)

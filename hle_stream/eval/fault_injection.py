@@ -45,7 +45,7 @@ from connectors.broker import LocalBroker, free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.eval.datasets.synthetic import make_synthetic
-from hle_stream.eval.producer_sim import simulated_events
+from hle_stream.eval.producer_sim import simulated_events, with_delayed_labels
 from hle_stream.service.checkpoint import decode
 
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
@@ -167,14 +167,16 @@ def _corrupt_newest_checkpoint(run: DaemonRun) -> bool:
 
 
 def kill_run(broker: LocalBroker, workdir: Path, events: int, kills: int, seed: int = 0,
-             corrupt_at: int | None = None) -> dict:
+             corrupt_at: int | None = None, label_delay: int = 0) -> dict:
     """SIGKILL the daemon ``kills`` times at random moments while it learns ``events`` events;
-    before restart number ``corrupt_at`` the newest checkpoint is corrupted."""
+    before restart number ``corrupt_at`` the newest checkpoint is corrupted. With ``label_delay``
+    each label comes as a label event that many events (± a tenth) after its features."""
     rng = random.Random(seed)
-    run = DaemonRun(broker, workdir, f"kills-{seed}",
+    run = DaemonRun(broker, workdir, f"kills-{seed}-{label_delay}",
                     ["--checkpoint-every-events", "300", "--checkpoint-every-seconds", "1", "--memory-size", "128"])
     stream = labelled_stream(events, seed)
-    run.produce([json.dumps(e).encode() for e in stream])
+    records = with_delayed_labels(stream, label_delay, label_delay // 10, seed=seed) if label_delay else stream
+    run.produce([json.dumps(e).encode() for e in records])
     started = time.monotonic()
     corrupted = 0
     for kill in range(kills):
@@ -192,6 +194,7 @@ def kill_run(broker: LocalBroker, workdir: Path, events: int, kills: int, seed: 
         "events": events, "kills": kills, "seconds": round(time.monotonic() - started, 1), "final_exit_code": code,
         **_accounting(run, stream),
         "model_seen": run.last_checkpoint()["learner"]["counters"]["seen"],
+        "labels_not_joined": sum(d["reason"].startswith("label_") for d in run.read(run.dead_letters, 0, timeout=10)),
         "checkpoints_corrupted": corrupted,
         "checkpoints_recovered": (workdir / "daemon.log").read_text().count("recovered from"),
     }

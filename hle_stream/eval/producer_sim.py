@@ -2,11 +2,14 @@
 
 It follows the benchmark's stream for (dataset, scenario, seed), so the daemon sees labels grow
 finer exactly as the benchmark's learner does. ``unlabelled_fraction`` of the events go out
-without their label, to exercise pure prediction.
+without their label, to exercise pure prediction. ``with_delayed_labels`` sends labels as label
+events (``{"id", "label"}``) some events after their features, and, with ``refine``, sends
+each event with its coarsest label and the full label later: the daemon then joins them by id.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from typing import Callable, Iterable, Iterator
@@ -33,6 +36,30 @@ def simulated_events(
         if rng.random() >= unlabelled_fraction:
             event["label"] = str(label)
         yield event
+
+
+def with_delayed_labels(events: Iterable[dict], delay: int, jitter: int = 0, refine: bool = False,
+                        seed: int = 0) -> Iterator[dict]:
+    """``events`` with each label sent as a label event ``delay`` (± ``jitter``, at least 1)
+    events later. With ``refine``, an event whose label has several levels keeps its coarsest
+    label and the full one follows as the label event (a single-level label stays with it)."""
+    rng = np.random.default_rng(seed + 2)
+    waiting: list[tuple[int, int, dict]] = []  # (due position, tie-breaker, label event)
+    for position, event in enumerate(events):
+        while waiting and waiting[0][0] <= position:
+            yield heapq.heappop(waiting)[2]
+        label = event.get("label")
+        if label is None or (refine and "/" not in label):
+            yield event
+            continue
+        kept = {key: value for key, value in event.items() if key != "label"}
+        if refine:
+            kept["label"] = label.split("/", 1)[0]
+        yield kept
+        due = position + max(1, delay + (int(rng.integers(-jitter, jitter + 1)) if jitter else 0))
+        heapq.heappush(waiting, (due, position, {"id": event["id"], "label": label}))
+    while waiting:
+        yield heapq.heappop(waiting)[2]
 
 
 def simulated_event_count(dataset: HierarchicalDataset, scenario: str, seed: int, limit: int | None = None) -> int:

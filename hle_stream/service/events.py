@@ -9,6 +9,10 @@ Input value (UTF-8 JSON object):
 - ``label`` (optional): a label path such as ``clothes/tops``; without it the event is only
   predicted, never trained on.
 
+A *label event* is ``id`` + ``label`` (+ ``ts``) without features: the label of an event seen
+earlier, or a finer label for it (``parse_event(..., labels_alone=True)`` returns a
+``LabelEvent``; ``hle_stream.service.join_store`` keeps the features it joins with).
+
 Anything else is rejected with one reason from ``EventError.REASONS``; the daemon sends the
 original bytes, the reason and the source offset to the dead-letter topic and goes on. Parsing
 is total: whatever the bytes, ``parse_event`` returns an ``Event`` or raises ``EventError``
@@ -58,9 +62,11 @@ class EventError(ValueError):
         super().__init__(f"{reason}: {detail}")
 
 
-DEAD_LETTER_REASONS = EventError.REASONS + ("internal_error",)
-"""Every reason a dead letter can carry: the event's own faults, and ``internal_error`` for a
-record that tripped a bug in hle-stream (its traceback is logged; processing goes on)."""
+DEAD_LETTER_REASONS = EventError.REASONS + ("internal_error", "label_expired", "label_unknown_id")
+"""Every reason a dead letter can carry: the event's own faults, ``internal_error`` for a record
+that tripped a bug in hle-stream (its traceback is logged; processing goes on), and the label
+events that found no features to join: ``label_expired`` (its event left the join store) and
+``label_unknown_id`` (no event with that id was seen)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,15 @@ class Event:
     ts: float | None
     x: np.ndarray
     label: str | None
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """The label of an event sent earlier (or a finer one), without its features."""
+
+    id: str
+    ts: float | None
+    label: str
 
 
 def _features(doc: dict[str, Any], expected_shape: Sequence[int] | None, max_abs: float) -> np.ndarray:
@@ -112,11 +127,13 @@ def _features(doc: dict[str, Any], expected_shape: Sequence[int] | None, max_abs
 
 def parse_event(
     raw: bytes | None, expected_shape: Sequence[int] | None = None, tree: LabelTree | None = None,
-    max_bytes: int = 4 << 20, max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE,
-) -> Event:
+    max_bytes: int = 4 << 20, max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE, labels_alone: bool = False,
+) -> Event | LabelEvent:
     """Decode and validate one input value; raises ``EventError`` and nothing else.
 
     With ``tree`` the label is checked against its depth and class cap without being added.
+    With ``labels_alone`` an ``id`` + ``label`` without features is a ``LabelEvent``; otherwise
+    it lacks its features (``missing_field``).
     """
     if raw is None:
         raise EventError("not_json", "no value (a tombstone)")
@@ -128,13 +145,13 @@ def parse_event(
         raise EventError("not_json", str(err)) from None
     except RecursionError:
         raise EventError("not_json", "nested too deeply") from None
-    return event_from_document(doc, expected_shape, tree, max_abs_feature)
+    return event_from_document(doc, expected_shape, tree, max_abs_feature, labels_alone)
 
 
 def event_from_document(
     doc: object, expected_shape: Sequence[int] | None = None, tree: LabelTree | None = None,
-    max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE,
-) -> Event:
+    max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE, labels_alone: bool = False,
+) -> Event | LabelEvent:
     """Validate an already decoded JSON value (the HTTP API decodes the body itself)."""
     if not isinstance(doc, dict):
         raise EventError("not_object", "the value must be a JSON object")
@@ -154,7 +171,10 @@ def event_from_document(
             (tree or LabelTree(max_depth=64, max_classes=10**9)).check(label)
         except LabelPathError as err:
             raise EventError("bad_label", str(err)) from None
-    return Event(event_id, None if ts is None else float(ts), _features(doc, expected_shape, max_abs_feature), label)
+    ts = None if ts is None else float(ts)
+    if labels_alone and label is not None and "x" not in doc and "x_b64" not in doc:
+        return LabelEvent(event_id, ts, label)
+    return Event(event_id, ts, _features(doc, expected_shape, max_abs_feature), label)
 
 
 def _event_id(value: object) -> str:

@@ -1,9 +1,12 @@
 """One micro-batch of raw records through the model, without I/O: what the daemon does between
 a poll and a checkpoint, testable without Kafka.
 
-Every record ends in exactly one of two places, whatever its bytes: a prediction (and, if it
-carries a label, a training example), or a dead letter with a reason from
-``hle_stream.service.events.DEAD_LETTER_REASONS``. Nothing raises out of ``process``: a record that trips
+Every record ends in exactly one of three places, whatever its bytes: a prediction (and, if it
+carries a label, a training example), a dead letter with a reason from
+``hle_stream.service.events.DEAD_LETTER_REASONS``, or, for a label event (an id and a label
+without features), one outcome of its join with the features seen earlier
+(``label_outcomes``: joined, refined, upgraded in memory, or ignored as a duplicate or conflict;
+one that finds no features is a dead letter). Nothing raises out of ``process``: a record that trips
 an unexpected error in hle-stream itself is dead-lettered as ``internal_error`` with its
 traceback logged, so one record can neither stop the daemon nor, since its offset is passed,
 crash-loop it on restart. (The one case of two outcomes: a labelled event predicted, then not
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -29,7 +33,8 @@ from hle_stream.core.predictor import prediction_paths
 from hle_stream.eval.evaluation import PrequentialAccuracy
 from hle_stream.service.dedupe import RecentIds
 from hle_stream.service.drift import DriftMonitor
-from hle_stream.service.events import DEFAULT_MAX_ABS_FEATURE, Event, EventError, parse_event
+from hle_stream.service.events import DEFAULT_MAX_ABS_FEATURE, Event, EventError, LabelEvent, parse_event
+from hle_stream.service.join_store import JoinStore, Pending
 from hle_stream.service.lineage import TrainedIdLog
 from hle_stream.service.telemetry import Telemetry
 
@@ -45,6 +50,8 @@ class ProcessingConfig:
     max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE
     confidence_threshold: float = 0.5
     dedupe_window: int = 100_000  # ids with features remembered to refuse duplicates (0: off)
+    join_window: int = 10_000  # events whose features wait for a later label event (0: no label events)
+    join_max_age_seconds: float = 3600.0  # ... for at most this long
 
 
 class MicroBatchProcessor:
@@ -64,6 +71,7 @@ class MicroBatchProcessor:
         self.reset()
         self.consumed = 0
         self.dead_letters = 0
+        self.label_outcomes: Counter[str] = Counter()  # label events by outcome (telemetry's JOIN_OUTCOMES)
         # checks the first events' labels against the configured depth before a learner exists
         self._no_classes_yet = LabelTree(config.learner_config.max_depth, config.learner_config.max_classes)
 
@@ -75,6 +83,8 @@ class MicroBatchProcessor:
         self.recent_ids = RecentIds(self.config.dedupe_window)
         self.next_offsets: dict[int, int] = {}
         self.model_id = uuid.uuid4().hex  # names this model's lineage (the checkpointer's record of its commits)
+        cfg = self.config
+        self.joins = JoinStore(cfg.join_window, cfg.join_max_age_seconds) if cfg.join_window else None
 
     @property
     def tree(self) -> LabelTree:
@@ -83,13 +93,17 @@ class MicroBatchProcessor:
     def process(self, records: Iterable[Record], train: bool = True) -> None:
         """``train=False`` (the daemon's compute budget): the labelled events are predicted and
         remembered, but no gradient step is taken for them."""
-        events, sources = [], []
+        events, sources, label_events = [], [], []
         for record in records:
             self.consumed += 1
             self.next_offsets[record.partition] = record.offset + 1
             try:
-                events.append(self._admit(record, events))
-                sources.append(record)
+                admitted = self._admit(record, events)
+                if isinstance(admitted, LabelEvent):
+                    label_events.append((admitted, record))
+                else:
+                    events.append(admitted)
+                    sources.append(record)
             except EventError as err:
                 self._dead_letter(record, err.reason, str(err))
             except Exception as err:  # a bug of ours must not stop the stream: logged, dead-lettered
@@ -97,8 +111,14 @@ class MicroBatchProcessor:
                 self._dead_letter(record, "internal_error", f"{type(err).__name__}: {err}")
         events, sources = self._within_class_cap(events, sources)
         events, sources = self._first_of_each_id(events, sources)
-        if not events:
-            return
+        if events:
+            self._features_batch(events, sources, train)
+        if label_events:  # after the batch's features: a label may follow its event closely
+            self._join_labels(label_events, train)
+        if self.joins is not None and self.telemetry is not None:
+            self.telemetry.record_join_store(len(self.joins), self.joins.nbytes)
+
+    def _features_batch(self, events: list[Event], sources: list[Record], train: bool) -> None:
         try:
             x = torch.from_numpy(np.stack([e.x for e in events]))
         except Exception as err:
@@ -109,10 +129,12 @@ class MicroBatchProcessor:
         self._predict_then_learn(events, sources, x, train)
 
     # -- admission: parse, then the checks that need the batch or the model ------------------
-    def _admit(self, record: Record, batch: list[Event]) -> Event:
+    def _admit(self, record: Record, batch: list[Event]) -> Event | LabelEvent:
         cfg = self.config
         event = parse_event(record.value, self.learner.input_spec.shape if self.learner else cfg.input_shape, self.tree,
-                            cfg.max_message_bytes, cfg.max_abs_feature)
+                            cfg.max_message_bytes, cfg.max_abs_feature, labels_alone=self.joins is not None)
+        if isinstance(event, LabelEvent):
+            return event
         if batch and event.x.shape != batch[0].x.shape:
             raise EventError("wrong_shape", f"shape {event.x.shape} differs from {batch[0].x.shape} in the batch")
         expected = self._expected_dtype(batch)
@@ -177,10 +199,11 @@ class MicroBatchProcessor:
             clock["answered"] = time.perf_counter()
 
         learned = labelled
+        first_sample_id = self.learner.seen  # the k-th event learned gets this + k in the replay memory
         try:
             self.learner.predict_then_learn(x, labels, on_predicted=answer, train=train)
         except LabelPathError:  # nothing learned (the batch is checked first), e.g. the class cap reached inside it
-            learned = [i for i in labelled if self._learn_one(x[i:i + 1], events[i], sources[i], train)]
+            learned = [i for i in labelled if self._learn_one(x[i:i + 1], events[i].label, sources[i], train)]
         except Exception as err:
             stage = "learning" if "answered" in clock else "prediction"
             log.exception("internal error in %s of a batch of %d events", stage, len(events))
@@ -192,16 +215,106 @@ class MicroBatchProcessor:
             learned = []
         if self.lineage is not None:
             self.lineage.record(events[i].id for i in learned)
-        if self.telemetry is not None and labelled:
-            seconds = time.perf_counter() - clock.get("answered", clock["started"])
-            if train:
-                self.telemetry.record_training(len(learned), seconds)
-            else:
-                self.telemetry.record_remembered_only(len(learned))
+        if self.joins is not None:
+            for k, i in enumerate(learned):
+                pending = self.joins.entries.get(events[i].id)
+                if pending is not None:
+                    pending.label, pending.sample_id = events[i].label, first_sample_id + k
+        if labelled:
+            self._record_learning(len(learned), train, time.perf_counter() - clock.get("answered", clock["started"]))
 
-    def _learn_one(self, x: torch.Tensor, event: Event, record: Record, train: bool) -> bool:
+    def _record_learning(self, count: int, train: bool, seconds: float) -> None:
+        if self.telemetry is None:
+            return
+        if train:
+            self.telemetry.record_training(count, seconds)
+        else:
+            self.telemetry.record_remembered_only(count)
+
+    # -- label events: joined with the features they name (hle_stream.service.join_store) -------------
+    def _join_labels(self, items: list[tuple[LabelEvent, Record]], train: bool) -> None:
+        """Score each label against the prediction served when its features arrived, then learn:
+        a first label trains on the stored features; a finer one (``a`` then ``a/b``) upgrades the
+        sample in the replay memory, or trains on it again when the memory no longer holds it;
+        the same label again, or one that contradicts or coarsens the earlier one, is ignored and
+        counted (the first label stands)."""
+        now = time.time()
+        to_learn: list[tuple[LabelEvent, Record, Pending]] = []
+        for event, record in items:
+            pending = self.joins.get(event.id, now)
+            if pending is None:
+                expired = self.joins.was_expired(event.id)
+                self._join_outcome("expired" if expired else "unknown")
+                self._dead_letter(record, "label_expired" if expired else "label_unknown_id",
+                                  f"no features for id {event.id!r} in the join store (the last "
+                                  f"{self.joins.max_entries} events, {self.joins.max_age_s:g} s)"
+                                  if expired else f"no event with id {event.id!r} was seen")
+                continue
+            earlier = pending.label
+            if earlier is not None and not event.label.startswith(earlier + "/"):
+                outcome = "duplicate" if event.label == earlier else "conflict"
+                self._join_outcome(outcome)
+                if outcome == "conflict":
+                    log.warning("label %r for id %r at %s[%d]@%d contradicts or coarsens %r, which it was trained "
+                                "with: ignored", event.label, event.id, record.topic, record.partition, record.offset,
+                                earlier)
+                continue
+            self._score_delayed(event, record, pending, from_level=1 if earlier is None else earlier.count("/") + 2)
+            if self.telemetry is not None:
+                self.telemetry.record_label_delay(now - pending.arrived_at)
+            if earlier is not None and pending.sample_id is not None and self._upgrade(event, pending):
+                continue
+            to_learn.append((event, record, pending))
+        if to_learn:
+            self._learn_joined(to_learn, train)
+
+    def _score_delayed(self, event: LabelEvent, record: Record, pending: Pending, from_level: int) -> None:
+        outcomes = self.prequential.update(self.learner.tree, [event.label],
+                                           [torch.tensor([guess]) for guess in pending.guesses], from_level)
+        if self.drift is not None:
+            for outcome in self.drift.update(outcomes):
+                self._drift_detected(outcome.level, record)
+
+    def _upgrade(self, event: LabelEvent, pending: Pending) -> bool:
+        """A finer label for a sample in the replay memory: upgraded in place (True)."""
         try:
-            self.learner.observe(x, [event.label], train=train)
+            upgraded = self.learner.relabel(pending.sample_id, event.label)
+        except LabelPathError:
+            return False  # e.g. the class cap: learned (and refused) through the ordinary path
+        if upgraded:
+            pending.label = event.label
+            self._join_outcome("upgraded_in_memory")
+            if self.lineage is not None:
+                self.lineage.record([f"{event.id}>{event.label}"])
+        return upgraded
+
+    def _learn_joined(self, items: list[tuple[LabelEvent, Record, Pending]], train: bool) -> None:
+        started = time.perf_counter()
+        first_sample_id = self.learner.seen
+        x = torch.from_numpy(np.stack([pending.x for _, _, pending in items]))
+        try:
+            self.learner.observe(x, [event.label for event, _, _ in items], train=train)
+            learned = list(range(len(items)))
+        except LabelPathError:  # one label passes the class cap only alone: learn them one by one
+            learned = [i for i, (event, record, _) in enumerate(items)
+                       if self._learn_one(x[i:i + 1], event.label, record, train)]
+        for k, i in enumerate(learned):
+            event, _, pending = items[i]
+            refined = pending.label is not None
+            pending.label, pending.sample_id = event.label, first_sample_id + k
+            self._join_outcome("refined" if refined else "joined")
+            if self.lineage is not None:
+                self.lineage.record([f"{event.id}>{event.label}" if refined else event.id])
+        self._record_learning(len(learned), train, time.perf_counter() - started)
+
+    def _join_outcome(self, outcome: str) -> None:
+        self.label_outcomes[outcome] += 1
+        if self.telemetry is not None:
+            self.telemetry.record_join(outcome)
+
+    def _learn_one(self, x: torch.Tensor, label: str, record: Record, train: bool) -> bool:
+        try:
+            self.learner.observe(x, [label], train=train)
             return True
         except LabelPathError as err:
             self._dead_letter(record, "bad_label", str(err))
@@ -220,6 +333,11 @@ class MicroBatchProcessor:
             documents.append(document)
         if self.telemetry is not None:
             self.telemetry.record_prediction("stream", len(events), seconds)
+        if self.joins is not None:  # what was served, for the label that may come later
+            best = [p.argmax(dim=1).tolist() for p in probabilities]
+            now = time.time()
+            for row, event in enumerate(events):
+                self.joins.add(event.id, Pending(event.x, now, [level[row] for level in best]), now)
         labelled = [i for i, e in enumerate(events) if e.label]
         if labelled:
             outcomes = self.prequential.update(learner.tree, [events[i].label for i in labelled],
@@ -263,7 +381,8 @@ class MicroBatchProcessor:
         return {"learner": self.learner.state_dict() if self.learner else None, "method": self.config.method,
                 "model_id": self.model_id,
                 "prequential": self.prequential.state_dict(), "offsets": dict(self.next_offsets),
-                "recent_ids": self.recent_ids.state_dict()}
+                "recent_ids": self.recent_ids.state_dict(),
+                "joins": self.joins.state_dict() if self.joins is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["learner"] is not None:
@@ -274,6 +393,8 @@ class MicroBatchProcessor:
         self.model_id = state.get("model_id", self.model_id)  # checkpoints before model ids have none
         if "recent_ids" in state:  # checkpoints before the duplicate check have none
             self.recent_ids.load_state_dict(state["recent_ids"])
+        if self.joins is not None and state.get("joins") is not None:  # before label events: none
+            self.joins.load_state_dict(state["joins"])
 
 
 def _dtype(event: Event) -> torch.dtype:

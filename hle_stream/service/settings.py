@@ -67,6 +67,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "max_abs_feature": ("processing", "max_abs_feature"),
     "confidence_threshold": ("processing", "confidence_threshold"),
     "dedupe_window": ("processing", "dedupe_window"),
+    "join_window": ("processing", "join_window"),
+    "join_max_age_seconds": ("processing", "join_max_age_seconds"),
     "memory_size": ("learner", "memory_size"),
     "batch_size": ("learner", "batch_size"),
     "importance_probe": ("learner", "importance_probe"),

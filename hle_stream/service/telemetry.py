@@ -35,6 +35,9 @@ TRAIN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PREDICT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 CHECKPOINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 THROUGHPUT_WINDOW_S = 5.0
+# A label comes seconds (a downstream system) to days (a person) after its event.
+LABEL_DELAY_BUCKETS = (0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0, 604800.0)
+JOIN_OUTCOMES = ("joined", "refined", "upgraded_in_memory", "duplicate", "conflict", "expired", "unknown")
 
 disable_created_metrics()  # no *_created series: they double the series count for nothing
 
@@ -119,6 +122,18 @@ class Telemetry:
         self.output_dropped = Counter("hle_output_dropped_total",
                                       "Output records Kafka refused as too large (permanent; never retried).",
                                       registry=registry)
+        # Label events joined with earlier features (delayed and refined labels)
+        self.label_delay = Histogram("hle_label_delay_seconds", "Seconds from an event's features to its label "
+                                     "event (and to each finer label).", buckets=LABEL_DELAY_BUCKETS, registry=registry)
+        self.joins = Counter("hle_label_joins_total", "Label events by outcome: joined (first label, trained), "
+                             "refined (a finer label, trained again), upgraded_in_memory (a finer label for a sample "
+                             "in the replay memory), duplicate and conflict (ignored), expired and unknown "
+                             "(dead-lettered).", ["outcome"], registry=registry)
+        self.join_entries = Gauge("hle_join_store_entries", "Events whose features wait for a (finer) label.",
+                                  registry=registry)
+        self.join_bytes = Gauge("hle_join_store_bytes", "Bytes held by the join store's features.", registry=registry)
+        for outcome in JOIN_OUTCOMES:
+            self.joins.labels(outcome)
         # The compute budget (--train-budget)
         self.skipped_training = Counter("hle_events_skipped_training_total", "Labelled events predicted and "
                                         "remembered without a gradient step, to keep up with the stream.",
@@ -183,6 +198,16 @@ class Telemetry:
     def record_training(self, count: int, seconds: float) -> None:
         self.trained.inc(count)
         self.train_seconds.observe(seconds)
+
+    def record_join(self, outcome: str) -> None:
+        self.joins.labels(outcome).inc()
+
+    def record_label_delay(self, seconds: float) -> None:
+        self.label_delay.observe(max(0.0, seconds))
+
+    def record_join_store(self, entries: int, nbytes: int) -> None:
+        self.join_entries.set(entries)
+        self.join_bytes.set(nbytes)
 
     def record_remembered_only(self, count: int) -> None:
         self.trained.inc(count)

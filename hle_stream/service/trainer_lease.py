@@ -48,7 +48,9 @@ class TrainerLease:
             raw, record = self._read()
             if record and record.get("group") == self.group_id and int(record.get("generation", -1)) > generation:
                 log.error("fenced: the model store names generation %s of group %r as its trainer, newer than this "
-                          "trainer's %d; waiting to become a standby", record["generation"], self.group_id, generation)
+                          "trainer's %d; waiting to become a standby (if no other trainer runs, the broker lost the "
+                          "group's history: delete %s from the store, or use a new --group-id)",
+                          record["generation"], self.group_id, generation, EPOCH_KEY)
                 self.generation = None
                 return False
             claim = {"group": self.group_id, "generation": generation, "host": socket.gethostname(),

@@ -81,7 +81,8 @@ def markdown_table(report: dict) -> str:
     levels = sorted({lv for s in summary.values() for lv in s["levels"]}, key=int)
     header = ["method"] + [f"L{lv} {m}" for lv in levels for m in ("A_auc", "A_last", "F_last")] + ["events/s", "wall s"]
     lines = [
-        f"# {cfg['dataset']} · {cfg['scenario']} · preset {cfg['preset']} · seeds {cfg['seeds']}",
+        f"# {cfg['dataset']} · {cfg['scenario']} · preset {cfg['preset']} · seeds {cfg['seeds']}"
+        + (f" · labels {cfg['label_delay']} events late" if cfg.get("label_delay") else ""),
         "",
         "Accuracies in %, mean ± std over seeds (F_last: lower is better; – where undefined).",
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +25,7 @@ class RunSpec:
     scenario: str
     method: str
     seed: int
+    label_delay: int = 0  # labels arrive this many events after their samples (0: with them)
 
 
 def fms_horizon_for(stream: HLEStream) -> int:
@@ -43,6 +45,24 @@ def prepare_stream(dataset: HierarchicalDataset, preset: Preset, spec: RunSpec) 
     return stream, test_labels
 
 
+class DelayedLabels:
+    """Labels that come ``delay`` events after their samples: each batch is predicted (and scored,
+    once its label is known, on that prediction) when it arrives, and learned from when its
+    labels arrive. Labels due after the stream's end never arrive."""
+
+    def __init__(self, learner: HierarchicalLearner, prequential: PrequentialAccuracy, delay: int) -> None:
+        self.learner, self.prequential, self.delay = learner, prequential, delay
+        self.waiting: deque[tuple[int, torch.Tensor, list[str], list[int]]] = deque()
+
+    def step(self, position: int, end: int, x: torch.Tensor, labels: list[str], rows: np.ndarray) -> None:
+        while self.waiting and self.waiting[0][0] <= position:
+            _, old_x, old_labels, old_rows = self.waiting.popleft()
+            self.learner.observe(old_x, old_labels, ids=old_rows)
+        probabilities = self.learner.predict_proba(x)
+        self.prequential.update(self.learner.tree, labels, [p.argmax(dim=1) for p in probabilities])
+        self.waiting.append((end + self.delay, x, labels, rows.tolist()))
+
+
 def run_benchmark(
     dataset: HierarchicalDataset, preset: Preset, spec: RunSpec, progress: ProgressCallback | None = None
 ) -> dict:
@@ -60,6 +80,7 @@ def run_benchmark(
     boundaries = sorted({*range(preset.eval_period, len(stream) + 1, preset.eval_period), *(t.end for t in stream.tasks)})
     task_ends = {t.end for t in stream.tasks}
     learn_seconds = 0.0
+    delayed = DelayedLabels(learner, prequential, spec.label_delay)
     started = time.perf_counter()
     position = 0
     for boundary in boundaries:
@@ -69,8 +90,11 @@ def run_benchmark(
             x = torch.as_tensor(dataset.x_train[rows])
             labels = list(stream.labels[position:end])
             tick = time.perf_counter()
-            learner.predict_then_learn(x, labels, ids=rows.tolist(), on_predicted=lambda probabilities: prequential.update(
-                learner.tree, labels, [p.argmax(dim=1) for p in probabilities]))
+            if spec.label_delay:
+                delayed.step(position, end, x, labels, rows)
+            else:
+                learner.predict_then_learn(x, labels, ids=rows.tolist(), on_predicted=lambda probabilities: (
+                    prequential.update(learner.tree, labels, [p.argmax(dim=1) for p in probabilities])))
             learn_seconds += time.perf_counter() - tick
             position = end
         if boundary % preset.eval_period == 0:
@@ -92,6 +116,7 @@ def run_benchmark(
         "tasks": stream.schedule(),
         "task_ends": sorted(task_ends),
         "events": len(stream),
+        "label_delay": spec.label_delay,
         "train_steps": learner.steps,
         "learn_seconds": learn_seconds,
         "wall_seconds": wall,

@@ -1,0 +1,163 @@
+"""Labels that arrive after their event, and finer labels for the same event: label events joined by
+id in the micro-batch step (no broker), their checkpoint, and the producer simulation's order."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from connectors.memory import ListSink, RawRecord
+from hle_stream.core.config import LearnerConfig
+from hle_stream.eval.producer_sim import with_delayed_labels
+from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
+
+DIM = 6
+
+
+def _processor(**changes) -> tuple[MicroBatchProcessor, ListSink]:
+    sink = ListSink()
+    config = ProcessingConfig(learner_config=LearnerConfig(memory_size=32, batch_size=4, device="cpu"), **changes)
+    return MicroBatchProcessor(config, sink), sink
+
+
+class Stream:
+    """Records with increasing offsets."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __call__(self, *documents: dict) -> list[RawRecord]:
+        records = [RawRecord("t", 0, self.offset + i, json.dumps(d).encode()) for i, d in enumerate(documents)]
+        self.offset += len(documents)
+        return records
+
+
+def _features(i: int, label: str | None = None) -> dict:
+    event = {"id": f"e{i}", "x": [float((i * 3 + k) % 7) for k in range(DIM)]}
+    return {**event, "label": label} if label else event
+
+
+def _scored(processor: MicroBatchProcessor) -> dict[int, int]:
+    return {level: scored for level, (_, scored) in processor.prequential.total.items()}
+
+
+def test_a_label_that_comes_later_is_scored_on_the_prediction_made_then_and_trains_on_the_stored_features():
+    processor, sink = _processor()
+    stream = Stream()
+    processor.process(stream(*[_features(i, "a/x" if i % 2 else "b/y") for i in range(8)]))
+    processor.process(stream(_features(100)))  # unlabelled: predicted, its features kept
+    assert [d["id"] for d in sink.predictions][-1] == "e100"
+    served = list(processor.joins.entries["e100"].guesses)
+    seen, scored = processor.learner.seen, _scored(processor)
+    processor.process(stream(*[_features(200 + i, "a") for i in range(8)]))  # the model moves on meanwhile
+    processor.process(stream({"id": "e100", "label": "b/y"}))
+    assert processor.label_outcomes["joined"] == 1 and sink.dead_letters == []
+    assert processor.learner.seen == seen + 8 + 1  # trained on the stored features
+    assert _scored(processor) == {1: scored[1] + 8 + 1, 2: scored[2] + 1}
+    assert processor.joins.entries["e100"].label == "b/y" and processor.joins.entries["e100"].guesses == served
+
+
+def test_a_label_for_an_unknown_or_expired_id_is_dead_lettered_with_the_reason():
+    processor, sink = _processor(join_window=3)
+    stream = Stream()
+    processor.process(stream(*[_features(i) for i in range(5)]))  # e0, e1 leave the window of 3
+    processor.process(stream({"id": "e0", "label": "a"}, {"id": "nobody", "label": "a"}, {"id": "e4", "label": "a"}))
+    assert [reason for _, reason, _ in sink.dead_letters] == ["label_expired", "label_unknown_id"]
+    assert processor.label_outcomes == {"expired": 1, "unknown": 1, "joined": 1}
+
+
+def test_a_finer_label_upgrades_the_sample_in_the_replay_memory_and_scores_only_the_new_level():
+    processor, sink = _processor()
+    stream = Stream()
+    processor.process(stream(*[_features(i, "a" if i % 2 else "b") for i in range(6)]))
+    memory = processor.learner.memory
+    slot = memory.slot_of(processor.joins.entries["e1"].sample_id)
+    assert slot is not None and int(memory.level[slot]) == 1
+    scored = _scored(processor)
+    processor.process(stream({"id": "e1", "label": "a/x"}))
+    assert processor.label_outcomes["upgraded_in_memory"] == 1
+    assert int(memory.level[slot]) == 2 and int(memory.bin[slot]) == processor.learner.tree.global_id("a/x")
+    assert _scored(processor) == {1: scored[1], 2: 1}  # level 1 was scored when the features came
+
+
+def test_a_label_that_contradicts_coarsens_or_repeats_the_earlier_one_is_ignored_and_counted():
+    processor, sink = _processor()
+    stream = Stream()
+    processor.process(stream(*[_features(i, "a/x") for i in range(4)]))
+    seen = processor.learner.seen
+    processor.process(stream({"id": "e0", "label": "b/y"}, {"id": "e1", "label": "a"}, {"id": "e2", "label": "a/x"}))
+    assert processor.label_outcomes == {"conflict": 2, "duplicate": 1}
+    assert processor.learner.seen == seen and processor.joins.entries["e0"].label == "a/x"
+    assert sink.dead_letters == []
+
+
+def test_without_a_join_window_a_label_alone_lacks_its_features():
+    processor, sink = _processor(join_window=0)
+    processor.process(Stream()({"id": "e0", "label": "a"}))
+    assert [reason for _, reason, _ in sink.dead_letters] == ["missing_field"]
+
+
+def test_the_join_store_survives_a_checkpoint():
+    first, _ = _processor()
+    stream = Stream()
+    first.process(stream(*[_features(i, "a/x") for i in range(4)] + [_features(9)]))
+    second, sink = _processor()
+    second.load_state_dict(first.state_dict())
+    second.process(stream({"id": "e9", "label": "a/x"}))
+    assert second.label_outcomes == {"joined": 1} and sink.dead_letters == []
+
+
+def test_the_producer_sends_each_label_later_and_in_refinement_mode_the_coarse_one_first():
+    events = [{"id": str(i), "x": [0.0], "label": "a/b" if i % 2 else "c"} for i in range(6)]
+    delayed = list(with_delayed_labels(events, delay=2))
+    assert [e["id"] + ("+" if "x" in e else "") for e in delayed] == \
+        ["0+", "1+", "0", "2+", "1", "3+", "2", "4+", "3", "5+", "4", "5"]
+    assert all("label" not in e for e in delayed if "x" in e)
+    refined = list(with_delayed_labels(events, delay=2, refine=True))
+    assert [(e["id"], e["label"], "x" in e) for e in refined if e["id"] == "1"] == [("1", "a", True), ("1", "a/b", False)]
+    assert [(e["id"], e["label"]) for e in refined if e["id"] == "2"] == [("2", "c")]  # one level: nothing to refine
+
+
+# -- through the local broker, as a user runs the daemon -------------------------------------------
+def test_through_kafka_every_label_within_the_window_is_joined_and_exactly_the_late_ones_expire(tmp_path):
+    import subprocess
+
+    from kafka import KafkaProducer
+
+    from connectors.broker import LocalBroker
+    from connectors.kafka_io import read_topic
+    from connectors.settings import KafkaSettings
+    from connectors.topics import ensure_topics
+    from hle_stream.eval.evaluation import PrequentialAccuracy
+    from hle_stream.eval.fault_injection import EXE, FAST_GROUP, labelled_stream
+    from hle_stream.service.checkpoint import decode
+
+    events = labelled_stream(3000)
+    late = {e["id"] for i, e in enumerate(events) if i % 10 == 0 and i < 300}  # 2,600 events late: past the window
+    order: list[tuple[int, dict]] = []  # (position among the features, record)
+    for i, event in enumerate(events):
+        order.append((i, {k: v for k, v in event.items() if k != "label"}))
+        order.append((i + (2600 if event["id"] in late else 500) + 0.5, {"id": event["id"], "label": event["label"]}))
+    records = [record for _, record in sorted(order, key=lambda pair: pair[0])]
+    with LocalBroker(log_path=tmp_path / "broker.log") as broker:
+        settings = KafkaSettings(broker.bootstrap_servers)
+        ensure_topics(settings, {"in": 1, "out": 1, "dlq": 1})
+        producer = KafkaProducer(**settings.client(), linger_ms=20, batch_size=262_144)
+        for record in records:
+            producer.send("in", json.dumps(record).encode())
+        producer.flush()
+        producer.close()
+        done = subprocess.run([EXE, "run", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", "in",
+                               "--predictions-topic", "out", "--dead-letter-topic", "dlq", "--group-id", "g",
+                               "--checkpoint-dir", str(tmp_path / "ckpt"), "--join-window", "2000",
+                               "--max-events", str(len(records)), "--http-port", "0", *FAST_GROUP],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        dead = [json.loads(r.value) for r in read_topic(settings, "dlq", follow=False)]
+    assert sorted(d["reason"] for d in dead) == ["label_expired"] * len(late)
+    assert {json.loads(base64.b64decode(d["value_b64"]))["id"] for d in dead} == late
+    state = decode(sorted((tmp_path / "ckpt").glob("checkpoint-*.pt"))[-1].read_bytes())
+    assert state["learner"]["counters"]["seen"] == 3000 - len(late)  # every other label joined and learned
+    accuracy = PrequentialAccuracy.from_state_dict(state["prequential"]).anytime_accuracy()
+    print("prequential accuracy per level, labels 500 events late:", {lv: round(a, 3) for lv, a in accuracy.items()})
+    assert set(accuracy) == {1, 2, 3}
