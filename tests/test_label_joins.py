@@ -91,6 +91,16 @@ def test_a_label_that_contradicts_coarsens_or_repeats_the_earlier_one_is_ignored
     assert sink.dead_letters == []
 
 
+def test_a_label_and_its_refinement_in_one_batch_are_learned_in_order():
+    processor, _ = _processor()
+    stream = Stream()
+    processor.process(stream(*[_features(i, "b/y") for i in range(4)] + [_features(7)]))
+    processor.process(stream({"id": "e7", "label": "a"}, {"id": "e7", "label": "a/x"}))
+    assert processor.label_outcomes["joined"] == 1
+    assert processor.label_outcomes["refined"] + processor.label_outcomes["upgraded_in_memory"] == 1
+    assert processor.joins.entries["e7"].label == "a/x"
+
+
 def test_without_a_join_window_a_label_alone_lacks_its_features():
     processor, sink = _processor(join_window=0)
     processor.process(Stream()({"id": "e0", "label": "a"}))

@@ -250,6 +250,9 @@ class MicroBatchProcessor:
                                   f"{self.joins.max_entries} events, {self.joins.max_age_s:g} s)"
                                   if expired else f"no event with id {event.id!r} was seen")
                 continue
+            if any(waiting is pending for _, _, waiting in to_learn):  # its earlier label is in this batch too
+                self._learn_joined(to_learn, train)
+                to_learn = []
             earlier = pending.label
             if earlier is not None and not event.label.startswith(earlier + "/"):
                 outcome = "duplicate" if event.label == earlier else "conflict"
