@@ -25,16 +25,25 @@ class Clock:
 
 
 def _decisions(budget: TrainBudget, clock: Clock, batches: int, lag: int, every_s: float = 0.1) -> list[bool]:
+    """Micro-batches of 64 events, each taking ``every_s`` to process: 640 events/s."""
     out = []
     for _ in range(batches):
         clock.now += every_s
-        out.append(budget.should_train(64, lag))
+        out.append(budget.should_train(lag))
+        budget.record(64, every_s, 0)
     return out
 
 
 def test_unlimited_trains_on_every_batch_however_far_behind():
     clock = Clock()
     assert all(_decisions(TrainBudget("unlimited", clock), clock, 100, lag=10**9))
+
+
+def test_auto_does_not_mistake_a_short_backlog_at_start_for_a_long_one():
+    clock = Clock()
+    budget = TrainBudget("auto", clock)
+    clock.now += 30  # a slow start: the group join
+    assert all(_decisions(budget, clock, 4, lag=200))  # 200 events at 640/s: 0.3 s of lag
 
 
 def test_auto_trains_on_every_batch_while_it_keeps_up():
@@ -58,8 +67,8 @@ def test_a_fixed_budget_allows_that_many_steps_per_second():
     trained = 0
     for _ in range(100):  # 10 s of batches, each costing 4 steps when trained
         clock.now += 0.1
-        if budget.should_train(64, lag=None):
-            budget.spent(4)
+        if budget.should_train(lag=None):
+            budget.record(64, 0.1, 4)
             trained += 1
     assert 45 <= trained <= 55  # 20 steps/s over 10 s = 200 steps = 50 batches
 

@@ -278,13 +278,13 @@ class Daemon:
         learner = self.processor.learner
         steps_before = learner.steps if learner is not None else 0
         lag = source.lag(self.processor.next_offsets) if records else None
-        train = self.budget.should_train(len(records), sum(lag.values()) if lag else None)
+        train = self.budget.should_train(sum(lag.values()) if lag else None)
+        started = time.perf_counter()
         with self.lock:
             self.processor.process(records, train=train)
         learner = self.processor.learner
         steps = learner.steps if learner is not None else 0
-        if train and learner is not None:
-            self.budget.spent(steps - steps_before)
+        self.budget.record(len(records), time.perf_counter() - started, steps - steps_before)
         if self.telemetry is not None:
             self.telemetry.record_budget(self.budget.in_force, steps)
 

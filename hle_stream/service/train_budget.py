@@ -15,9 +15,10 @@ steps taken replay it.
   faster than the learner makes lag grow without bound.
 - a number: at most that many gradient steps per second (a token bucket, one second of burst).
 - ``auto`` (the default): keep the consumer lag bounded. The share of labelled micro-batches
-  trained on follows the lag, measured in seconds of consumption: halved when the lag passes
-  ``HIGH_LAG_S``, raised step by step while it stays under ``LOW_LAG_S``. A learner that keeps up
-  never skips, so ``auto`` then trains exactly as ``unlimited``.
+  trained on follows the lag, measured in seconds at the daemon's processing pace (the time the
+  backlog takes to drain): halved each second while it passes ``HIGH_LAG_S``, raised by
+  ``INCREASE`` each second while it stays under ``LOW_LAG_S``. A learner that keeps up never
+  skips, so ``auto`` then trains exactly as ``unlimited``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ HIGH_LAG_S = 2.0  # above: train on less
 LOW_LAG_S = 0.5  # below: train on more
 ADJUST_EVERY_S = 1.0
 DECREASE, INCREASE, MIN_SHARE = 0.5, 0.1, 0.01
-RATE_HALF_LIFE_S = 5.0  # of the consumption-rate estimate
+RATE_HALF_LIFE_S = 5.0  # of the processing-pace estimate
 
 
 def parse_budget(text: str) -> str:
@@ -57,29 +58,27 @@ class TrainBudget:
         self.share = 1.0  # auto: the share of labelled micro-batches trained on
         self._credit = 0.0  # auto: accumulated share; a batch is trained when it reaches 1
         self._tokens = self.steps_per_s or 0.0  # fixed: steps available now
-        self._last = clock()
-        self._adjusted = self._last
-        self.rate = 0.0  # consumed events per second (an exponential moving estimate)
+        self._refilled = clock()
+        self._adjusted = self._refilled
+        self.capacity: float | None = None  # events processed per second of processing (a moving estimate)
 
     @property
     def in_force(self) -> float:
         """What the budget allows now: the share trained on (auto, unlimited: 1.0), or steps/s."""
         return self.steps_per_s if self.steps_per_s is not None else self.share
 
-    def should_train(self, consumed: int, lag: int | None) -> bool:
-        """Called once per micro-batch with its number of records and the lag behind it."""
+    def should_train(self, lag: int | None) -> bool:
+        """Called before each micro-batch with the consumer lag behind it (events; ``None``: unknown)."""
         now = self.clock()
-        elapsed, self._last = max(now - self._last, 1e-6), now
-        weight = 1 - 0.5 ** (elapsed / RATE_HALF_LIFE_S)
-        self.rate += weight * (consumed / elapsed - self.rate)
         if self.spec == UNLIMITED:
             return True
         if self.steps_per_s is not None:
-            self._tokens = min(self.steps_per_s, self._tokens + elapsed * self.steps_per_s)
+            self._tokens = min(self.steps_per_s, self._tokens + (now - self._refilled) * self.steps_per_s)
+            self._refilled = now
             return self._tokens > 0
-        if lag is not None and now - self._adjusted >= ADJUST_EVERY_S:
+        if lag is not None and self.capacity and now - self._adjusted >= ADJUST_EVERY_S:
             self._adjusted = now
-            lag_s = lag / max(self.rate, 1.0)
+            lag_s = lag / self.capacity  # how long the backlog takes to drain at the current pace
             if lag_s > HIGH_LAG_S:
                 self.share = max(MIN_SHARE, self.share * DECREASE)
             elif lag_s < LOW_LAG_S:
@@ -90,6 +89,16 @@ class TrainBudget:
             return True
         return False
 
-    def spent(self, steps: int) -> None:
-        """The gradient steps a trained micro-batch took (a fixed budget pays for them)."""
+    def record(self, events: int, seconds: float, steps: int) -> None:
+        """After a micro-batch: how many events it held, how long it took, the gradient steps it
+        took (a fixed budget pays for them). Idle polls are not counted: the pace is the
+        processing speed, what a backlog drains at."""
         self._tokens -= steps
+        if events <= 0 or seconds <= 0:
+            return
+        pace = events / seconds
+        if self.capacity is None:
+            self.capacity = pace
+        else:
+            weight = 1 - 0.5 ** (seconds / RATE_HALF_LIFE_S)
+            self.capacity += weight * (pace - self.capacity)
