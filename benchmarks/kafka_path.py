@@ -42,7 +42,8 @@ BATCH = 64
 
 def in_process(events: list[dict], learner_config: LearnerConfig, method: str) -> float:
     parsed = [parse_event(json.dumps(e).encode()) for e in events]
-    learner = HierarchicalLearner(method_config(method, learner_config), parsed[0].x.shape, torch.uint8)
+    learner = HierarchicalLearner(method_config(method, learner_config), parsed[0].x.shape,
+                                  torch.from_numpy(parsed[0].x[:0]).dtype)
     started = time.perf_counter()
     for start in range(0, len(parsed), BATCH):
         chunk = parsed[start:start + BATCH]

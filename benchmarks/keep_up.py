@@ -1,7 +1,7 @@
 """Keeping up with a stream faster than the learner (``--train-budget``), as a user runs it.
 
-1. Calibrate: the learner's sustainable rate R, in process (the daemon's Kafka path runs at
-   1.0x of it with one torch thread, benchmarks/README.md), on the same events and settings.
+1. Calibrate: the learner's sustainable rate R, in process with one torch thread
+   (``kafka_path.in_process``: predict-then-learn in micro-batches of 64), on the same events.
 2. Hurried: the producer sends at ``--speed`` × R (3 by default) for ``--minutes``, live, into a
    local broker; ``hle-stream run --train-budget auto`` consumes it. Its ``/metrics`` are read
    every second: the consumer lag (events, and seconds at the producer's rate), the budget in
@@ -21,9 +21,7 @@ import argparse
 import itertools
 import json
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,34 +30,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from kafka_path import in_process  # this folder is on sys.path when the script runs
 
 from connectors.broker import LocalBroker, free_port
 from connectors.kafka_io import read_topic
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
-from hle_stream.core.config import LearnerConfig, method_config
-from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.config import LearnerConfig
 from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.evaluation import PrequentialAccuracy
+from hle_stream.eval.fault_injection import EXE
 from hle_stream.eval.producer_sim import produce, simulated_events
 from hle_stream.service.checkpoint import decode
-from hle_stream.service.events import parse_event
-
-EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
-BATCH = 64  # the daemon's --max-batch
-
-
-def sustainable_rate(events: list[dict], method: str) -> float:
-    """Events/s of predict-then-learn in micro-batches of ``BATCH``, one torch thread."""
-    torch.set_num_threads(1)
-    parsed = [parse_event(json.dumps(e).encode()) for e in events]
-    learner = HierarchicalLearner(method_config(method, LearnerConfig()), parsed[0].x.shape,
-                                  torch.from_numpy(parsed[0].x[:0]).dtype)
-    started = time.perf_counter()
-    for start in range(0, len(parsed), BATCH):
-        chunk = parsed[start:start + BATCH]
-        learner.predict_then_learn(torch.from_numpy(np.stack([e.x for e in chunk])), [e.label or None for e in chunk])
-    return len(parsed) / (time.perf_counter() - started)
 
 
 def stream_of(events: list[dict], count: int) -> list[dict]:
@@ -70,7 +52,6 @@ def stream_of(events: list[dict], count: int) -> list[dict]:
             if len(out) == count:
                 return out
             out.append({**event, "id": f"{lap}-{event['id']}"})
-    return out
 
 
 def _scrape(port: int) -> str:
@@ -139,7 +120,8 @@ def main() -> None:
     args = parser.parse_args()
     dataset = load_dataset(args.dataset, data_root=args.data_root)
     events = list(simulated_events(dataset, "multi-depth", 0))
-    rate = sustainable_rate(events[:1500], args.method)
+    torch.set_num_threads(1)
+    rate = 1500 / in_process(events[:1500], LearnerConfig(), args.method)
     fast = args.speed * rate
     count = int(fast * args.minutes * 60)
     stream = stream_of(events, count)

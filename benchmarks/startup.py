@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from connectors.broker import LocalBroker, free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
+from hle_stream.eval.fault_injection import EXE
 
-EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
 COMMANDS = ["bench", "export-npz", "run", "serve", "demo", "broker", "produce", "tail"]
 
 

@@ -201,7 +201,7 @@ class Daemon:
         learner = self.processor.learner
         self.snapshot = learner.predictor() if learner is not None and self.config.http_port is not None else None
         log.info("took over as the active trainer (generation %d) in %.2f s: %d events in the model's lineage",
-                 generation, time.monotonic() - started, learner.stats().seen if learner else 0)
+                 generation, time.monotonic() - started, learner.seen if learner else 0)
 
     def run(self) -> None:
         """The loop. Raises ``FinalCheckpointFailed`` if it stopped without its last checkpoint."""
