@@ -46,9 +46,15 @@ def bench(
     jobs: Annotated[int, typer.Option(help="Runs in parallel (each gets cores/jobs threads).", min=1)] = 1,
     data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
     label_delay: Annotated[int, typer.Option(help="Labels arrive this many events after their samples: each sample is predicted (and scored) on arrival and learned when its label comes (0: with it).", min=0)] = 0,
+    memory_size: Annotated[Optional[int], typer.Option(help="Replay memory in samples (default: the preset's).", min=1)] = None,
+    memory_share: Annotated[Optional[float], typer.Option(help="Replay memory as a share of the stream's length, e.g. 0.02 (default: the preset's).", min=0.0001, max=1.0)] = None,
+    online_iter: Annotated[Optional[float], typer.Option(help="Gradient steps per stream sample (default: the preset's); the importance period follows it.", min=0.01)] = None,
 ) -> None:
     """Run scenarios × methods × seeds on an HLE stream and write a report per scenario."""
+    from dataclasses import asdict
+
     from hle_stream.eval.bench.orchestrate import DataSource, run_all
+    from hle_stream.eval.bench.presets import customised
     from hle_stream.eval.bench.report import build_report, write_report
     from hle_stream.eval.bench.runner import RunSpec
 
@@ -58,6 +64,9 @@ def bench(
         raise typer.BadParameter(f"unknown dataset {dataset}; choose from {', '.join(DATASETS)}")
     if preset not in PRESETS:
         raise typer.BadParameter(f"unknown preset {preset}; choose from {', '.join(PRESETS)}")
+    if memory_size is not None and memory_share is not None:
+        raise typer.BadParameter("give --memory-size or --memory-share, not both")
+    settings = customised(PRESETS[preset], memory_size, memory_share, online_iter)
     scenarios = _split_list(scenario, SCENARIOS, "scenario")
     method_names = _split_list(methods, tuple(METHODS), "method")
     try:
@@ -77,10 +86,10 @@ def bench(
             if position >= total:  # also visible where the bar is not (a log file, CI)
                 console.print(f"finished {spec.scenario} {spec.method} seed {spec.seed}")
 
-        runs = run_all(source, preset, specs, jobs, show)
+        runs = run_all(source, settings, specs, jobs, show)
     for sc in scenarios:
         config = {"dataset": dataset or str(data), "scenario": sc, "methods": method_names, "seeds": seed_values,
-                  "label_delay": label_delay, "preset": preset, "preset_settings": vars(PRESETS[preset]) | {"learner_config": vars(PRESETS[preset].learner_config)}}
+                  "label_delay": label_delay, "preset": preset, "preset_settings": asdict(settings)}
         target = out / sc if len(scenarios) > 1 else out
         paths = write_report(build_report([r for r in runs if r["scenario"] == sc], config), target)
         typer.echo(paths[1].read_text())

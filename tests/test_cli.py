@@ -276,3 +276,26 @@ def test_bench_with_late_labels_predicts_on_arrival_and_learns_when_the_label_co
     assert {"1", "2"} <= set(run["levels"])  # level 3's labels may all come after the stream's end
     assert all(0.0 <= row["a_auc"] <= 1.0 for row in run["levels"].values())
     assert "labels 1000 events late" in (tmp_path / "report.md").read_text()
+
+
+def test_bench_places_a_run_in_a_regime_and_runs_the_paper_faithful_methods(tmp_path):
+    done = _hle_stream("bench", "--dataset", "synthetic", "--methods", "er-paper,pl-fms-reference", "--preset", "quick",
+                       "--memory-share", "0.05", "--online-iter", "0.5", "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    for method in ("er-paper", "pl-fms-reference"):
+        run = report["results"][method]["0"]
+        assert run["events"] == 3000 and run["config"]["memory_size"] == 150  # 5 % of the stream
+        assert run["config"]["online_iter"] == 0.5 and run["config"]["importance_period"] == 4
+        assert run["train_steps"] == 1500  # half a step per sample
+    assert report["results"]["er-paper"]["0"]["config"]["exp_reset_gamma"] == 0.9999
+    assert report["results"]["pl-fms-reference"]["0"]["config"]["importance_rule"] == "released"
+    assert report["config"]["preset_settings"]["memory_share"] == 0.05
+    assert "Memory 150 samples (5.0 % of the 3000-event stream), 0.5 gradient steps per sample." in (
+        tmp_path / "report.md").read_text()
+
+
+def test_bench_refuses_a_memory_size_and_a_share_together(tmp_path):
+    done = _hle_stream("bench", "--dataset", "synthetic", "--memory-size", "100", "--memory-share", "0.1",
+                       "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2 and "not both" in done.stderr

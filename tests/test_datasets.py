@@ -5,6 +5,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from hle_stream.core.hierarchy import LabelPathError
+from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.datasets import DatasetFormatError, load_dataset, load_npz, save_npz
 from hle_stream.eval.datasets.cifar100 import load_cifar100
 from hle_stream.eval.datasets.synthetic import make_synthetic
@@ -69,3 +70,12 @@ def test_user_npz_with_a_malformed_label_path_is_refused(tmp_path):
     np.savez(path, x=np.zeros((2, 3), np.float32), label=np.array(["a/b", "a//c"]))
     with pytest.raises(LabelPathError):
         load_npz(path)
+
+
+def test_the_deep_synthetic_tree_has_96_leaves_over_five_levels_and_the_hard_preset_a_small_memory():
+    dataset = load_dataset("synthetic-deep")
+    leaves = set(dataset.labels_train)
+    assert len(leaves) == 96 and all(leaf.count("/") == 4 for leaf in leaves)
+    assert [len({"/".join(leaf.split("/")[:depth]) for leaf in leaves}) for depth in range(1, 5)] == [2, 4, 8, 16]
+    assert len(dataset.labels_train) == 24_000 and dataset.x_train.shape[1] == 64
+    assert PRESETS["hard"].memory_size_for(24_000) == 480  # 2 % of the stream

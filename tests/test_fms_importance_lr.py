@@ -4,6 +4,7 @@ import torch
 
 from hle_stream.core.adaptive_lr import AdaptiveLR
 from hle_stream.core.importance import ImportanceTracker
+from hle_stream.core.lr_schedule import ExpResetLR
 from hle_stream.core.memory import ReplayMemory
 from hle_stream.core.sampling import MIN_RUNNING_HORIZON, fms_horizon, fms_keep_probability
 
@@ -80,3 +81,54 @@ def test_adaptive_lr_lowers_both_rates_when_the_lower_one_wins():
         lr.report(0.1 + 0.001 * i if not lr.using_low else 1.0 + 0.001 * i)
     assert lr.high == 0.5
     assert opt.param_groups[0]["lr"] == lr.lr
+
+
+def test_the_released_importance_rule_truncates_losses_and_moves_each_used_slot_once():
+    memory = ReplayMemory(4, (1,), torch.float32, 2, torch.device("cpu"))
+    for slot, score in enumerate([0.5, 1.0, 2.0, 0.0]):
+        memory.write(slot, torch.zeros(1), torch.tensor([0, -1]), 1, 0, slot, score)
+    tracker = ImportanceTracker(4, torch.device("cpu"), period=1, probe_size=None, rule="released")
+    assert tracker.update(memory, torch.arange(4), torch.tensor([1.7, 2.2, 0.4, 3.9])) is None  # stored as 1, 2, 0, 3
+    memory.write(3, torch.zeros(1), torch.tensor([0, -1]), 1, 0, 9, 0.0)  # replaced: not paired next time
+    tracker.record_use(torch.tensor([0, 0, 1]))  # slot 0 twice, slot 1 once
+    # now 0.9 -> 0, 2.8 -> 2, 0.2 -> 0: changes -1, 0, 0 over the paired slots 0..2
+    delta = tracker.update(memory, torch.arange(4), torch.tensor([0.9, 2.8, 0.2, 3.1]))
+    assert math.isclose(delta, -1 / 3, rel_tol=1e-6)
+    # used slots {0, 1}: mean score 0.75, n_used 2 -> d = -1/3 - 0.375; each moves by -0.1 * d once
+    step = -0.1 * (-1 / 3 - 0.75 / 2)
+    assert torch.allclose(memory.importance, torch.tensor([0.5 + step, 1.0 + step, 2.0, 0.0]))
+
+
+def _reports_until_the_rates_move(sliding: bool) -> tuple[list[float], list[float], int]:
+    """An inconclusive start (both rates alike), then the lower rate wins clearly."""
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    lr = AdaptiveLR(opt, 1.0, step=0.5, period=1, length=3, sliding=sliding)
+    for value in [1.0, 1.0, 1.01, 0.99, 0.99, 1.01]:  # high, low, high, ...: a test, not significant
+        lr.report(value)
+    kept = (list(lr._history[False]), list(lr._history[True]))
+    for i in range(10):
+        lr.report(0.001 * i if not lr.using_low else 3.0 + 0.001 * i)
+        if lr.high != 1.0:
+            assert lr.high == 0.5 and lr._history == {False: [], True: []}  # cleared after a significant test
+            return *kept, i + 1
+    raise AssertionError("the rates never moved")
+
+
+def test_the_sliding_adaptive_lr_retests_at_every_switch_and_keeps_an_inconclusive_history():
+    high, low, reports = _reports_until_the_rates_move(sliding=True)
+    assert high == [1.0, 1.01, 0.99] and low == [1.0, 0.99, 1.01]
+    assert reports == 4  # the window slid: old and new periods tested together
+    high, low, reports = _reports_until_the_rates_move(sliding=False)
+    assert high == low == []
+    assert reports == 6  # a fresh window of 3 + 3 periods had to fill first
+
+
+def test_exp_reset_decays_per_step_and_returns_to_the_base_rate_on_a_new_class():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([param], lr=1.0)
+    schedule = ExpResetLR(opt, 0.1, gamma=0.5)
+    for _ in range(3):
+        schedule.stepped()
+    assert math.isclose(opt.param_groups[0]["lr"], 0.1 * 0.5 ** 3)
+    schedule.new_class()
+    assert opt.param_groups[0]["lr"] == 0.1

@@ -3,7 +3,10 @@
 Each importance update reports how much the memory loss fell. Rates alternate every
 ``period`` reports; after ``length`` periods under each, a one-sided Welch t-test decides:
 if the lower rate is significantly better both rates shrink by ``step``, if significantly
-worse both grow by ``1/step``.
+worse both grow by ``1/step``. The histories are then cleared and collected afresh
+(the single-depth reading of the released code). With ``sliding`` (the released multi-depth
+code), the test is repeated at every switch over the last ``length`` periods under each
+rate, and the histories are cleared only when a test was significant.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class AdaptiveLR:
         period: int = 10,
         length: int = 10,
         significance: float = 0.05,
+        sliding: bool = False,
     ) -> None:
         self.optimizer = optimizer
         self.high = base_lr
@@ -29,6 +33,7 @@ class AdaptiveLR:
         self.period = period
         self.length = length
         self.significance = significance
+        self.sliding = sliding
         self.using_low = False
         self._current: list[float] = []
         self._history: dict[bool, list[float]] = {False: [], True: []}
@@ -60,11 +65,14 @@ class AdaptiveLR:
         self.using_low = not self.using_low
         low, high = self._history[True], self._history[False]
         if len(low) >= self.length and len(high) >= self.length:
+            del low[: -self.length], high[: -self.length]
             p = stats.ttest_ind(low, high, equal_var=False, alternative="greater").pvalue
+            significant = p < self.significance or p > 1 - self.significance
             if p < self.significance:
                 self.high *= self.step
             elif p > 1 - self.significance:
                 self.high /= self.step
-            low.clear()
-            high.clear()
+            if significant or not self.sliding:
+                low.clear()
+                high.clear()
         self._apply()

@@ -14,7 +14,10 @@ class LearnerConfig:
     stream samples have arrived. ``fms_horizon`` is Z of flexible memory sampling; ``None``
     means a running estimate (``hle_stream.core.sampling``). ``importance_probe`` bounds how many
     memory slots each importance scoring re-scores; ``None`` scores the whole memory, as the
-    reference code does (``hle_stream.core.importance``).
+    reference code does (``hle_stream.core.importance``), and ``importance_rule`` picks how the
+    scores move. ``adaptive_lr_period`` and ``adaptive_lr_sliding`` shape CLIB's adaptive
+    learning rate (``hle_stream.core.adaptive_lr``); ``exp_reset_gamma`` is the released
+    baselines' schedule instead (``hle_stream.core.lr_schedule``).
     """
 
     memory_size: int = 500
@@ -29,6 +32,7 @@ class LearnerConfig:
     importance_period: int = 5
     importance_ema: float = 0.9
     importance_probe: int | None = 64
+    importance_rule: Literal["ema", "released"] = "ema"
     pseudo_labels: bool = False
     pseudo_threshold: float = 0.75
     pseudo_loss_weight: float = 0.0
@@ -37,6 +41,9 @@ class LearnerConfig:
     cutmix: bool = True
     augment: bool = True
     adaptive_lr: bool = True
+    adaptive_lr_period: int = 10
+    adaptive_lr_sliding: bool = False
+    exp_reset_gamma: float | None = None
     amp: bool = True
     max_depth: int = 8
     max_classes: int = 10_000
@@ -59,9 +66,17 @@ METHODS: dict[str, dict[str, object]] = {
                adaptive_lr=False),
     # PL-FMS as released: balanced importance eviction, insert-then-train, FMS, own-level CE.
     "pl-fms": dict(),
-    # PL-FMS with the reference code's importance update: the whole memory re-scored each time
-    # (the default re-scores a bounded probe, within noise of it at a fraction of the cost).
-    "pl-fms-reference": dict(importance_probe=None),
+    # ER as the paper ran it: the learning rate decays by 0.9999 per step and is reset to the base
+    # rate when a new class appears (the released baselines' "exp_reset"); plain "er" keeps it
+    # constant, which is the stronger baseline.
+    "er-paper": dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
+                     adaptive_lr=False, exp_reset_gamma=0.9999),
+    # PL-FMS as released, rule for rule: the whole memory re-scored each time, the released
+    # importance update (integer-truncated losses, a running sum per used slot) and the
+    # multi-depth adaptive LR (switch every report, re-test over a sliding window). The default
+    # "pl-fms" re-scores a bounded probe with an EMA rule, and tests the LR per window of 10.
+    "pl-fms-reference": dict(importance_probe=None, importance_rule="released", adaptive_lr_period=1,
+                             adaptive_lr_sliding=True),
     # + hierarchy-aware pseudo-labels: memory samples get confident predictions at the levels
     # below their label, which count in eviction and in the importance loss.
     "pl-fms-pl": dict(pseudo_labels=True),

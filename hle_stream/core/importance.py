@@ -2,10 +2,16 @@
 
 Every ``period`` training steps memory slots are scored. ``delta`` is the mean change of
 per-sample loss over the scored slots that were also scored last time and not replaced
-since. Each slot that was replayed since the last scoring moves, once per use, toward
-``-delta`` by an EMA of ratio ``ema``: ``s <- ema * s + (1 - ema) * (-delta)``. A sample's
-score therefore grows when training on it went with a falling memory loss; PL-FMS evicts the
-lowest-scored sample of the fullest class.
+since. A sample's score grows when training on it went with a falling memory loss; PL-FMS
+evicts the lowest-scored sample of the fullest class. Two rules move the scores:
+
+- ``ema`` (ours): each slot replayed since the last scoring moves, once per use, toward
+  ``-delta`` by an EMA of ratio ``ema``: ``s <- ema * s + (1 - ema) * (-delta)``.
+- ``released`` (the released PL-FMS code, read in its effect): the losses are truncated to
+  integers before they are differenced (the code stores them in an integer array), and each
+  *distinct* slot used since the last scoring, however often, moves by
+  ``-(1 - ema) * (delta - mean(s[used]) / n_used)``: in effect a running sum of
+  ``-0.1 * delta`` with almost no pull toward the mean, since ``n_used`` is in the hundreds.
 
 The reference rule scores the whole memory each time, which costs more forward passes than
 the training itself (500 samples every 8 steps of 16). With ``probe_size`` only a bounded
@@ -25,13 +31,17 @@ CARRIED_SHARE = 0.75
 
 
 class ImportanceTracker:
-    """Counts memory uses between scorings, picks the slots to score, applies the EMA rule."""
+    """Counts memory uses between scorings, picks the slots to score, applies the rule."""
 
     def __init__(
-        self, capacity: int, device: torch.device, period: int, ema: float = 0.9, probe_size: int | None = None
+        self, capacity: int, device: torch.device, period: int, ema: float = 0.9, probe_size: int | None = None,
+        rule: str = "ema",
     ) -> None:
+        if rule not in ("ema", "released"):
+            raise ValueError(f"unknown importance rule {rule!r}; choose ema or released")
         self.period = period
         self.ema = ema
+        self.rule = rule
         self.probe_size = probe_size
         self.uses = torch.zeros(capacity, device=device)
         self.probe = torch.empty(0, dtype=torch.long)  # slots scored last time (CPU)
@@ -77,15 +87,26 @@ class ImportanceTracker:
     def update(self, memory: ReplayMemory, slots: torch.Tensor, losses: torch.Tensor) -> float | None:
         """Apply the rule with ``losses`` of ``slots`` (now); returns delta if defined."""
         n = memory.size
+        if self.rule == "released":
+            losses = losses.trunc()
         paired = ~memory.fresh[slots]
         delta = None
         if bool(paired.any()):
             delta = float((losses[paired] - memory.last_loss[slots][paired]).mean())
-            decay = self.ema ** self.uses[:n]
-            memory.importance[:n] = decay * memory.importance[:n] + (1 - decay) * (-delta)
+            if self.rule == "released":
+                self._released_update(memory.importance[:n], delta)
+            else:
+                decay = self.ema ** self.uses[:n]
+                memory.importance[:n] = decay * memory.importance[:n] + (1 - decay) * (-delta)
         memory.fresh[:n] = True  # only the slots scored now hold a baseline for next time
         memory.last_loss[slots] = losses
         memory.fresh[slots] = False
         self.uses.zero_()
         self.steps_since_update = 0
         return delta
+
+    def _released_update(self, scores: torch.Tensor, delta: float) -> None:
+        used = self.uses[: scores.numel()] > 0
+        n_used = int(used.sum())
+        if n_used:
+            scores[used] -= (1 - self.ema) * (delta - scores[used].mean() / n_used)

@@ -23,6 +23,7 @@ from hle_stream.core.hierarchy import LabelTree
 from hle_stream.core.importance import ImportanceTracker
 from hle_stream.core.inference import level_probabilities, prepare_inputs
 from hle_stream.core.losses import per_sample_loss
+from hle_stream.core.lr_schedule import ExpResetLR
 from hle_stream.core.memory import ReplayMemory
 from hle_stream.core.model import HierarchicalNet, grow_head
 from hle_stream.core.policies import balanced_importance_slot, initial_importance, reservoir_slot
@@ -97,10 +98,15 @@ class HierarchicalLearner:
         balanced = config.eviction == "balanced-importance"
         self.importance = (
             ImportanceTracker(config.memory_size, self.device, config.importance_period, config.importance_ema,
-                              config.importance_probe)
+                              config.importance_probe, config.importance_rule)
             if balanced else None
         )
-        self.adaptive_lr = AdaptiveLR(self.optimizer, config.lr) if config.adaptive_lr and balanced else None
+        self.adaptive_lr = (
+            AdaptiveLR(self.optimizer, config.lr, period=config.adaptive_lr_period, sliding=config.adaptive_lr_sliding)
+            if config.adaptive_lr and balanced else None
+        )
+        self.exp_reset = (ExpResetLR(self.optimizer, config.lr, config.exp_reset_gamma)
+                          if config.exp_reset_gamma is not None else None)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.stager = HostStager(self.device)
         self.first_seen: list[int] = []  # stream count when each class (global id) appeared
@@ -158,6 +164,8 @@ class HierarchicalLearner:
             with _global_rng_from(self.implicit_rng):
                 grow_head(self.net, self.optimizer, new.level, self.tree.num_classes(new.level))
             self.first_seen.append(self.seen)
+            if self.exp_reset is not None:
+                self.exp_reset.new_class()
 
     def _encode(self, label: str) -> tuple[torch.Tensor, int, int]:
         indices = self.tree.path_indices(label)
@@ -207,7 +215,8 @@ class HierarchicalLearner:
         if batch_x.shape[0] == 0:
             return True
         batch_levels = torch.cat([levels[keep], mem.level[slots]])
-        batch_targets = self._supervised(torch.cat([targets[keep], mem.targets[slots]]), batch_levels)
+        batch_targets = self._supervised(torch.cat([targets[keep], mem.targets[slots]]), batch_levels,
+                                         torch.cat([levels[keep], mem.first_level[slots]]))
         weights = None
         if self.config.pseudo_loss_weight > 0:
             pseudo = torch.cat([torch.full_like(targets[keep], -1), mem.pseudo[slots]])
@@ -227,6 +236,8 @@ class HierarchicalLearner:
             return False
         self.optimizer.step()
         self.steps += 1
+        if self.exp_reset is not None:
+            self.exp_reset.stepped()
         if self.importance is not None:
             self.importance.record_use(slots)
             if self.importance.due:
@@ -254,14 +265,15 @@ class HierarchicalLearner:
         if self.importance is not None:
             self.importance.reorder(order)
 
-    def _supervised(self, targets: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        """The targets the loss sees: all known ancestors (``path``) or the own level only."""
+    def _supervised(self, targets: torch.Tensor, levels: torch.Tensor, first_levels: torch.Tensor) -> torch.Tensor:
+        """The targets the loss sees: all known ancestors (``path``) or the own level only,
+        which for a refined memory sample spans the levels it was labelled at
+        (``first_levels`` .. ``levels``)."""
         if self.config.supervision == "path":
             return targets
-        own = torch.full_like(targets, -1)
-        rows = torch.arange(targets.shape[0], device=targets.device)
-        own[rows, levels - 1] = targets[rows, levels - 1]
-        return own
+        depth = torch.arange(1, targets.shape[1] + 1, device=targets.device)
+        own = (depth >= first_levels[:, None]) & (depth <= levels[:, None])
+        return torch.where(own, targets, torch.full_like(targets, -1))
 
     def _rescore_memory(self) -> None:
         """Score the memory slots the importance rule asks for, refreshing their pseudo-labels
@@ -275,7 +287,7 @@ class HierarchicalLearner:
                 chunk = slots[start:start + SCORING_CHUNK]
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                     logits = self.net(self.prepare(mem.x[chunk], train=False))
-                targets = self._supervised(mem.targets[chunk], mem.level[chunk])
+                targets = self._supervised(mem.targets[chunk], mem.level[chunk], mem.first_level[chunk])
                 weights = None
                 if self.config.pseudo_labels:
                     targets, weights = _merge_pseudo(targets, mem.pseudo[chunk], 1.0)
@@ -296,7 +308,7 @@ class HierarchicalLearner:
         eviction would strip the memory down to the newest level.
         """
         mem = self.memory
-        supervised = self._supervised(mem.targets[slots], mem.level[slots])
+        supervised = self._supervised(mem.targets[slots], mem.level[slots], mem.first_level[slots])
         own_level = mem.level[slots]
         own_class = mem.targets[slots].gather(1, (own_level - 1)[:, None]).squeeze(1)
         for h, level_logits in enumerate(logits):
@@ -431,6 +443,8 @@ class HierarchicalLearner:
             state["importance"] = self.importance.state_dict()
         if self.adaptive_lr is not None:
             state["adaptive_lr"] = self.adaptive_lr.state_dict()
+        if self.exp_reset is not None:
+            state["exp_reset"] = self.exp_reset.state_dict()
         return state
 
     @classmethod
@@ -468,6 +482,8 @@ class HierarchicalLearner:
             self.importance.load_state_dict(state["importance"])
         if self.adaptive_lr is not None:
             self.adaptive_lr.load_state_dict(state["adaptive_lr"])
+        if self.exp_reset is not None:
+            self.exp_reset.load_state_dict(state["exp_reset"])
         self.generator.set_state(state["generator"])
         self.implicit_rng.set_state(state["torch_rng"])
 

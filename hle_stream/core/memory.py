@@ -1,7 +1,8 @@
 """The replay memory: preallocated tensors on the learner's device, no per-sample objects.
 
 Each slot holds one sample, its label at every level its path names (``targets``, -1 where
-unknown), its own labelled level, its bin (the global id of its (level, class) pair),
+unknown), its own labelled level (and the coarsest level it was labelled at before a
+refinement), its bin (the global id of its (level, class) pair),
 optional pseudo-labels at other levels, and the bookkeeping of the importance rule.
 """
 
@@ -32,6 +33,7 @@ class ReplayMemory:
         self.pseudo = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
         self.pseudo_bins = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
         self.level = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.first_level = torch.zeros(capacity, dtype=torch.long, device=device)
         self.bin = torch.zeros(capacity, dtype=torch.long, device=device)
         self.importance = torch.zeros(capacity, device=device)
         self.last_loss = torch.zeros(capacity, device=device)
@@ -39,7 +41,7 @@ class ReplayMemory:
         self.sample_id = torch.full((capacity,), -1, dtype=torch.long, device=device)
         self.size = 0
 
-    FIELDS = ("x", "targets", "pseudo", "pseudo_bins", "level", "bin", "importance", "last_loss", "fresh", "sample_id")
+    FIELDS = ("x", "targets", "pseudo", "pseudo_bins", "level", "first_level", "bin", "importance", "last_loss", "fresh", "sample_id")
 
     @property
     def full(self) -> bool:
@@ -50,7 +52,10 @@ class ReplayMemory:
         return {name: getattr(self, name)[: self.size].cpu() for name in self.FIELDS}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the used slots; a checkpoint written before refinements existed has no
+        ``first_level``: every sample there was labelled at its own level only."""
         self.size = len(state["level"])
+        state = {"first_level": state["level"], **state}
         for name in self.FIELDS:
             getattr(self, name)[: self.size] = state[name].to(self.device)
 
@@ -72,6 +77,7 @@ class ReplayMemory:
         self.pseudo[slot] = -1
         self.pseudo_bins[slot] = -1
         self.level[slot] = level
+        self.first_level[slot] = level
         self.bin[slot] = bin_id
         self.sample_id[slot] = sample_id
         self.importance[slot] = importance
@@ -86,8 +92,11 @@ class ReplayMemory:
 
     def relabel(self, slot: int, targets: torch.Tensor, level: int, bin_id: int) -> None:
         """A finer label for the sample in ``slot``: its targets, level and bin change (so the
-        balance of the bins follows the new label); its importance and pseudo-labels below the
-        new level stay, those at levels it now has a true label for are cleared."""
+        balance of the bins follows the new label); ``first_level`` stays, so that the sample
+        goes on teaching the levels it was labelled at before (a coarse sample that stopped
+        supervising its coarse level would starve that level: the refined stream brings no new
+        coarse samples). Its importance and pseudo-labels below the new level stay, those at
+        levels it now has a true label for are cleared."""
         self.targets[slot] = targets
         self.level[slot] = level
         self.bin[slot] = bin_id

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from hle_stream.eval.bench.presets import PRESETS
+from hle_stream.eval.bench.presets import Preset
 from hle_stream.eval.bench.runner import RunSpec, run_benchmark
 from hle_stream.eval.datasets import HierarchicalDataset, load_dataset
 
@@ -44,26 +44,26 @@ def _init_worker(source: DataSource, threads: int, progress_queue) -> None:
     _worker_queue = progress_queue
 
 
-def _run_in_worker(preset_name: str, spec: RunSpec) -> dict:
+def _run_in_worker(preset: Preset, spec: RunSpec) -> dict:
     def report(position: int, total: int) -> None:
         _worker_queue.put((spec, position, total))
 
-    return run_benchmark(_worker_dataset, PRESETS[preset_name], spec, report)
+    return run_benchmark(_worker_dataset, preset, spec, report)
 
 
-def run_all(source: DataSource, preset_name: str, specs: list[RunSpec], jobs: int, progress: ProgressSink) -> list[dict]:
+def run_all(source: DataSource, preset: Preset, specs: list[RunSpec], jobs: int, progress: ProgressSink) -> list[dict]:
     """Every run of ``specs``; results in the order of ``specs``."""
     cores = os.cpu_count() or 1
     if jobs <= 1:
         dataset = source.load()
-        return [run_benchmark(dataset, PRESETS[preset_name], spec, lambda p, t, s=spec: progress(s, p, t))
+        return [run_benchmark(dataset, preset, spec, lambda p, t, s=spec: progress(s, p, t))
                 for spec in specs]
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         progress_queue = manager.Queue()
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                                  initargs=(source, max(1, cores // jobs), progress_queue)) as pool:
-            futures = [pool.submit(_run_in_worker, preset_name, spec) for spec in specs]
+            futures = [pool.submit(_run_in_worker, preset, spec) for spec in specs]
             while not all(f.done() for f in futures):
                 try:
                     progress(*progress_queue.get(timeout=0.5))

@@ -84,6 +84,8 @@ def markdown_table(report: dict) -> str:
         f"# {cfg['dataset']} · {cfg['scenario']} · preset {cfg['preset']} · seeds {cfg['seeds']}"
         + (f" · labels {cfg['label_delay']} events late" if cfg.get("label_delay") else ""),
         "",
+        _regime(report),
+        "",
         "Accuracies in %, mean ± std over seeds (F_last: lower is better; – where undefined).",
         "",
         "| " + " | ".join(header) + " |",
@@ -93,6 +95,14 @@ def markdown_table(report: dict) -> str:
         cells = [_cell(s["levels"].get(lv, {}).get(m)) for lv in levels for m in METRICS]
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {s['events_per_second']:.0f} | {s['wall_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _regime(report: dict) -> str:
+    """Where the runs sit: the memory beside the stream, and the steps per sample."""
+    run = next(iter(next(iter(report["results"].values())).values()))
+    memory, events = run["config"]["memory_size"], run["events"]
+    return (f"Memory {memory} samples ({100 * memory / events:.1f} % of the {events}-event stream), "
+            f"{run['config']['online_iter']:g} gradient steps per sample.")
 
 
 def plot_curves(report: dict, path: Path) -> None:

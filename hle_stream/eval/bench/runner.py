@@ -70,7 +70,8 @@ def run_benchmark(
     stream, test_labels = prepare_stream(dataset, preset, spec)
     test_subset = stratified_subsample(dataset.labels_test, preset.test_limit, 0)
     evaluator = AnytimeEvaluator(torch.from_numpy(dataset.x_test[test_subset]), list(test_labels[test_subset]))
-    base = preset.learner_config.with_(seed=spec.seed, fms_horizon=fms_horizon_for(stream))
+    base = preset.learner_config.with_(seed=spec.seed, fms_horizon=fms_horizon_for(stream),
+                                       memory_size=preset.memory_size_for(len(stream)))
     if len(dataset.input_shape) == 3:
         base = base.with_(backbone=preset.image_backbone)
     config = method_config(spec.method, base)

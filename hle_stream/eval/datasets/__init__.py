@@ -8,17 +8,17 @@ from hle_stream.eval.datasets.base import HierarchicalDataset
 from hle_stream.eval.datasets.cifar100 import load_cifar100
 from hle_stream.eval.datasets.fashion_mnist import load_fashion_mnist
 from hle_stream.eval.datasets.newsgroups import load_newsgroups
-from hle_stream.eval.datasets.synthetic import make_synthetic
+from hle_stream.eval.datasets.synthetic import make_synthetic, make_synthetic_deep
 from hle_stream.eval.datasets.user_npz import DatasetFormatError, load_npz, save_npz
 from hle_stream.eval.paths import default_cache_dir, default_data_root
 
-DATASETS = ("fashion-mnist", "20news", "synthetic", "cifar100")
+DATASETS = ("fashion-mnist", "20news", "synthetic", "synthetic-deep", "cifar100")
 
 __all__ = ["DATASETS", "DatasetFormatError", "DatasetUnavailable", "dataset_folder", "HierarchicalDataset", "load_dataset", "load_npz", "save_npz"]
 
 
 FOLDERS = {"fashion-mnist": Path("fashion-mnist"), "20news": Path("20news"),
-           "cifar100": Path("cifar100") / "cifar-100-python"}  # under the data root; synthetic needs none
+           "cifar100": Path("cifar100") / "cifar-100-python"}  # under the data root; the synthetic ones need none
 
 
 class DatasetUnavailable(FileNotFoundError):
@@ -58,4 +58,6 @@ def load_dataset(
         return load_newsgroups(folder, cache)
     if name == "cifar100":
         return load_cifar100(folder)
+    if name == "synthetic-deep":
+        return make_synthetic_deep()
     return make_synthetic()
