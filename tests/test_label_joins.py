@@ -66,18 +66,33 @@ def test_a_label_for_an_unknown_or_expired_id_is_dead_lettered_with_the_reason()
     assert processor.label_outcomes == {"expired": 1, "unknown": 1, "joined": 1}
 
 
-def test_a_finer_label_upgrades_the_sample_in_the_replay_memory_and_scores_only_the_new_level():
+def test_a_finer_label_relearns_the_sample_keeps_its_coarse_copy_and_scores_only_the_new_level():
     processor, sink = _processor()
     stream = Stream()
     processor.process(stream(*[_features(i, "a" if i % 2 else "b") for i in range(6)]))
     memory = processor.learner.memory
     slot = memory.slot_of(processor.joins.entries["e1"].sample_id)
     assert slot is not None and int(memory.level[slot]) == 1
-    scored = _scored(processor)
+    seen, scored = processor.learner.seen, _scored(processor)
     processor.process(stream({"id": "e1", "label": "a/x"}))
-    assert processor.label_outcomes["upgraded_in_memory"] == 1
-    assert int(memory.level[slot]) == 2 and int(memory.bin[slot]) == processor.learner.tree.global_id("a/x")
+    assert processor.label_outcomes["refined"] == 1 and processor.learner.seen == seen + 1
+    assert int(memory.level[slot]) == 1 and int(memory.bin[slot]) == processor.learner.tree.global_id("a")
+    assert int(memory.level[memory.slot_of(processor.joins.entries["e1"].sample_id)]) == 2  # the fine copy
     assert _scored(processor) == {1: scored[1], 2: 1}  # level 1 was scored when the features came
+
+
+def test_with_upgrades_a_finer_label_changes_the_memory_copy_in_place_which_still_teaches_the_coarse_level():
+    processor, sink = _processor(refinements="upgrade")
+    stream = Stream()
+    processor.process(stream(*[_features(i, "a" if i % 2 else "b") for i in range(6)]))
+    memory = processor.learner.memory
+    slot = memory.slot_of(processor.joins.entries["e1"].sample_id)
+    seen, scored = processor.learner.seen, _scored(processor)
+    processor.process(stream({"id": "e1", "label": "a/x"}))
+    assert processor.label_outcomes["upgraded_in_memory"] == 1 and processor.learner.seen == seen
+    assert int(memory.level[slot]) == 2 and int(memory.bin[slot]) == processor.learner.tree.global_id("a/x")
+    assert int(memory.first_level[slot]) == 1  # supervised at levels 1 and 2 from now on
+    assert _scored(processor) == {1: scored[1], 2: 1}
 
 
 def test_a_label_that_contradicts_coarsens_or_repeats_the_earlier_one_is_ignored_and_counted():

@@ -70,3 +70,20 @@ def test_reservoir_keeps_each_sample_with_probability_capacity_over_seen():
 def test_memory_reports_its_bytes():
     memory = ReplayMemory(100, (1, 28, 28), torch.uint8, 3, torch.device("cpu"))
     assert memory.nbytes() >= 100 * 28 * 28
+
+
+def test_a_relabelled_sample_changes_bin_and_is_supervised_from_its_first_level_to_its_new_one():
+    from hle_stream.core.config import LearnerConfig
+    from hle_stream.core.learner import HierarchicalLearner
+
+    learner = HierarchicalLearner(LearnerConfig(memory_size=4, batch_size=4, device="cpu"), (3,), torch.float32)
+    learner.observe(torch.randn(4, 3), ["a", "a", "b", "b"], ids=[10, 11, 12, 13])
+    assert learner.relabel(11, "a/x/y") and not learner.relabel(99, "a/x")
+    memory = learner.memory
+    slot = memory.slot_of(11)
+    assert (int(memory.first_level[slot]), int(memory.level[slot])) == (1, 3)
+    assert int(memory.bin[slot]) == learner.tree.global_id("a/x/y")
+    supervised = learner._supervised(memory.targets[:4], memory.level[:4], memory.first_level[:4])
+    assert (supervised[slot, :3] >= 0).all()  # a, a/x and a/x/y all taught
+    others = [s for s in range(4) if s != slot]
+    assert (supervised[others, 0] >= 0).all() and (supervised[others, 1:] < 0).all()  # own level only

@@ -168,6 +168,9 @@ def test_the_daemon_series_exist_in_prometheus_with_sane_values(stack):
     for r in prom.query("hle_prequential_accuracy_ratio") + prom.query("hle_anytime_accuracy_ratio"):
         assert 0.0 <= float(r["value"][1]) <= 1.0
     assert prom.value('hle_prequential_accuracy_ratio{level="1"}') > 0.5  # 3 well-separated clusters
+    assert 0.0 < prom.value("hle_served_node_precision_ratio") <= 1.0
+    assert 0.0 < prom.value("hle_served_depth_mean") <= 3.0
+    assert 2.0 <= prom.value("hle_served_mistake_severity_mean") <= 6.0  # distances on a 3-level tree: 2, 4 or 6
     assert prom.value("sum(hle_replay_memory_samples)") == prom.value("hle_replay_memory_capacity_samples") == 64
     assert prom.value("sum(hle_replay_memory_share_ratio)") == pytest.approx(1.0)
     assert prom.value("hle_replay_memory_bytes") > 64 * 32 * 4

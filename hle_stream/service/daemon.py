@@ -318,7 +318,7 @@ class Daemon:
         if self.telemetry is not None:
             self.telemetry.record_consumed(len(records))
             self.telemetry.record_lag(source.lag(self.processor.next_offsets))
-            self.telemetry.refresh(learner, self.processor.prequential)
+            self.telemetry.refresh(learner, self.processor.prequential, self.processor.served_paths)
 
     def _publish_snapshot(self, source: Source) -> None:
         """A serving snapshot for predictor replicas, when a model store is set and one is due

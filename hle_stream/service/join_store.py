@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hle_stream.core.hierarchy import LabelTree
+
 EXPIRED_MEMORY = 4  # expired ids remembered: this many times max_entries
 
 
@@ -30,8 +32,12 @@ class Pending:
     x: np.ndarray
     arrived_at: float  # wall-clock seconds
     guesses: list[int]  # the predicted class index per level when the features arrived
+    served_depth: int = 0  # levels of the path served then (it stopped below the confidence threshold)
     label: str | None = None  # the label it was trained with so far
     sample_id: int | None = None  # its id in the learner's memory, once trained
+
+    def served_path(self, tree: LabelTree) -> list[str]:
+        return [tree.path_of(level, self.guesses[level - 1]) for level in range(1, self.served_depth + 1)]
 
     @property
     def nbytes(self) -> int:
@@ -83,15 +89,19 @@ class JoinStore:
         return {"ids": list(self.entries), "x": [torch.from_numpy(p.x.copy()) for p in self.entries.values()],
                 "arrived_at": [p.arrived_at for p in self.entries.values()],
                 "guesses": [list(p.guesses) for p in self.entries.values()],
+                "served_depths": [p.served_depth for p in self.entries.values()],
                 "labels": [p.label for p in self.entries.values()],
                 "sample_ids": [p.sample_id for p in self.entries.values()], "expired": list(self.expired)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.entries.clear()
         self.nbytes = 0
-        for event_id, x, arrived_at, guesses, label, sample_id in zip(
-                state["ids"], state["x"], state["arrived_at"], state["guesses"], state["labels"], state["sample_ids"]):
-            pending = Pending(x.numpy(), float(arrived_at), [int(g) for g in guesses], label, sample_id)
+        served_depths = state.get("served_depths", [len(g) for g in state["guesses"]])  # absent before served paths
+        for event_id, x, arrived_at, guesses, served_depth, label, sample_id in zip(
+                state["ids"], state["x"], state["arrived_at"], state["guesses"], served_depths, state["labels"],
+                state["sample_ids"]):
+            pending = Pending(x.numpy(), float(arrived_at), [int(g) for g in guesses], int(served_depth), label,
+                              sample_id)
             self.entries[event_id] = pending
             self.nbytes += pending.nbytes
         self.expired = OrderedDict((event_id, None) for event_id in state["expired"])

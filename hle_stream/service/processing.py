@@ -31,6 +31,7 @@ from hle_stream.core.hierarchy import LabelPathError, LabelTree
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.predictor import prediction_paths
 from hle_stream.eval.evaluation import PrequentialAccuracy
+from hle_stream.eval.served_paths import ServedPathQuality
 from hle_stream.service.dedupe import RecentIds
 from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.events import DEFAULT_MAX_ABS_FEATURE, Event, EventError, LabelEvent, parse_event
@@ -39,6 +40,15 @@ from hle_stream.service.lineage import TrainedIdLog
 from hle_stream.service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+REFINEMENTS = ("relearn", "upgrade")
+"""What a finer label for a sample already learned does: ``relearn`` learns the sample again at
+its new label (the coarse copy in the replay memory stays until the balance evicts it, as in the
+dual-label benchmark); ``upgrade`` changes the copy in the memory in place (one copy, balanced by
+its new label) and learns again only a sample the memory no longer holds. Measured on the
+dual-label stream, ``upgrade`` costs the coarse level: a coarse class whose samples are all
+refined loses its memory bin (see the README)."""
+
 
 @dataclass(frozen=True)
 class ProcessingConfig:
@@ -52,6 +62,7 @@ class ProcessingConfig:
     dedupe_window: int = 100_000  # ids with features remembered to refuse duplicates (0: off)
     join_window: int = 10_000  # events whose features wait for a later label event (0: no label events)
     join_max_age_seconds: float = 3600.0  # ... for at most this long
+    refinements: str = "relearn"  # a finer label for a sample: learned again (relearn) or upgraded in the memory
 
 
 class MicroBatchProcessor:
@@ -80,6 +91,7 @@ class MicroBatchProcessor:
         the store starts a new lineage); the counters of this process stay."""
         self.learner: HierarchicalLearner | None = None
         self.prequential = PrequentialAccuracy()
+        self.served_paths = ServedPathQuality()
         self.recent_ids = RecentIds(self.config.dedupe_window)
         self.next_offsets: dict[int, int] = {}
         self.model_id = uuid.uuid4().hex  # names this model's lineage (the checkpointer's record of its commits)
@@ -263,9 +275,12 @@ class MicroBatchProcessor:
                                 earlier)
                 continue
             self._score_delayed(event, record, pending, from_level=1 if earlier is None else earlier.count("/") + 2)
+            if earlier is None:  # the served path is judged once, against the first label
+                self.served_paths.update(pending.served_path(self.learner.tree), event.label)
             if self.telemetry is not None:
                 self.telemetry.record_label_delay(now - pending.arrived_at)
-            if earlier is not None and pending.sample_id is not None and self._upgrade(event, pending):
+            if (earlier is not None and self.config.refinements == "upgrade" and pending.sample_id is not None
+                    and self._upgrade(event, pending)):
                 continue
             to_learn.append((event, record, pending))
         if to_learn:
@@ -340,8 +355,10 @@ class MicroBatchProcessor:
             best = [p.argmax(dim=1).tolist() for p in probabilities]
             now = time.time()
             for row, event in enumerate(events):
-                self.joins.add(event.id, Pending(event.x, now, [level[row] for level in best]), now)
+                self.joins.add(event.id, Pending(event.x, now, [level[row] for level in best], len(paths[row])), now)
         labelled = [i for i, e in enumerate(events) if e.label]
+        for i in labelled:
+            self.served_paths.update([node["label"] for node in paths[i]], events[i].label)
         if labelled:
             outcomes = self.prequential.update(learner.tree, [events[i].label for i in labelled],
                                                [p[labelled].argmax(dim=1) for p in probabilities])
@@ -383,7 +400,8 @@ class MicroBatchProcessor:
     def state_dict(self) -> dict[str, Any]:
         return {"learner": self.learner.state_dict() if self.learner else None, "method": self.config.method,
                 "model_id": self.model_id,
-                "prequential": self.prequential.state_dict(), "offsets": dict(self.next_offsets),
+                "prequential": self.prequential.state_dict(), "served_paths": self.served_paths.state_dict(),
+                "offsets": dict(self.next_offsets),
                 "recent_ids": self.recent_ids.state_dict(),
                 "joins": self.joins.state_dict() if self.joins is not None else None}
 
@@ -392,6 +410,8 @@ class MicroBatchProcessor:
             self.learner = HierarchicalLearner.from_state_dict(state["learner"],
                                                                device=self.config.learner_config.device)
         self.prequential = PrequentialAccuracy.from_state_dict(state["prequential"])
+        if "served_paths" in state:  # checkpoints before served-path quality have none
+            self.served_paths = ServedPathQuality.from_state_dict(state["served_paths"])
         self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
         self.model_id = state.get("model_id", self.model_id)  # checkpoints before model ids have none
         if "recent_ids" in state:  # checkpoints before the duplicate check have none

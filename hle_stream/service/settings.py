@@ -17,7 +17,7 @@ from typing import Any, Callable
 from connectors.settings import KafkaSettings
 from hle_stream.core.config import LearnerConfig
 from hle_stream.service.daemon import ROLES, DaemonConfig
-from hle_stream.service.processing import ProcessingConfig
+from hle_stream.service.processing import REFINEMENTS, ProcessingConfig
 from hle_stream.service.serving import HttpLimits
 from hle_stream.service.train_budget import parse_budget
 
@@ -69,6 +69,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "dedupe_window": ("processing", "dedupe_window"),
     "join_window": ("processing", "join_window"),
     "join_max_age_seconds": ("processing", "join_max_age_seconds"),
+    "refinements": ("processing", "refinements"),
     "memory_size": ("learner", "memory_size"),
     "batch_size": ("learner", "batch_size"),
     "importance_probe": ("learner", "importance_probe"),
@@ -127,6 +128,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "no_metrics": lambda off: not off,
     "no_predictions": lambda off: not off,
     "role": lambda role: _choice(role, ROLES, "--role"),
+    "refinements": lambda policy: _choice(policy, REFINEMENTS, "--refinements"),
     "train_budget": lambda text: _checked(parse_budget, str(text)),
     "http_token": lambda token: token or None,
     "input_shape": _shape,

@@ -28,6 +28,7 @@ from prometheus_client import (
 
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.eval.evaluation import PrequentialAccuracy
+from hle_stream.eval.served_paths import ServedPathQuality
 from hle_stream.service.events import DEAD_LETTER_REASONS
 
 # A CPU train step on a micro-batch takes 10 ms .. 2 s; a prediction 0.5 ms .. 200 ms.
@@ -85,6 +86,14 @@ class Telemetry:
         self.anytime_accuracy = Gauge("hle_anytime_accuracy_ratio",
                                       "Mean of the rolling prequential accuracy since the level appeared "
                                       "(the online counterpart of A_auc), per level.", ["level"], registry=registry)
+        self.served_precision = Gauge("hle_served_node_precision_ratio",
+                                      "Share of the served path's nodes that the label confirms (nodes at levels "
+                                      "the label names), since the start of the model.", registry=registry)
+        self.served_depth = Gauge("hle_served_depth_mean", "Mean number of levels in a served path (it stops below "
+                                  "--confidence-threshold), over the labelled events.", registry=registry)
+        self.mistake_severity = Gauge("hle_served_mistake_severity_mean",
+                                      "Mean tree distance from a wrong deepest served node to the true node of its "
+                                      "level (2: a sibling, 4: a cousin, ...).", registry=registry)
         self.known_classes = Gauge("hle_known_classes", "Classes known per level.", ["level"], registry=registry)
         # A counter that exists from the start, so increase() marks every expansion; a new level's
         # gauge series is born with all the classes that arrived before the next scrape, and its
@@ -272,11 +281,17 @@ class Telemetry:
             self.lag.labels(str(partition)).set(messages)
 
     # -- state gauges, once per micro-batch ---------------------------------------------------
-    def refresh(self, learner: HierarchicalLearner | None, prequential: PrequentialAccuracy) -> None:
+    def refresh(self, learner: HierarchicalLearner | None, prequential: PrequentialAccuracy,
+                served_paths: ServedPathQuality) -> None:
         for level, value in prequential.rolling_accuracy().items():
             self.rolling_accuracy.labels(str(level)).set(value)
         for level, value in prequential.anytime_accuracy().items():
             self.anytime_accuracy.labels(str(level)).set(value)
+        for gauge, value in ((self.served_precision, served_paths.precision),
+                             (self.served_depth, served_paths.mean_depth),
+                             (self.mistake_severity, served_paths.mistake_severity)):
+            if value is not None:
+                gauge.set(value)
         if learner is None:
             return
         stats = learner.stats()

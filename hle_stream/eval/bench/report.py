@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hle_stream.eval.served_paths import recommended_threshold
+
 METRICS = ("a_auc", "a_last", "f_last")
 
 
@@ -62,11 +64,25 @@ def summarize(results: dict[str, dict[str, dict]]) -> dict[str, dict]:
             per_level[level] = row
         summary[method] = {
             "levels": per_level,
+            "served_paths": _mean_curve([r["served_paths"] for r in runs if "served_paths" in r]),
             "events_per_second": float(np.mean([r["events_per_second"] for r in runs])),
             "wall_seconds": float(np.mean([r["wall_seconds"] for r in runs])),
             "seeds": len(runs),
         }
     return summary
+
+
+def _mean_curve(curves: list[dict]) -> dict:
+    """Served-path quality per threshold, each measure's mean over the seeds that define it."""
+    if not curves:
+        return {}
+    mean = {}
+    for threshold in curves[0]:
+        mean[threshold] = {}
+        for measure in curves[0][threshold]:
+            values = [c[threshold][measure] for c in curves if c[threshold][measure] is not None]
+            mean[threshold][measure] = float(np.mean(values)) if values else None
+    return {"curve": mean, "recommended_threshold": recommended_threshold(mean)}
 
 
 def _cell(stat: dict | None) -> str:
@@ -94,7 +110,35 @@ def markdown_table(report: dict) -> str:
     for method, s in summary.items():
         cells = [_cell(s["levels"].get(lv, {}).get(m)) for lv in levels for m in METRICS]
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {s['events_per_second']:.0f} | {s['wall_seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _served_paths_table(summary)) + "\n"
+
+
+def _served_paths_table(summary: dict) -> list[str]:
+    """The trade-off of ``--confidence-threshold``, per method: precision vs depth vs severity."""
+    methods = [m for m, s in summary.items() if s.get("served_paths")]
+    if not methods:
+        return []
+    thresholds = list(summary[methods[0]]["served_paths"]["curve"])
+    lines = ["", "Served paths of the final model on the test set, by confidence threshold: served-node "
+             "precision % / mean served depth / mistake severity (tree distance of a wrong deepest node); "
+             "★ the lowest threshold with precision ≥ 95 %.", "",
+             "| method | " + " | ".join(thresholds) + " |", "|" + "---|" * (len(thresholds) + 1)]
+    for method in methods:
+        served = summary[method]["served_paths"]
+        cells = []
+        for threshold in thresholds:
+            row = served["curve"][threshold]
+            star = " ★" if threshold == served["recommended_threshold"] else ""
+            cells.append(" / ".join(_served_cell(row[m], m) for m in ("precision", "mean_depth", "mistake_severity"))
+                         + star)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _served_cell(value: float | None, measure: str) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}" if measure == "precision" else f"{value:.2f}"
 
 
 def _regime(report: dict) -> str:

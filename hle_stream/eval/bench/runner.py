@@ -15,6 +15,7 @@ from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.eval.bench.presets import Preset
 from hle_stream.eval.datasets import HierarchicalDataset
 from hle_stream.eval.evaluation import AnytimeEvaluator, PrequentialAccuracy
+from hle_stream.eval.served_paths import threshold_curve
 from hle_stream.eval.streams import HLEStream, build_stream, stratified_subsample, two_level_projection
 
 ProgressCallback = Callable[[int, int], None]  # (position, stream length)
@@ -69,7 +70,8 @@ def run_benchmark(
     """Run one (scenario, method, seed); returns the JSON-ready result."""
     stream, test_labels = prepare_stream(dataset, preset, spec)
     test_subset = stratified_subsample(dataset.labels_test, preset.test_limit, 0)
-    evaluator = AnytimeEvaluator(torch.from_numpy(dataset.x_test[test_subset]), list(test_labels[test_subset]))
+    test_x, test_y = torch.from_numpy(dataset.x_test[test_subset]), list(test_labels[test_subset])
+    evaluator = AnytimeEvaluator(test_x, test_y)
     base = preset.learner_config.with_(seed=spec.seed, fms_horizon=fms_horizon_for(stream),
                                        memory_size=preset.memory_size_for(len(stream)))
     if len(dataset.input_shape) == 3:
@@ -105,6 +107,7 @@ def run_benchmark(
         if progress:
             progress(position, len(stream))
     wall = time.perf_counter() - started
+    served_paths = threshold_curve(learner.tree, learner.predict_proba(test_x), test_y)
 
     return {
         "scenario": spec.scenario,
@@ -122,6 +125,7 @@ def run_benchmark(
         "learn_seconds": learn_seconds,
         "wall_seconds": wall,
         "events_per_second": len(stream) / learn_seconds if learn_seconds else float("nan"),
+        "served_paths": served_paths,
         "memory_composition": {str(k): v for k, v in learner.stats().memory_per_level.items()},
         "config": {k: v for k, v in vars(config).items()},
     }
