@@ -10,7 +10,8 @@ daemon runs between a poll and a checkpoint; no Kafka, the budget unlimited) and
 learner on the test set at the benchmark's boundaries; then runs the benchmark itself on the same
 data, preset, method and seed. It prints A_auc and A_last per level of both.
 
-    python benchmarks/refinement.py --dataset fashion-mnist --preset cpu --method pl-fms --seed 0
+    python benchmarks/refinement.py --dataset fashion-mnist --preset cpu --method pl-fms --seed 0 \
+        [--refinements upgrade]
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.evaluation import AnytimeEvaluator
 from hle_stream.eval.streams import stratified_subsample
 from hle_stream.service.events import encode_features
-from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
+from hle_stream.service.processing import REFINEMENTS, MicroBatchProcessor, ProcessingConfig
 
 
-def through_the_daemon(dataset, preset, method: str, seed: int) -> tuple[dict, dict]:
+def through_the_daemon(dataset, preset, method: str, seed: int, refinements: str = "relearn") -> tuple[dict, dict]:
     spec = RunSpec("dual-label", method, seed)
     stream, test_labels = prepare_stream(dataset, preset, spec)
     test_subset = stratified_subsample(dataset.labels_test, preset.test_limit, 0)
@@ -40,7 +41,7 @@ def through_the_daemon(dataset, preset, method: str, seed: int) -> tuple[dict, d
         learner_config = learner_config.with_(backbone=preset.image_backbone)
     processor = MicroBatchProcessor(ProcessingConfig(method=method, learner_config=learner_config,
                                                      join_window=len(stream), join_max_age_seconds=1e9,
-                                                     dedupe_window=0), ListSink())
+                                                     dedupe_window=0, refinements=refinements), ListSink())
     seen_rows: set[int] = set()
 
     def record(position: int) -> RawRecord:
@@ -73,13 +74,15 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--method", default="pl-fms")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refinements", choices=REFINEMENTS, default="relearn")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = load_dataset(args.dataset)
     preset = PRESETS[args.preset]
-    daemon, outcomes = through_the_daemon(dataset, preset, args.method, args.seed)
+    daemon, outcomes = through_the_daemon(dataset, preset, args.method, args.seed, args.refinements)
     bench = run_benchmark(dataset, preset, RunSpec("dual-label", args.method, args.seed))["levels"]
-    print(f"{args.dataset} · dual-label · preset {args.preset} · {args.method} · seed {args.seed}; "
+    print(f"{args.dataset} · dual-label · preset {args.preset} · {args.method} · seed {args.seed} · "
+          f"--refinements {args.refinements}; "
           f"label events: {outcomes}")
     print("| level | bench A_auc | refinements A_auc | bench A_last | refinements A_last |")
     print("|---|---|---|---|---|")

@@ -37,6 +37,7 @@ class LearnerConfig:
     pseudo_threshold: float = 0.75
     pseudo_loss_weight: float = 0.0
     supervision: Literal["own-level", "path"] = "own-level"
+    asymmetric_loss: bool = False
     decode: Literal["independent", "path"] = "independent"
     cutmix: bool = True
     augment: bool = True
@@ -80,6 +81,11 @@ METHODS: dict[str, dict[str, object]] = {
     # + hierarchy-aware pseudo-labels: memory samples get confident predictions at the levels
     # below their label, which count in eviction and in the importance loss.
     "pl-fms-pl": dict(pseudo_labels=True),
+    # + ER-ACE's asymmetric cross-entropy, per level: a stream sample's softmax runs over the
+    # classes of the incoming batch only (hle_stream.core.losses).
+    "er-ace": dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
+                   adaptive_lr=False, asymmetric_loss=True),
+    "pl-fms-ace": dict(asymmetric_loss=True),
     # Ours: supervise every level the label path names, decode along the tree.
     "pl-fms-path": dict(supervision="path", decode="path"),
 }

@@ -228,7 +228,8 @@ class HierarchicalLearner:
                 inputs, partner, lam = cutmix_within_levels(inputs, batch_levels, self.generator)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             logits = self.net(inputs)
-        loss = per_sample_loss(logits, batch_targets, partner, lam, weights).sum() / inputs.shape[0]
+        incoming = keep.numel() if self.config.asymmetric_loss else 0
+        loss = per_sample_loss(logits, batch_targets, partner, lam, weights, incoming).sum() / inputs.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if not self._finite(loss):
