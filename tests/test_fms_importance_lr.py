@@ -1,8 +1,9 @@
 import math
 
+import numpy as np
 import torch
 
-from hle_stream.core.adaptive_lr import AdaptiveLR
+from hle_stream.core.adaptive_lr import AdaptiveLR, welch_p_greater
 from hle_stream.core.importance import ImportanceTracker
 from hle_stream.core.lr_schedule import ExpResetLR
 from hle_stream.core.memory import ReplayMemory
@@ -132,3 +133,13 @@ def test_exp_reset_decays_per_step_and_returns_to_the_base_rate_on_a_new_class()
     assert math.isclose(opt.param_groups[0]["lr"], 0.1 * 0.5 ** 3)
     schedule.new_class()
     assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_welch_p_value_matches_scipy_stats():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.normal(0, 1, 10).tolist(), rng.normal(rng.uniform(-1, 1), rng.uniform(0.1, 3), 10).tolist()
+        expected = stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue
+        assert math.isclose(welch_p_greater(a, b), expected, rel_tol=1e-9, abs_tol=1e-12)
