@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,22 @@ def test_prequential_state_round_trips_through_plain_data_and_goes_on_identicall
     assert restored.running_accuracy() == metric.running_accuracy()
     assert restored.anytime_accuracy() == metric.anytime_accuracy()
     assert restored.per_class == metric.per_class
+
+
+def test_the_rolling_window_equals_river_s_rolling_accuracy_through_a_checkpoint():
+    from river import metrics, utils
+
+    tree = LabelTree(max_depth=1)
+    for name in "abc":
+        tree.add(name)
+    rng = np.random.default_rng(0)
+    ours, river_rolling, anytime = PrequentialAccuracy(window=50), utils.Rolling(metrics.Accuracy, window_size=50), 0.0
+    for step in range(300):
+        truth, guess = (int(v) for v in rng.integers(0, 3, 2))
+        ours.update(tree, ["abc"[truth]], [torch.tensor([guess])])
+        river_rolling.update(truth, guess)
+        anytime += river_rolling.get()
+        if step == 150:
+            ours = PrequentialAccuracy.from_state_dict(ours.state_dict())
+        assert ours.rolling_accuracy()[1] == river_rolling.get()
+    assert ours.anytime_accuracy()[1] == pytest.approx(anytime / 300, rel=1e-12)

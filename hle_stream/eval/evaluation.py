@@ -16,7 +16,6 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
-from river import metrics, utils
 
 from hle_stream.core.hierarchy import LabelTree
 
@@ -130,7 +129,9 @@ class PrequentialAccuracy:
     """Test-then-train accuracy per level: each labelled sample is predicted before it is learned.
 
     A sample labelled ``a/b/c`` scores levels 1-3 against its ancestors; a class the model has
-    not met yet counts as a miss. Keeps a rolling window (river ``Rolling``), the running total,
+    not met yet counts as a miss. Keeps a rolling window (a deque and its count of hits: river's
+    ``Rolling(Accuracy)`` computes the same, but importing river.metrics loads scipy.stats, 1.3 s
+    of the daemon's start), the running total,
     the anytime average (the mean of the rolling accuracy after each sample: the area under the
     prequential curve, A_auc's online twin) and per-class counts for the per-class report.
     ``state_dict`` / ``load_state_dict`` carry all of it through a checkpoint as plain data.
@@ -138,8 +139,8 @@ class PrequentialAccuracy:
 
     def __init__(self, window: int = 1000) -> None:
         self.window = window
-        self.rolling: dict[int, utils.Rolling] = {}
         self.recent: dict[int, deque[tuple[int, int]]] = {}  # the rolling window's (truth, guess) pairs
+        self.recent_correct: dict[int, int] = {}  # hits among them
         self.total: dict[int, list[int]] = {}  # level -> [correct, scored]
         self.anytime: dict[int, list[float]] = {}  # level -> [sum of rolling accuracies, count]
         self.per_class: dict[tuple[int, int], list[int]] = {}  # (level, class index) -> [correct, seen]
@@ -162,25 +163,32 @@ class PrequentialAccuracy:
 
     def _score(self, level: int, truth: int, guess: int) -> None:
         if level not in self.total:
-            self.rolling[level] = utils.Rolling(metrics.Accuracy, window_size=self.window)
             self.recent[level] = deque(maxlen=self.window)
+            self.recent_correct[level] = 0
             self.total[level] = [0, 0]
             self.anytime[level] = [0.0, 0]
-        self.rolling[level].update(truth, guess)
-        self.recent[level].append((truth, guess))
+        self._roll(level, truth, guess)
         total = self.total[level]
         total[0] += truth == guess
         total[1] += 1
         anytime = self.anytime[level]
-        anytime[0] += self.rolling[level].get()
+        anytime[0] += self.recent_correct[level] / len(self.recent[level])
         anytime[1] += 1
         if truth >= 0:
             counts = self.per_class.setdefault((level, truth), [0, 0])
             counts[0] += truth == guess
             counts[1] += 1
 
+    def _roll(self, level: int, truth: int, guess: int) -> None:
+        window = self.recent[level]
+        if len(window) == window.maxlen:
+            old_truth, old_guess = window[0]
+            self.recent_correct[level] -= old_truth == old_guess
+        window.append((truth, guess))
+        self.recent_correct[level] += truth == guess
+
     def rolling_accuracy(self) -> dict[int, float]:
-        return {level: m.get() for level, m in sorted(self.rolling.items())}
+        return {level: self.recent_correct[level] / len(pairs) for level, pairs in sorted(self.recent.items())}
 
     def running_accuracy(self) -> dict[int, float]:
         return {level: correct / scored for level, (correct, scored) in sorted(self.total.items())}
@@ -205,11 +213,10 @@ class PrequentialAccuracy:
         metric = cls(state["window"])
         for level, pairs in state["recent"].items():
             level = int(level)
-            metric.rolling[level] = utils.Rolling(metrics.Accuracy, window_size=metric.window)
             metric.recent[level] = deque(maxlen=metric.window)
-            for truth, guess in pairs:  # replaying the window rebuilds river's rolling state
-                metric.rolling[level].update(truth, guess)
-                metric.recent[level].append((truth, guess))
+            metric.recent_correct[level] = 0
+            for truth, guess in pairs:
+                metric._roll(level, int(truth), int(guess))
         metric.total = {int(level): list(v) for level, v in state["total"].items()}
         metric.anytime = {int(level): list(v) for level, v in state["anytime"].items()}
         metric.per_class = {(level, index): [correct, seen] for level, index, correct, seen in state["per_class"]}

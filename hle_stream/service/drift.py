@@ -3,13 +3,18 @@
 A label expansion is a planned drift (new classes arrive), but accuracy can also fall because the
 data itself changed; ADWIN flags a significant change in the mean error of a level's recent
 window, which is what an operator wants to see next to the expansion markers.
+
+Importing river takes about 1.5 s (it loads scipy.stats); the monitor loads it in a thread of
+its own from the moment it is made, which in the daemon is while the consumer joins its group
+and the main thread mostly waits on the network, so that it stays off the start-up path.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
-
-from river import drift
+import importlib
+import threading
+from types import ModuleType
+from typing import Any, Iterable
 
 from hle_stream.eval.evaluation import Outcome
 
@@ -19,7 +24,13 @@ class DriftMonitor:
 
     def __init__(self, delta: float = 0.002) -> None:
         self.delta = delta
-        self.detectors: dict[int, drift.ADWIN] = {}
+        self.detectors: dict[int, Any] = {}  # level -> river.drift.ADWIN
+        self._river: ModuleType | None = None
+        self._loader = threading.Thread(target=self._load_river, name="river-import", daemon=True)
+        self._loader.start()
+
+    def _load_river(self) -> None:
+        self._river = importlib.import_module("river.drift")
 
     def update(self, outcomes: Iterable[Outcome]) -> list[Outcome]:
         """The outcomes at which a level's detector fired (at most one per level and call)."""
@@ -27,8 +38,14 @@ class DriftMonitor:
         for outcome in outcomes:
             detector = self.detectors.get(outcome.level)
             if detector is None:
-                detector = self.detectors[outcome.level] = drift.ADWIN(delta=self.delta)
+                detector = self.detectors[outcome.level] = self._adwin()
             detector.update(0.0 if outcome.correct else 1.0)
             if detector.drift_detected and outcome.level not in fired:
                 fired[outcome.level] = outcome
         return list(fired.values())
+
+    def _adwin(self) -> Any:
+        self._loader.join()
+        if self._river is None:  # the thread failed (its error went to stderr): fail here, in the open
+            self._river = importlib.import_module("river.drift")
+        return self._river.ADWIN(delta=self.delta)
