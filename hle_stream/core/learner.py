@@ -148,8 +148,9 @@ class HierarchicalLearner:
     def relabel(self, sample_id: int, label: str) -> bool:
         """A finer label for a sample learned earlier (``sample_id`` as given to ``observe``, or
         its position in the stream): the label tree grows, and if the sample sits in the replay
-        memory its stored label is upgraded in place, so that replay teaches the finer level and
-        the memory is balanced by the new label. False when the sample is not in the memory."""
+        memory its stored label is upgraded in place, so that replay teaches the finer level (and
+        still the levels it was labelled at) and the memory is balanced by the new label. False
+        when the sample is not in the memory."""
         self.tree.check_all([label])
         self._register(label)
         slot = self.memory.slot_of(sample_id)
