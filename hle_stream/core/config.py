@@ -92,6 +92,8 @@ METHODS: dict[str, dict[str, object]] = {
     # bins the coarse levels hold few memory samples of their own (2 of 126 bins on a 2-...-96
     # tree), and a fine sample teaching its ancestors keeps them from being forgotten.
     "pl-fms-ancestors": dict(supervision="path"),
+    # pl-fms-path + the asymmetric cross-entropy of er-ace.
+    "pl-fms-path-ace": dict(supervision="path", decode="path", asymmetric_loss=True),
 }
 
 
