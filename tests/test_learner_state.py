@@ -30,6 +30,9 @@ def _through_bytes(state):
     ("pl-fms", 4, (6,)),  # a bounded probe, part of it carried from one scoring to the next
     ("pl-fms-pl", 4, (6,)),
     ("pl-fms", 4, (1, 8, 8)),  # images: the small CNN, channels_last
+    ("er-paper", None, (6,)),  # the exp_reset learning rate
+    ("pl-fms-reference", None, (6,)),  # the released importance rule, the sliding adaptive LR
+    ("pl-fms-path-ace", 4, (6,)),
 ])
 def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stopped(
     small_config, method, importance_probe, shape
@@ -50,6 +53,21 @@ def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stop
     if original.importance is not None:
         assert torch.equal(original.importance.probe, restored.importance.probe)
     assert restored.tree.state_dict() == original.tree.state_dict()
+    assert original.optimizer.param_groups[0]["lr"] == restored.optimizer.param_groups[0]["lr"]
+
+
+def test_a_refined_memory_sample_keeps_its_first_level_through_a_checkpoint(small_config):
+    learner = HierarchicalLearner(small_config.with_(memory_size=12), (6,), torch.float32)
+    learner.observe(torch.randn(8, 6), ["a", "b"] * 4, ids=list(range(8)))
+    assert learner.relabel(0, "a/x")
+    restored = HierarchicalLearner.from_state_dict(_through_bytes(learner.state_dict()))
+    assert torch.equal(restored.memory.first_level, learner.memory.first_level)
+    slot = restored.memory.slot_of(0)
+    assert (int(restored.memory.first_level[slot]), int(restored.memory.level[slot])) == (1, 2)
+    older = learner.state_dict()
+    del older["memory"]["first_level"]  # a checkpoint written before refinements existed
+    size = learner.memory.size
+    assert torch.equal(HierarchicalLearner.from_state_dict(older).memory.first_level[:size], learner.memory.level[:size])
 
 
 def test_a_state_of_another_format_is_refused(small_config):
