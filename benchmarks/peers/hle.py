@@ -13,7 +13,7 @@ from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.eval.bench.presets import PRESETS
 
 TITLES = {"er": "hle-stream ER", "pl-fms": "hle-stream PL-FMS",
-          "pl-fms-reference": "hle-stream PL-FMS, reference importance rule"}
+          "pl-fms-reference": "hle-stream PL-FMS as released, rule for rule"}
 
 
 def main() -> None:
