@@ -1,5 +1,5 @@
-"""hle-stream's learner (ER, PL-FMS with a bounded importance probe, or PL-FMS with the
-reference rule that re-scores the whole memory) with the settings of ``hle-stream bench``'s
+"""hle-stream's learner (ER, PL-FMS with a bounded importance probe, or PL-FMS as the released
+code does it, rule for rule) with the settings of ``hle-stream bench``'s
 ``cpu`` preset, fed the stream in chunks as the daemon feeds it."""
 
 from __future__ import annotations
