@@ -37,6 +37,7 @@ class LearnerConfig:
     pseudo_threshold: float = 0.75
     pseudo_loss_weight: float = 0.0
     supervision: Literal["own-level", "path"] = "own-level"
+    replay_supervision: Literal["own-level", "path"] = "own-level"
     asymmetric_loss: bool = False
     decode: Literal["independent", "path"] = "independent"
     cutmix: bool = True
@@ -92,6 +93,9 @@ METHODS: dict[str, dict[str, object]] = {
     # bins the coarse levels hold few memory samples of their own (2 of 126 bins on a 2-...-96
     # tree), and a fine sample teaching its ancestors keeps them from being forgotten.
     "pl-fms-ancestors": dict(supervision="path"),
+    # Path supervision for replayed samples only: a stream sample teaches its own level, so that
+    # a task holding one group of top classes does not bias the top level toward that group.
+    "pl-fms-replay-path": dict(replay_supervision="path", decode="path"),
     # pl-fms-path + the asymmetric cross-entropy of er-ace.
     "pl-fms-path-ace": dict(supervision="path", decode="path", asymmetric_loss=True),
 }

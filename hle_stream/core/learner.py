@@ -217,7 +217,7 @@ class HierarchicalLearner:
             return True
         batch_levels = torch.cat([levels[keep], mem.level[slots]])
         batch_targets = self._supervised(torch.cat([targets[keep], mem.targets[slots]]), batch_levels,
-                                         torch.cat([levels[keep], mem.first_level[slots]]))
+                                         torch.cat([levels[keep], self._memory_first_levels(slots)]))
         weights = None
         if self.config.pseudo_loss_weight > 0:
             pseudo = torch.cat([torch.full_like(targets[keep], -1), mem.pseudo[slots]])
@@ -277,6 +277,13 @@ class HierarchicalLearner:
         own = (depth >= first_levels[:, None]) & (depth <= levels[:, None])
         return torch.where(own, targets, torch.full_like(targets, -1))
 
+    def _memory_first_levels(self, slots: torch.Tensor) -> torch.Tensor:
+        """The coarsest level each replayed sample teaches under own-level supervision: level 1
+        with ``replay_supervision="path"``, else the level it was first labelled at."""
+        if self.config.replay_supervision == "path":
+            return torch.ones_like(slots)
+        return self.memory.first_level[slots]
+
     def _rescore_memory(self) -> None:
         """Score the memory slots the importance rule asks for, refreshing their pseudo-labels
         if enabled."""
@@ -289,7 +296,7 @@ class HierarchicalLearner:
                 chunk = slots[start:start + SCORING_CHUNK]
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                     logits = self.net(self.prepare(mem.x[chunk], train=False))
-                targets = self._supervised(mem.targets[chunk], mem.level[chunk], mem.first_level[chunk])
+                targets = self._supervised(mem.targets[chunk], mem.level[chunk], self._memory_first_levels(chunk))
                 weights = None
                 if self.config.pseudo_labels:
                     targets, weights = _merge_pseudo(targets, mem.pseudo[chunk], 1.0)
@@ -310,7 +317,7 @@ class HierarchicalLearner:
         eviction would strip the memory down to the newest level.
         """
         mem = self.memory
-        supervised = self._supervised(mem.targets[slots], mem.level[slots], mem.first_level[slots])
+        supervised = self._supervised(mem.targets[slots], mem.level[slots], self._memory_first_levels(slots))
         own_level = mem.level[slots]
         own_class = mem.targets[slots].gather(1, (own_level - 1)[:, None]).squeeze(1)
         for h, level_logits in enumerate(logits):
