@@ -23,10 +23,8 @@ from typing import Sequence
 
 import torch
 
-from hle_stream.core.hierarchy import LabelTree
+from hle_stream.core.hierarchy import SEPARATOR, LabelTree
 from hle_stream.core.predictor import prediction_paths
-
-SEPARATOR = "/"
 
 
 def tree_distance(a: str, b: str) -> int:

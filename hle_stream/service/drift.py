@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import threading
-from types import ModuleType
 from typing import Any, Iterable
 
 from hle_stream.eval.evaluation import Outcome
@@ -25,12 +24,9 @@ class DriftMonitor:
     def __init__(self, delta: float = 0.002) -> None:
         self.delta = delta
         self.detectors: dict[int, Any] = {}  # level -> river.drift.ADWIN
-        self._river: ModuleType | None = None
-        self._loader = threading.Thread(target=self._load_river, name="river-import", daemon=True)
+        self._loader = threading.Thread(target=importlib.import_module, args=("river.drift",), name="river-import",
+                                        daemon=True)
         self._loader.start()
-
-    def _load_river(self) -> None:
-        self._river = importlib.import_module("river.drift")
 
     def update(self, outcomes: Iterable[Outcome]) -> list[Outcome]:
         """The outcomes at which a level's detector fired (at most one per level and call)."""
@@ -45,7 +41,5 @@ class DriftMonitor:
         return list(fired.values())
 
     def _adwin(self) -> Any:
-        self._loader.join()
-        if self._river is None:  # the thread failed (its error went to stderr): fail here, in the open
-            self._river = importlib.import_module("river.drift")
-        return self._river.ADWIN(delta=self.delta)
+        self._loader.join()  # then the import is cached; had the thread failed, it fails here, in the open
+        return importlib.import_module("river.drift").ADWIN(delta=self.delta)
