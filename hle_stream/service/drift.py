@@ -11,11 +11,10 @@ and the main thread mostly waits on the network, so that it stays off the start-
 
 from __future__ import annotations
 
-import importlib
-import threading
 from typing import Any, Iterable
 
 from hle_stream.eval.evaluation import Outcome
+from hle_stream.service.background_import import BackgroundImport
 
 
 class DriftMonitor:
@@ -24,9 +23,7 @@ class DriftMonitor:
     def __init__(self, delta: float = 0.002) -> None:
         self.delta = delta
         self.detectors: dict[int, Any] = {}  # level -> river.drift.ADWIN
-        self._loader = threading.Thread(target=importlib.import_module, args=("river.drift",), name="river-import",
-                                        daemon=True)
-        self._loader.start()
+        self._river_drift = BackgroundImport("river.drift")
 
     def update(self, outcomes: Iterable[Outcome]) -> list[Outcome]:
         """The outcomes at which a level's detector fired (at most one per level and call)."""
@@ -41,5 +38,4 @@ class DriftMonitor:
         return list(fired.values())
 
     def _adwin(self) -> Any:
-        self._loader.join()  # then the import is cached; had the thread failed, it fails here, in the open
-        return importlib.import_module("river.drift").ADWIN(delta=self.delta)
+        return self._river_drift.module().ADWIN(delta=self.delta)
