@@ -1,5 +1,5 @@
 """Side by side with the peers: the same Fashion-MNIST HLE stream, backbone, batch size, memory
-size and updates per event, learned by hle-stream's ER and PL-FMS, Avalanche's online replay,
+size and updates per event, learned by hle-stream's default method, ER and PL-FMS, Avalanche's online replay,
 deep-river's class-incremental Classifier and a bare PyTorch loop.
 
 One command runs everything and writes a markdown table (and the raw JSON)::
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hle_stream.core.config import DEFAULT_METHOD
 from hle_stream.core.hierarchy import LabelTree
 from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.bench.runner import RunSpec, prepare_stream
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKERS = ROOT / "benchmarks" / "peers"
 # (key, worker script, --method, virtualenv or None for this interpreter)
 METHODS = [
+    ("hle-default", "hle.py", DEFAULT_METHOD, None),
     ("hle-pl-fms", "hle.py", "pl-fms", None),
     ("hle-pl-fms-reference", "hle.py", "pl-fms-reference", None),
     ("hle-er", "hle.py", "er", None),

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 # Only names for help texts at module level: torch, kafka-python and the learner load inside the
 # command that needs them, so that every --help answers at once (benchmarks/startup.py).
-from hle_stream.core.config import METHODS
+from hle_stream.core.config import DEFAULT_METHOD, METHODS
 from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.datasets import DATASETS, dataset_folder, load_dataset, save_npz
 from hle_stream.eval.streams import SCENARIOS
@@ -39,7 +39,7 @@ def bench(
     dataset: Annotated[Optional[str], typer.Option(help=f"Built-in dataset: {', '.join(DATASETS)}.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Your own dataset as .npz (x, label[, split]); see README.", exists=True, dir_okay=False)] = None,
     scenario: Annotated[str, typer.Option(help=f"Comma-separated HLE scenarios: {', '.join(SCENARIOS)}.")] = "multi-depth",
-    methods: Annotated[str, typer.Option(help=f"Comma-separated methods: {', '.join(METHODS)}.")] = "er,pl-fms",
+    methods: Annotated[str, typer.Option(help=f"Comma-separated methods: {', '.join(METHODS)}.")] = f"er,{DEFAULT_METHOD}",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     preset: Annotated[str, typer.Option(help=f"Size and settings: {', '.join(PRESETS)}.")] = "quick",
     out: Annotated[Path, typer.Option(help="Output folder (report.json, report.md, accuracy.png).")] = Path("bench-out"),
@@ -136,7 +136,7 @@ def run(
     checkpoint_dir: Annotated[Path, typer.Option(help="Where checkpoints are written and resumed from.", envvar="HLE_CHECKPOINT_DIR")] = Path("checkpoints"),
     checkpoint_every_events: Annotated[int, typer.Option(help="Checkpoint (then commit) after this many events…", envvar="HLE_CHECKPOINT_EVERY_EVENTS", min=1)] = 5000,
     checkpoint_every_seconds: Annotated[float, typer.Option(help="…or after this many seconds, whichever comes first.", envvar="HLE_CHECKPOINT_EVERY_SECONDS")] = 60.0,
-    method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.", envvar="HLE_METHOD")] = "pl-fms",
+    method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.", envvar="HLE_METHOD")] = DEFAULT_METHOD,
     memory_size: Annotated[int, typer.Option(help="Replay memory capacity (samples).", envvar="HLE_MEMORY_SIZE", min=1)] = 500,
     batch_size: Annotated[int, typer.Option(help="Training batch (half stream, half memory).", envvar="HLE_BATCH_SIZE", min=2)] = 16,
     importance_probe: Annotated[int, typer.Option(help="PL-FMS: memory samples re-scored per importance update (0: all of them, the reference rule).", envvar="HLE_IMPORTANCE_PROBE", min=0)] = 64,
@@ -307,7 +307,7 @@ def demo(
     events: Annotated[int, typer.Option(help="Stream this many training samples, then stop.", min=1)] = 20000,
     dataset: Annotated[str, typer.Option(help=f"Built-in dataset: {', '.join(DATASETS)}.")] = "fashion-mnist",
     scenario: Annotated[str, typer.Option(help=f"HLE scenario: {', '.join(SCENARIOS)}.")] = "multi-depth",
-    method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.")] = "pl-fms",
+    method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.")] = DEFAULT_METHOD,
     seed: Annotated[int, typer.Option(help="Seed of the stream.")] = 0,
     report_every_seconds: Annotated[float, typer.Option(help="Print a progress line this often.", min=0.1)] = 2.0,
     picture: Annotated[Path, typer.Option(help="Where the accuracy-over-time picture goes at the end.")] = Path("hle-demo-accuracy.png"),

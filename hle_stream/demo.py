@@ -19,7 +19,7 @@ import torch
 from connectors.broker import LocalBroker, free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
-from hle_stream.core.config import LearnerConfig
+from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig
 from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.paths import REPO_ROOT
 from hle_stream.eval.producer_sim import produce, simulated_event_count, simulated_events
@@ -33,7 +33,7 @@ from hle_stream.service.processing import ProcessingConfig
 class DemoSettings:
     dataset: str = "fashion-mnist"
     scenario: str = "multi-depth"
-    method: str = "pl-fms"
+    method: str = DEFAULT_METHOD
     seed: int = 0
     events: int = 20000
     report_every_seconds: float = 2.0

@@ -110,3 +110,22 @@ def test_a_non_finite_step_is_skipped_its_samples_are_quarantined_and_the_weight
     steps = learner.steps
     learner.observe(x[40:80], labels[40:80])  # and learning goes on
     assert learner.steps > steps and all(bool(torch.isfinite(p).all()) for p in learner.net.parameters())
+
+
+def test_a_replayed_sample_teaches_its_ancestors_at_the_configured_weight(small_config):
+    learner = HierarchicalLearner(method_config("pl-fms-ancestor-hint", small_config), (4,), torch.float32)
+    learner.observe(torch.randn(3, 4), ["a", "a/b", "a/b/c"], ids=[1, 2, 3])  # remembered, not trained yet
+    learner.memory.first_level[2] = 2  # "a/b/c" refined from "a/b": it teaches level 2 at full weight
+    weights = learner._replay_weights(torch.arange(3))[:, :3]
+    assert torch.equal(weights, torch.tensor([[1.0, 1.0, 1.0], [0.1, 1.0, 1.0], [0.1, 1.0, 1.0]]))
+
+
+@pytest.mark.parametrize("augmentation, shape, augments", [
+    ("images", (1, 8, 8), True), ("colour-images", (1, 8, 8), False), ("colour-images", (3, 8, 8), True),
+    ("images", (6,), False),
+])
+def test_augmentation_applies_to_the_inputs_its_policy_names(small_config, augmentation, shape, augments):
+    learner = HierarchicalLearner(small_config.with_(augmentation=augmentation), shape, torch.float32)
+    assert learner.augments is augments
+    x = torch.rand(4, *shape)
+    assert torch.equal(learner.prepare(x, train=True), learner.prepare(x, train=False)) is not augments

@@ -26,6 +26,7 @@ from kafka import KafkaProducer
 from connectors.broker import LocalBroker, free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
+from hle_stream.core.config import DEFAULT_METHOD
 
 OPS = Path(__file__).resolve().parents[1] / "ops"
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
@@ -133,13 +134,20 @@ def stack(tmp_path_factory):
                 producer.send(TOPIC, value)
             producer.flush()
             producer.close()
-            # HTTP predictions, so the http series carry data too
+            # HTTP predictions, so the http series carry data too (once the daemon has a model:
+            # on a loaded machine it may still be starting when the stream has been produced)
             body = json.dumps([{"id": f"q{i}", "x": [0.0] * 32} for i in range(4)]).encode()
-            request = urllib.request.Request(f"http://127.0.0.1:{daemon_port}/predict", data=body)
-            try:
-                urllib.request.urlopen(request, timeout=10).read()
-            except urllib.error.HTTPError as err:
-                raise AssertionError(f"/predict: {err.code} {err.read().decode()}") from None
+
+            def predict() -> bytes | None:
+                request = urllib.request.Request(f"http://127.0.0.1:{daemon_port}/predict", data=body)
+                try:
+                    return urllib.request.urlopen(request, timeout=10).read()
+                except urllib.error.HTTPError as err:
+                    if err.code == 503:  # no model yet
+                        return None
+                    raise AssertionError(f"/predict: {err.code} {err.read().decode()}") from None
+
+            _wait_until(predict, 120, "the daemon to serve /predict")
             total = EVENTS + len(BAD)
             _wait_until(lambda: prom.query(f"hle_events_consumed_total >= {total}"), 120,
                         "Prometheus to see every event consumed")
@@ -182,7 +190,7 @@ def test_the_daemon_series_exist_in_prometheus_with_sane_values(stack):
     assert prom.value('process_resident_memory_bytes{job="hle-stream"}') > 50e6
     assert prom.value("hle_gpu_memory_allocated_bytes") == 0  # on the CPU
     build = prom.query("hle_build_info")[0]["metric"]
-    assert build["device"] == "cpu" and build["method"] == "pl-fms"
+    assert build["device"] == "cpu" and build["method"] == DEFAULT_METHOD
     assert prom.value("hle_throughput_events_per_second") > 0
 
     classes = _get_json(f"http://127.0.0.1:{daemon_port}/classes")["levels"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from connectors.memory import ListSink, MemorySource
-from hle_stream.core.config import LearnerConfig
+from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig, method_config
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.service.daemon import Daemon, DaemonConfig
 from hle_stream.service.processing import ProcessingConfig
@@ -125,7 +125,8 @@ def test_a_daemon_with_a_tiny_budget_predicts_and_remembers_every_event_but_step
 
 def test_an_unlimited_budget_trains_bit_for_bit_as_the_learner_alone(tmp_path):
     daemon, _ = _run_daemon(tmp_path, "unlimited")
-    alone = HierarchicalLearner(LearnerConfig(memory_size=16, batch_size=4, device="cpu"), (4,), torch.float32)
+    alone = HierarchicalLearner(method_config(DEFAULT_METHOD, LearnerConfig(memory_size=16, batch_size=4, device="cpu")),
+                                (4,), torch.float32)
     documents = [json.loads(v) for v in _events(96)]
     for start in range(0, 96, 8):  # the daemon's micro-batches (--max-batch 8)
         chunk = documents[start:start + 8]

@@ -1,5 +1,5 @@
-"""hle-stream's learner (ER, PL-FMS with a bounded importance probe, or PL-FMS as the released
-code does it, rule for rule) with the settings of ``hle-stream bench``'s
+"""hle-stream's learner (ER, PL-FMS with a bounded importance probe, PL-FMS as the released
+code does it, rule for rule, or any other method it offers) with the settings of ``hle-stream bench``'s
 ``cpu`` preset, fed the stream in chunks as the daemon feeds it."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
             out[:, level - 1] = [node_of[n] for n in names]
         return out
 
-    write_result(args.out, TITLES[args.method], run(stream, learn, predict))
+    write_result(args.out, TITLES.get(args.method, f"hle-stream {args.method}"), run(stream, learn, predict))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ class HierarchicalLearner:
         self.implicit_rng = torch.Generator().manual_seed(config.seed)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.is_image = len(self.input_shape) == 3
+        # crop/flip and CutMix: on every image input, or (``colour-images``) on 3+ channels only
+        self.augments = self.is_image and (config.augmentation == "images" or self.input_shape[0] >= 3)
         self.tree = LabelTree(config.max_depth, config.max_classes)
         self.tables = TreeTables(self.tree, self.device)
         with _global_rng_from(self.implicit_rng):
@@ -222,9 +224,12 @@ class HierarchicalLearner:
         if self.config.pseudo_loss_weight > 0:
             pseudo = torch.cat([torch.full_like(targets[keep], -1), mem.pseudo[slots]])
             batch_targets, weights = _merge_pseudo(batch_targets, pseudo, self.config.pseudo_loss_weight)
+        if self.config.replay_ancestor_weight != 1.0:
+            replay = torch.cat([torch.ones_like(targets[keep], dtype=torch.float), self._replay_weights(slots)])
+            weights = replay if weights is None else weights * replay
         inputs = self.prepare(batch_x, train=True)
         partner = lam = None
-        if self.config.cutmix and self.is_image and float(torch.rand(1, generator=self.generator)) < 0.5:
+        if self.config.cutmix and self.augments and float(torch.rand(1, generator=self.generator)) < 0.5:
             with _global_rng_from(self.implicit_rng):  # its Beta distribution takes no generator
                 inputs, partner, lam = cutmix_within_levels(inputs, batch_levels, self.generator)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
@@ -276,6 +281,14 @@ class HierarchicalLearner:
         depth = torch.arange(1, targets.shape[1] + 1, device=targets.device)
         own = (depth >= first_levels[:, None]) & (depth <= levels[:, None])
         return torch.where(own, targets, torch.full_like(targets, -1))
+
+    def _replay_weights(self, slots: torch.Tensor) -> torch.Tensor:
+        """(len(slots), max_depth) loss weights of replayed rows: ``replay_ancestor_weight`` at
+        the levels above the one a sample was labelled at, 1 elsewhere."""
+        mem = self.memory
+        depth = torch.arange(1, mem.targets.shape[1] + 1, device=self.device)
+        above = depth[None, :] < mem.first_level[slots][:, None]
+        return torch.where(above, self.config.replay_ancestor_weight, 1.0)
 
     def _memory_first_levels(self, slots: torch.Tensor) -> torch.Tensor:
         """The coarsest level each replayed sample teaches under own-level supervision: level 1
@@ -336,7 +349,7 @@ class HierarchicalLearner:
 
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         images = prepare_inputs(x, self.is_image, self.device)
-        if train and self.is_image and self.config.augment:
+        if train and self.augments and self.config.augment:
             images = random_crop_flip(images, self.generator).contiguous(memory_format=torch.channels_last)
         return images
 

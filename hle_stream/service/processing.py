@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from connectors.ports import Record, Sink
-from hle_stream.core.config import LearnerConfig, method_config
+from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig, method_config
 from hle_stream.core.hierarchy import LabelPathError, LabelTree
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.predictor import prediction_paths
 from hle_stream.eval.evaluation import PrequentialAccuracy
 from hle_stream.eval.served_paths import ServedPathQuality
+from hle_stream.service.background_import import BackgroundImport
 from hle_stream.service.dedupe import RecentIds
 from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.events import DEFAULT_MAX_ABS_FEATURE, Event, EventError, LabelEvent, parse_event
@@ -52,7 +53,7 @@ refined loses its memory bin (see the README)."""
 
 @dataclass(frozen=True)
 class ProcessingConfig:
-    method: str = "pl-fms"
+    method: str = DEFAULT_METHOD
     learner_config: LearnerConfig = field(default_factory=LearnerConfig)
     input_shape: tuple[int, ...] | None = None  # None: the first valid event sets it
     input_dtype: str | None = None  # float32 or uint8; None: the first valid event sets it
@@ -79,6 +80,9 @@ class MicroBatchProcessor:
         self.telemetry = telemetry
         self.drift = drift
         self.lineage = lineage
+        # A learner's optimizer imports torch._dynamo when made (1-2 s): load it while the
+        # daemon connects and joins its group, not when the first event is waiting.
+        self._optimizer_import = BackgroundImport("torch._dynamo")
         self.reset()
         self.consumed = 0
         self.dead_letters = 0
@@ -167,6 +171,7 @@ class MicroBatchProcessor:
         """The first usable event fixes the input; a shape the backbone cannot take (an image
         too small for its pooling, say) is refused here rather than fixed for good."""
         shape, dtype = event.x.shape, _dtype(event)
+        self._optimizer_import.module()
         learner = HierarchicalLearner(method_config(self.config.method, self.config.learner_config), shape, dtype)
         try:
             learner.check_input(torch.from_numpy(event.x[None]))
