@@ -68,6 +68,9 @@ class LearnerConfig:
         return replace(self, **changes)
 
 
+REPLAY_PATH: dict[str, object] = dict(replay_supervision="path", decode="path")
+"""Path supervision for replayed samples, tree decoding: the base of our replay-path methods."""
+
 METHODS: dict[str, dict[str, object]] = {
     # Experience replay: reservoir memory filled after training, stream + memory half-half
     # (CutMix on, as in the reference code's ER).
@@ -100,19 +103,19 @@ METHODS: dict[str, dict[str, object]] = {
     # bins the coarse levels hold few memory samples of their own (2 of 126 bins on a 2-...-96
     # tree), and a fine sample teaching its ancestors keeps them from being forgotten.
     "pl-fms-ancestors": dict(supervision="path"),
-    # Path supervision for replayed samples only: a stream sample teaches its own level, so that
-    # a task holding one group of top classes does not bias the top level toward that group.
-    "pl-fms-replay-path": dict(replay_supervision="path", decode="path"),
+    # Path supervision for replayed samples only: a stream sample teaches its own level (with
+    # full path supervision a task that expands one group of top classes biases the top level
+    # toward that group; the replayed copies of that group's new classes still do, less so).
+    "pl-fms-replay-path": REPLAY_PATH,
     # pl-fms-replay-path with a replayed sample's ancestors at a tenth of the weight of its own
     # level: enough to keep the coarse levels, too little to tilt the top level toward the group
     # just expanded (a single-depth task expands one group; at full weight its fresh samples
     # teach the top level too, and the top level forgets the others).
-    "pl-fms-ancestor-hint": dict(replay_supervision="path", decode="path", replay_ancestor_weight=0.1),
+    "pl-fms-ancestor-hint": {**REPLAY_PATH, "replay_ancestor_weight": 0.1},
     # pl-fms-ancestor-hint + the asymmetric cross-entropy of er-ace.
-    "pl-fms-ancestor-hint-ace": dict(replay_supervision="path", decode="path", replay_ancestor_weight=0.1,
-                                     asymmetric_loss=True),
+    "pl-fms-ancestor-hint-ace": {**REPLAY_PATH, "replay_ancestor_weight": 0.1, "asymmetric_loss": True},
     # pl-fms-replay-path that augments colour images only (the default).
-    "pl-fms-replay-path-colour-aug": dict(replay_supervision="path", decode="path", augmentation="colour-images"),
+    "pl-fms-replay-path-colour-aug": {**REPLAY_PATH, "augmentation": "colour-images"},
     # pl-fms-path + the asymmetric cross-entropy of er-ace.
     "pl-fms-path-ace": dict(supervision="path", decode="path", asymmetric_loss=True),
 }
