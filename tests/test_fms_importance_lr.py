@@ -28,7 +28,7 @@ def test_importance_moves_used_slots_toward_minus_loss_change():
     memory = ReplayMemory(3, (1,), torch.float32, 2, torch.device("cpu"))
     for slot in range(3):
         memory.write(slot, torch.zeros(1), torch.tensor([0, -1]), 1, 0, slot, 0.0)
-    tracker = ImportanceTracker(3, torch.device("cpu"), period=2, ema=0.9)
+    tracker = ImportanceTracker(3, period=2, ema=0.9)
     tracker.update(memory, torch.arange(3), torch.tensor([1.0, 1.0, 1.0]))  # first scoring: no old slots, no delta
     assert torch.count_nonzero(memory.importance) == 0
     tracker.record_use(torch.tensor([0, 0]))
@@ -45,7 +45,7 @@ def test_replaced_slots_do_not_enter_the_loss_change():
     memory = ReplayMemory(2, (1,), torch.float32, 2, torch.device("cpu"))
     for slot in range(2):
         memory.write(slot, torch.zeros(1), torch.tensor([0, -1]), 1, 0, slot, 0.0)
-    tracker = ImportanceTracker(2, torch.device("cpu"), period=1)
+    tracker = ImportanceTracker(2, period=1)
     tracker.update(memory, torch.arange(2), torch.tensor([1.0, 1.0]))
     memory.write(1, torch.zeros(1), torch.tensor([0, -1]), 1, 0, 9, 0.0)  # fresh sample
     assert math.isclose(tracker.update(memory, torch.arange(2), torch.tensor([2.0, 50.0])), 1.0)
@@ -55,7 +55,7 @@ def test_probe_keeps_three_quarters_and_pairs_only_slots_scored_last_time():
     memory = ReplayMemory(100, (1,), torch.float32, 2, torch.device("cpu"))
     for slot in range(100):
         memory.write(slot, torch.zeros(1), torch.tensor([0, -1]), 1, 0, slot, 0.0)
-    tracker = ImportanceTracker(100, torch.device("cpu"), period=1, probe_size=20)
+    tracker = ImportanceTracker(100, period=1, probe_size=20)
     generator = torch.Generator().manual_seed(0)
     first = tracker.slots_to_score(100, generator)
     assert first.numel() == 20 and first.unique().numel() == 20
@@ -70,7 +70,7 @@ def test_probe_keeps_three_quarters_and_pairs_only_slots_scored_last_time():
 
 
 def test_probe_covers_a_memory_smaller_than_itself_whole():
-    tracker = ImportanceTracker(100, torch.device("cpu"), period=1, probe_size=64)
+    tracker = ImportanceTracker(100, period=1, probe_size=64)
     assert torch.equal(tracker.slots_to_score(30, torch.Generator()), torch.arange(30))
 
 
@@ -88,7 +88,7 @@ def test_the_released_importance_rule_truncates_losses_and_moves_each_used_slot_
     memory = ReplayMemory(4, (1,), torch.float32, 2, torch.device("cpu"))
     for slot, score in enumerate([0.5, 1.0, 2.0, 0.0]):
         memory.write(slot, torch.zeros(1), torch.tensor([0, -1]), 1, 0, slot, score)
-    tracker = ImportanceTracker(4, torch.device("cpu"), period=1, probe_size=None, rule="released")
+    tracker = ImportanceTracker(4, period=1, probe_size=None, rule="released")
     assert tracker.update(memory, torch.arange(4), torch.tensor([1.7, 2.2, 0.4, 3.9])) is None  # stored as 1, 2, 0, 3
     memory.write(3, torch.zeros(1), torch.tensor([0, -1]), 1, 0, 9, 0.0)  # replaced: not paired next time
     tracker.record_use(torch.tensor([0, 0, 1]))  # slot 0 twice, slot 1 once

@@ -112,6 +112,23 @@ def test_a_non_finite_step_is_skipped_its_samples_are_quarantined_and_the_weight
     assert learner.steps > steps and all(bool(torch.isfinite(p).all()) for p in learner.net.parameters())
 
 
+def test_a_skipped_step_leaves_weights_and_optimizer_state_exactly_as_they_were(small_config):
+    _, x, labels = _stream()
+    learner = _learn(method_config("er", small_config), x[:40], labels[:40])  # every step trains on every stream row
+    weights = [p.detach().clone() for p in learner.net.parameters()]
+    moments = [{k: v.clone() for k, v in state.items()} for state in learner.optimizer.state.values()]
+    steps = learner.steps
+    learner.observe(torch.full((4, x.shape[1]), 1e30), labels[:4], ids=[9001, 9002, 9003, 9004])
+    assert learner.steps == steps and learner.nonfinite_steps == 4  # one stream batch: 4 steps, all skipped
+    assert all(torch.equal(p, q) for p, q in zip(learner.net.parameters(), weights))
+    for state, before in zip(learner.optimizer.state.values(), moments):
+        assert all(torch.equal(state[k], v) for k, v in before.items())
+    # ER remembers a batch after training on it: the poison never entered; the 4 slots the first
+    # skipped step replayed are quarantined, those of the later skips (same culprit) are kept
+    assert learner.quarantined == 4 and learner.memory.size == 16 - 4
+    assert not torch.isin(learner.memory.sample_id, torch.tensor([9001, 9002, 9003, 9004])).any()
+
+
 def test_a_replayed_sample_teaches_its_ancestors_at_the_configured_weight(small_config):
     learner = HierarchicalLearner(method_config("pl-fms-ancestor-hint", small_config), (4,), torch.float32)
     learner.observe(torch.randn(3, 4), ["a", "a/b", "a/b/c"], ids=[1, 2, 3])  # remembered, not trained yet

@@ -1,4 +1,7 @@
-"""Batch-level image augmentation on the learner's device: random crop + flip, in-level CutMix."""
+"""Batch-level image augmentation on the learner's device: random crop + flip, in-level CutMix.
+
+The random draws are made on the host (the learner's generator) and their results sent to the
+device without waiting for it."""
 
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
     """Random ``pad``-pixel-shifted crop and horizontal flip of each image of an (N,C,H,W) batch."""
     n, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device, non_blocking=True)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device, non_blocking=True)
     rows = oy[:, None] + torch.arange(h, device=x.device)
     cols = ox[:, None] + torch.arange(w, device=x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device, non_blocking=True)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     batch = torch.arange(n, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
@@ -27,28 +30,30 @@ def cutmix_within_levels(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CutMix that pastes only between samples of the same labelled level.
 
-    Returns the mixed images, for each sample the index of its partner, and the share
-    ``lam`` of the sample's own image (1 where a level has a single sample).
+    ``levels`` is on the host. Returns the mixed images, for each sample the index of its
+    partner (on the host), and the share ``lam`` of the sample's own image (1 where a level has
+    a single sample).
     """
     n, _, h, w = x.shape
-    partner = torch.arange(n, device=x.device)
-    lam = torch.ones(n, device=x.device)
+    partner = torch.arange(n)
+    lam = torch.ones(n)
     mixed = x.clone()
     beta = _beta(alpha)
     for level in torch.unique(levels).tolist():
         group = (levels == level).nonzero().flatten()
         if group.numel() < 2:
             continue
-        perm = group[torch.randperm(group.numel(), generator=generator).to(x.device)]
+        perm = group[torch.randperm(group.numel(), generator=generator)]
         ratio = float(beta.sample()) if alpha > 0 else 1.0
         cut_h, cut_w = int(h * (1 - ratio) ** 0.5), int(w * (1 - ratio) ** 0.5)
         cy, cx = (int(torch.randint(s, (1,), generator=generator)) for s in (h, w))
         y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
         x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
-        mixed[group, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+        pasted = x[perm.to(x.device, non_blocking=True), :, y0:y1, x0:x1]
+        mixed[group.to(x.device, non_blocking=True), :, y0:y1, x0:x1] = pasted
         partner[group] = perm
         lam[group] = 1 - (y1 - y0) * (x1 - x0) / (h * w)
-    return mixed, partner, lam
+    return mixed, partner, lam.to(x.device, non_blocking=True)
 
 
 @lru_cache(maxsize=4)

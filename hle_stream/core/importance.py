@@ -34,8 +34,7 @@ class ImportanceTracker:
     """Counts memory uses between scorings, picks the slots to score, applies the rule."""
 
     def __init__(
-        self, capacity: int, device: torch.device, period: int, ema: float = 0.9, probe_size: int | None = None,
-        rule: str = "ema",
+        self, capacity: int, period: int, ema: float = 0.9, probe_size: int | None = None, rule: str = "ema",
     ) -> None:
         if rule not in ("ema", "released"):
             raise ValueError(f"unknown importance rule {rule!r}; choose ema or released")
@@ -43,7 +42,7 @@ class ImportanceTracker:
         self.ema = ema
         self.rule = rule
         self.probe_size = probe_size
-        self.uses = torch.zeros(capacity, device=device)
+        self.uses = torch.zeros(capacity)  # on the host, like the memory's bookkeeping
         self.probe = torch.empty(0, dtype=torch.long)  # slots scored last time (CPU)
         self.steps_since_update = 0
 
@@ -85,7 +84,7 @@ class ImportanceTracker:
         return self.probe
 
     def update(self, memory: ReplayMemory, slots: torch.Tensor, losses: torch.Tensor) -> float | None:
-        """Apply the rule with ``losses`` of ``slots`` (now); returns delta if defined."""
+        """Apply the rule with ``losses`` of ``slots`` (now, on the host); returns delta if defined."""
         n = memory.size
         if self.rule == "released":
             losses = losses.trunc()

@@ -4,6 +4,11 @@ One class serves both ER and PL-FMS; ``LearnerConfig`` switches the parts (evict
 insert-then-train, flexible sampling, importance, pseudo-labels, supervision, decoding).
 The stream is consumed sample by sample for bookkeeping and in batches of ``batch_size // 2``
 for training, as in the paper's code; samples short of a full batch wait for the next call.
+
+On a GPU a training step never waits for the device: the memory's labels and bookkeeping live
+on the host (``hle_stream.core.memory``), batches are assembled there, and the numerical guard
+hands its verdict to the fused optimizer on the device; the host reads the guard's verdicts
+once per stream batch, and the importance rule reads its losses once per scoring.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ class HierarchicalLearner:
         self.augments = self.is_image and (config.augmentation == "images" or self.input_shape[0] >= 3)
         self.tree = LabelTree(config.max_depth, config.max_classes)
         self.tables = TreeTables(self.tree, self.device)
+        self.host_tables = TreeTables(self.tree, torch.device("cpu"))
         with _global_rng_from(self.implicit_rng):
             self.net = HierarchicalNet(build_backbone(config.backbone, self.input_shape)).to(self.device)
         if self.is_image:
@@ -99,7 +105,7 @@ class HierarchicalLearner:
         self.memory = ReplayMemory(config.memory_size, self.input_shape, input_dtype, config.max_depth, self.device)
         balanced = config.eviction == "balanced-importance"
         self.importance = (
-            ImportanceTracker(config.memory_size, self.device, config.importance_period, config.importance_ema,
+            ImportanceTracker(config.memory_size, config.importance_period, config.importance_ema,
                               config.importance_probe, config.importance_rule)
             if balanced else None
         )
@@ -111,6 +117,7 @@ class HierarchicalLearner:
                           if config.exp_reset_gamma is not None else None)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.stager = HostStager(self.device)
+        self._unit_scale = torch.ones((), device=self.device)  # the guard's gradient check scales by it
         self.first_seen: list[int] = []  # stream count when each class (global id) appeared
         self.seen = 0  # stream samples observed (t)
         self.offered = 0  # samples offered to the memory (reservoir counter)
@@ -119,6 +126,8 @@ class HierarchicalLearner:
         self.quarantined = 0  # samples dropped from the memory after such a step
         self._updates = 0.0
         self._pending: list[tuple[torch.Tensor, torch.Tensor, int, int, int]] = []
+        # steps whose guard verdict the host has not read yet: (non-finite flag on the device, replayed slots)
+        self._unsettled: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- learning ---------------------------------------------------------------------------
     def observe(self, x: torch.Tensor, labels: Sequence[str], ids: Sequence[int] | None = None,
@@ -159,7 +168,7 @@ class HierarchicalLearner:
         if slot is None:
             return False
         targets, level, bin_id = self._encode(label)
-        self.memory.relabel(slot, targets.to(self.device), level, bin_id)
+        self.memory.relabel(slot, targets, level, bin_id)
         return True
 
     def _register(self, label: str) -> None:
@@ -185,18 +194,20 @@ class HierarchicalLearner:
             slot = balanced_importance_slot(self.memory, bin_id, self.tree.total_classes, self.config.pseudo_labels)
             score = initial_importance(self.memory, bin_id)
         if slot is not None:
-            self.memory.write(slot, torch.as_tensor(x).to(self.device), targets.to(self.device),
-                              level, bin_id, sample_id, score)
+            self.memory.write(slot, torch.as_tensor(x), targets, level, bin_id, sample_id, score)
 
     def _train_on_pending(self) -> None:
         x = self.stager.to_device([torch.as_tensor(p[0]) for p in self._pending])
-        targets = torch.stack([p[1] for p in self._pending]).to(self.device)
-        levels = torch.tensor([p[2] for p in self._pending], device=self.device)
+        targets = torch.stack([p[1] for p in self._pending])
+        levels = torch.tensor([p[2] for p in self._pending])
         first_seen = torch.tensor([self.first_seen[p[3]] for p in self._pending])
         steps = int(self._updates)
         self._updates -= steps
-        finite = all(self._train_step(x, targets, levels, first_seen) for _ in range(steps))
-        if finite and not self.config.insert_before_training:
+        skipped_before = self.nonfinite_steps
+        for _ in range(steps):
+            self._train_step(x, targets, levels, first_seen)
+        self._settle()
+        if self.nonfinite_steps == skipped_before and not self.config.insert_before_training:
             for item in self._pending:
                 self._remember(*item)
         self._pending.clear()
@@ -208,15 +219,16 @@ class HierarchicalLearner:
         p = fms_keep_probability(self.seen, first_seen, self.tree.total_classes, horizon)
         return torch.rand(p.shape, generator=self.generator) < p
 
-    def _train_step(self, x: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor, first_seen: torch.Tensor) -> bool:
-        """One gradient step on stream rows + memory; False (and no step) if it was not finite."""
-        keep = self._stream_keep_mask(first_seen).nonzero().flatten().to(self.device)  # stream rows
+    def _train_step(self, x: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor, first_seen: torch.Tensor) -> None:
+        """One gradient step on stream rows (``x`` on the device, the rest on the host) + memory.
+        A step whose loss or gradient is not finite changes no weight (see ``_settle``)."""
+        keep = self._stream_keep_mask(first_seen).nonzero().flatten()  # stream rows
         n_memory = min(self.config.batch_size - keep.numel(), self.memory.size)
-        slots = torch.randperm(self.memory.size, generator=self.generator)[:n_memory].to(self.device)
+        slots = torch.randperm(self.memory.size, generator=self.generator)[:n_memory]
+        if keep.numel() + slots.numel() == 0:
+            return
         mem = self.memory
-        batch_x = torch.cat([x[keep], mem.x[slots]])
-        if batch_x.shape[0] == 0:
-            return True
+        batch_x = torch.cat([x[keep.to(self.device, non_blocking=True)], mem.x[slots.to(self.device, non_blocking=True)]])
         batch_levels = torch.cat([levels[keep], mem.level[slots]])
         batch_targets = self._supervised(torch.cat([targets[keep], mem.targets[slots]]), batch_levels,
                                          torch.cat([levels[keep], self._memory_first_levels(slots)]))
@@ -238,33 +250,53 @@ class HierarchicalLearner:
         loss = per_sample_loss(logits, batch_targets, partner, lam, weights, incoming).sum() / inputs.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if not self._finite(loss):
-            self._quarantine(slots)
-            return False
+        nonfinite = self._nonfinite(loss)
+        self.optimizer.found_inf = nonfinite  # the fused Adam step skips itself on the device when set
         self.optimizer.step()
         self.steps += 1
+        self._unsettled.append((nonfinite, slots))
         if self.exp_reset is not None:
             self.exp_reset.stepped()
         if self.importance is not None:
             self.importance.record_use(slots)
             if self.importance.due:
+                self._settle()
                 self._rescore_memory()
-        return True
 
-    def _finite(self, loss: torch.Tensor) -> bool:
-        """The numerical guard: a NaN or Inf in the loss or any gradient must never reach the
-        weights (one bad sample would turn every parameter to NaN, for good). One host sync."""
-        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else loss.new_zeros(())
-        return bool(torch.isfinite(loss) & torch.isfinite(norm))
+    def _nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
+        """The numerical guard: 1.0 (on the device) when the loss or any gradient holds a NaN or
+        Inf, which must never reach the weights (one bad sample would turn every parameter to NaN,
+        for good); the optimizer then skips the step. The gradients are checked by the kernel
+        ``torch.amp.GradScaler`` uses (one pass over all of them, scaled by exactly 1): a gradient
+        norm took 8x as long on the CPU."""
+        found = (~torch.isfinite(loss)).float()
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._unit_scale)
+        return found
+
+    def _settle(self) -> None:
+        """Read the guard's verdicts on the steps taken since the last reading (one host sync for
+        all of them) and quarantine after the first skipped one. Later skips of the same stream
+        batch most likely share its culprit (its stream rows are in every step); a culprit that
+        survives in the memory fails a later step and is caught then. Until the verdicts are read
+        a skipped step counts as a step (``steps``, the importance period, ``er-paper``'s decay);
+        it never moves a weight."""
+        if not self._unsettled:
+            return
+        skipped = torch.stack([flag for flag, _ in self._unsettled]).cpu().bool().tolist()
+        replayed = [slots for (_, slots), bad in zip(self._unsettled, skipped) if bad]
+        self._unsettled.clear()
+        if replayed:
+            self.steps -= len(replayed)
+            self.nonfinite_steps += len(replayed)
+            self._quarantine(replayed[0])
 
     def _quarantine(self, memory_slots: torch.Tensor) -> None:
-        """Skip the step, and drop from the memory the replayed slots and the stream samples of
-        the pending batch, so that the culprit, wherever it is, is not replayed again."""
-        self.optimizer.zero_grad(set_to_none=True)
-        self.nonfinite_steps += 1
+        """Drop from the memory the slots a skipped step replayed and the stream samples of the
+        pending batch, so that the culprit, wherever it is, is not replayed again."""
         mem = self.memory
-        stream_ids = torch.tensor([p[4] for p in self._pending], device=self.device)
+        stream_ids = torch.tensor([p[4] for p in self._pending])
         from_stream = torch.isin(mem.sample_id[: mem.size], stream_ids).nonzero().flatten()
         doomed = torch.unique(torch.cat([memory_slots, from_stream]))
         order = mem.remove(doomed)
@@ -286,7 +318,7 @@ class HierarchicalLearner:
         """(len(slots), max_depth) loss weights of replayed rows: ``replay_ancestor_weight`` at
         the levels above the one a sample was labelled at, 1 elsewhere."""
         mem = self.memory
-        depth = torch.arange(1, mem.targets.shape[1] + 1, device=self.device)
+        depth = torch.arange(1, mem.targets.shape[1] + 1)
         above = depth[None, :] < mem.first_level[slots][:, None]
         return torch.where(above, self.config.replay_ancestor_weight, 1.0)
 
@@ -301,14 +333,14 @@ class HierarchicalLearner:
         """Score the memory slots the importance rule asks for, refreshing their pseudo-labels
         if enabled."""
         mem = self.memory
-        slots = self.importance.slots_to_score(mem.size, self.generator).to(self.device)
+        slots = self.importance.slots_to_score(mem.size, self.generator)
         losses = torch.empty(slots.numel(), device=self.device)
         self.net.eval()
         with torch.no_grad():
             for start in range(0, slots.numel(), SCORING_CHUNK):
                 chunk = slots[start:start + SCORING_CHUNK]
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                    logits = self.net(self.prepare(mem.x[chunk], train=False))
+                    logits = self.net(self.prepare(mem.x[chunk.to(self.device, non_blocking=True)], train=False))
                 targets = self._supervised(mem.targets[chunk], mem.level[chunk], self._memory_first_levels(chunk))
                 weights = None
                 if self.config.pseudo_labels:
@@ -317,7 +349,7 @@ class HierarchicalLearner:
                 if self.config.pseudo_labels:
                     self._assign_pseudo_labels(chunk, logits)
         self.net.train()
-        delta = self.importance.update(mem, slots, losses)
+        delta = self.importance.update(mem, slots, losses.cpu())  # the scoring's one host sync
         if self.adaptive_lr is not None and delta is not None:
             self.adaptive_lr.report(-delta)
 
@@ -334,17 +366,15 @@ class HierarchicalLearner:
         own_level = mem.level[slots]
         own_class = mem.targets[slots].gather(1, (own_level - 1)[:, None]).squeeze(1)
         for h, level_logits in enumerate(logits):
-            scores = level_logits.float()
+            foreign = torch.zeros(level_logits.shape, dtype=torch.bool)
             for labelled in range(1, h + 1):  # samples labelled at a coarser level than h+1
-                rows = own_level == labelled
-                if bool(rows.any()):
-                    ancestors = self.tables.ancestors(h + 1, labelled)
-                    foreign = ancestors[None, :] != own_class[rows][:, None]
-                    scores[rows] = scores[rows].masked_fill(foreign, float("-inf"))
-            confidence, prediction = torch.softmax(scores, dim=1).max(dim=1)
+                ancestors = self.host_tables.ancestors(h + 1, labelled)
+                foreign |= (own_level == labelled)[:, None] & (ancestors[None, :] != own_class[:, None])
+            scores = level_logits.float().masked_fill(foreign.to(self.device, non_blocking=True), float("-inf"))
+            confidence, prediction = (part.cpu() for part in torch.softmax(scores, dim=1).max(dim=1))
             eligible = (own_level <= h) & (supervised[:, h] < 0) & (confidence >= self.config.pseudo_threshold)
             mem.pseudo[slots, h] = torch.where(eligible, prediction, -1)
-            global_ids = self.tables.global_ids(h + 1)[prediction]
+            global_ids = self.host_tables.global_ids(h + 1)[prediction]
             mem.pseudo_bins[slots, h] = torch.where(eligible, global_ids, -1)
 
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
@@ -486,6 +516,7 @@ class HierarchicalLearner:
     def _load(self, state: dict[str, Any]) -> None:
         self.tree = LabelTree.from_state_dict(state["tree"])
         self.tables = TreeTables(self.tree, self.device)
+        self.host_tables = TreeTables(self.tree, torch.device("cpu"))
         with _global_rng_from(self.implicit_rng):  # the saved weights replace these right away
             for level, size in enumerate(state["head_sizes"], start=1):
                 grow_head(self.net, self.optimizer, level, size)

@@ -1,9 +1,14 @@
-"""The replay memory: preallocated tensors on the learner's device, no per-sample objects.
+"""The replay memory: preallocated tensors, no per-sample objects.
 
 Each slot holds one sample, its label at every level its path names (``targets``, -1 where
 unknown), its own labelled level (and the coarsest level it was labelled at before a
 refinement), its bin (the global id of its (level, class) pair),
 optional pseudo-labels at other levels, and the bookkeeping of the importance rule.
+
+Only the samples (``x``) live on the learner's device. Labels and bookkeeping live on the host:
+eviction, batch assembly and the per-level loss's row selection read them every step, and on a
+GPU each such read of a device tensor would stall the host until the device caught up. On the
+CPU both homes are the same.
 """
 
 from __future__ import annotations
@@ -29,16 +34,16 @@ class ReplayMemory:
         self.capacity = capacity
         self.device = device
         self.x = torch.zeros((capacity, *sample_shape), dtype=dtype, device=device)
-        self.targets = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
-        self.pseudo = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
-        self.pseudo_bins = torch.full((capacity, max_depth), -1, dtype=torch.long, device=device)
-        self.level = torch.zeros(capacity, dtype=torch.long, device=device)
-        self.first_level = torch.zeros(capacity, dtype=torch.long, device=device)
-        self.bin = torch.zeros(capacity, dtype=torch.long, device=device)
-        self.importance = torch.zeros(capacity, device=device)
-        self.last_loss = torch.zeros(capacity, device=device)
-        self.fresh = torch.zeros(capacity, dtype=torch.bool, device=device)
-        self.sample_id = torch.full((capacity,), -1, dtype=torch.long, device=device)
+        self.targets = torch.full((capacity, max_depth), -1, dtype=torch.long)
+        self.pseudo = torch.full((capacity, max_depth), -1, dtype=torch.long)
+        self.pseudo_bins = torch.full((capacity, max_depth), -1, dtype=torch.long)
+        self.level = torch.zeros(capacity, dtype=torch.long)
+        self.first_level = torch.zeros(capacity, dtype=torch.long)
+        self.bin = torch.zeros(capacity, dtype=torch.long)
+        self.importance = torch.zeros(capacity)
+        self.last_loss = torch.zeros(capacity)
+        self.fresh = torch.zeros(capacity, dtype=torch.bool)
+        self.sample_id = torch.full((capacity,), -1, dtype=torch.long)
         self.size = 0
 
     FIELDS = ("x", "targets", "pseudo", "pseudo_bins", "level", "first_level", "bin", "importance", "last_loss", "fresh", "sample_id")
@@ -57,7 +62,8 @@ class ReplayMemory:
         self.size = len(state["level"])
         state = {"first_level": state["level"], **state}
         for name in self.FIELDS:
-            getattr(self, name)[: self.size] = state[name].to(self.device)
+            field = getattr(self, name)
+            field[: self.size] = state[name].to(field.device)
 
     def write(
         self,
@@ -72,7 +78,7 @@ class ReplayMemory:
         """Put a sample into ``slot`` (``slot == size`` appends), clearing its pseudo-labels."""
         if slot > self.size or slot >= self.capacity:
             raise IndexError(f"slot {slot} is outside the memory (size {self.size})")
-        self.x[slot] = x
+        self.x[slot] = x.to(self.device, non_blocking=True)
         self.targets[slot] = targets
         self.pseudo[slot] = -1
         self.pseudo_bins[slot] = -1
@@ -106,11 +112,12 @@ class ReplayMemory:
     def remove(self, slots: torch.Tensor) -> torch.Tensor:
         """Drop ``slots`` and close the gaps, keeping the others in order; returns, for each new
         slot, the old slot it came from (to move per-slot state held elsewhere)."""
-        keep = torch.ones(self.size, dtype=torch.bool, device=self.device)
+        keep = torch.ones(self.size, dtype=torch.bool)
         keep[slots[slots < self.size]] = False
         order = keep.nonzero().flatten()
         for tensor in self._tensors():
-            tensor[: order.numel()] = tensor[order].clone()
+            rows = order.to(tensor.device, non_blocking=True)
+            tensor[: order.numel()] = tensor[rows].clone()
         self.size = order.numel()
         return order
 
