@@ -9,7 +9,10 @@ the host, as the daemon receives them from Kafka) through the learner and prints
   loop (same net, batch, bf16 autocast, fused Adam, batches drawn on the device, no memory, no
   metrics) timed in the same run; bookkeeping = 1 - bare time / learner time;
 - host-device synchronisations per event once the replay memory is full, counted with
-  ``torch.cuda.set_sync_debug_mode`` over a window of the stream (CUDA only).
+  ``torch.cuda.set_sync_debug_mode`` over a window of the stream (CUDA only). A step itself
+  makes none (tests/test_host_syncs.py checks that on the CPU); what is left is reading the
+  numerical guard's verdicts once per stream batch (8 events) and the importance scoring's
+  losses once per scoring (every 5 steps), about 0.4 per event for PL-FMS.
 
     python benchmarks/gpu.py                      # ~3 min on one GPU
     python benchmarks/gpu.py --events 800 --backbones small-cnn --device cpu   # smoke run
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from hle_stream.core.backbones import build_backbone
-from hle_stream.core.config import method_config
+from hle_stream.core.config import DEFAULT_METHOD, method_config
 from hle_stream.core.device import pick_device
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.model import HierarchicalNet, grow_head
@@ -35,7 +38,7 @@ from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.bench.runner import RunSpec, prepare_stream
 from hle_stream.eval.datasets import load_dataset
 
-METHODS = ("er", "pl-fms", "pl-fms-reference")
+METHODS = ("er", "pl-fms", "pl-fms-reference", DEFAULT_METHOD)
 WARMUP = 600  # untimed events first: the replay memory (500) is full after them
 SYNC_WINDOW = 400  # then events watched for synchronisations (untimed), then the timed rest
 
@@ -136,7 +139,7 @@ def main() -> None:
     stream, _ = prepare_stream(dataset, preset, RunSpec("multi-depth", "gpu", 0))
     x = torch.from_numpy(dataset.x_train[stream.indices])
     labels = [str(p) for p in stream.labels]
-    header = f"{'backbone':10} {'method':17} {'events/s':>9} {'step share':>10} {'bookkeeping':>11} {'syncs/event':>11} {'peak MB':>8}"
+    header = f"{'backbone':10} {'method':29} {'events/s':>9} {'step share':>10} {'bookkeeping':>11} {'syncs/event':>11} {'peak MB':>8}"
     print(header)
     for backbone in args.backbones.split(","):
         for key in args.methods.split(","):
@@ -146,10 +149,10 @@ def main() -> None:
             share = min(1.0, bare * result["steps"] / result["seconds"])
             syncs = f"{result['syncs_per_event']:.1f}" if result["syncs_per_event"] is not None else "n/a"
             peak = f"{result['peak_mb']:.0f}" if result["peak_mb"] is not None else "n/a"
-            print(f"{backbone:10} {key:17} {result['events'] / result['seconds']:9.1f} {share:10.0%} {1 - share:11.0%} "
+            print(f"{backbone:10} {key:29} {result['events'] / result['seconds']:9.1f} {share:10.0%} {1 - share:11.0%} "
                   f"{syncs:>11} {peak:>8}", flush=True)
         bare_events = 1.0 / bare if bare else float("nan")
-        print(f"{backbone:10} {'bare loop':17} {bare_events:9.1f} {'100%':>10} {'0%':>11} {'n/a':>11} {'':>8}  "
+        print(f"{backbone:10} {'bare loop':29} {bare_events:9.1f} {'100%':>10} {'0%':>11} {'n/a':>11} {'':>8}  "
               "(one step per event)", flush=True)
 
 
