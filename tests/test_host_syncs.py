@@ -18,7 +18,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from hle_stream.core.config import method_config
+from hle_stream.core.config import DEFAULT_METHOD, method_config
 from hle_stream.core.learner import HierarchicalLearner
 
 # aten ops that hand device data to the host: the host must wait for the value, or for a size
@@ -99,7 +99,7 @@ def tracker(monkeypatch):
     return tracker
 
 
-@pytest.mark.parametrize("method", ["pl-fms", "pl-fms-replay-path-colour-aug", "pl-fms-pl", "pl-fms-ace", "er"])
+@pytest.mark.parametrize("method", ["pl-fms", DEFAULT_METHOD, "pl-fms-pl", "pl-fms-ace", "er"])
 def test_a_training_step_reads_nothing_from_the_device_but_the_guard_verdicts_and_the_scores(
         small_config, tracker, method):
     torch.manual_seed(0)

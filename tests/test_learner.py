@@ -137,6 +137,20 @@ def test_a_replayed_sample_teaches_its_ancestors_at_the_configured_weight(small_
     assert torch.equal(weights, torch.tensor([[1.0, 1.0, 1.0], [0.1, 1.0, 1.0], [0.1, 1.0, 1.0]]))
 
 
+def test_a_replayed_sample_of_a_class_in_its_fms_ramp_teaches_its_own_level_only(small_config):
+    config = small_config.with_(fms_horizon=10)
+    x = torch.randn(11, 4)
+    labels = ["a/x"] * 10 + ["b/y"]  # a/x seen from t=0; b/y first seen at t=10
+    slots = torch.tensor([0, 10])  # one a/x and the b/y sample (the memory keeps all 11)
+    ramped = HierarchicalLearner(method_config("pl-fms-replay-path-after-ramp", config), (4,), torch.float32)
+    ramped.observe(x, labels, train=False)
+    # at t=11 with 4 classes: a/x's stream share (11-0)*4/10 >= 1, b/y's (11-10)*4/10 = 0.4
+    assert ramped._memory_first_levels(slots).tolist() == [1, 2]
+    always = HierarchicalLearner(method_config("pl-fms-replay-path", config), (4,), torch.float32)
+    always.observe(x, labels, train=False)
+    assert always._memory_first_levels(slots).tolist() == [1, 1]
+
+
 @pytest.mark.parametrize("augmentation, shape, augments", [
     ("images", (1, 8, 8), True), ("colour-images", (1, 8, 8), False), ("colour-images", (3, 8, 8), True),
     ("images", (6,), False),

@@ -20,7 +20,8 @@ class LearnerConfig:
     baselines' schedule instead (``hle_stream.core.lr_schedule``). ``supervision`` and
     ``replay_supervision`` say which levels a stream / replayed sample teaches (its own, or its
     whole path); ``replay_ancestor_weight`` scales a replayed sample's loss at the levels above
-    its own. ``augment`` (random crop + flip) and ``cutmix`` apply to every image input
+    its own, and ``replay_path_after_ramp`` holds a replayed sample to its own level while its
+    class is still in its flexible-sampling ramp. ``augment`` (random crop + flip) and ``cutmix`` apply to every image input
     (``augmentation="images"``, as the released code does) or to colour images only
     (``"colour-images"``: on Fashion-MNIST they cost 5.7 points of level-2 A_auc).
     """
@@ -45,6 +46,7 @@ class LearnerConfig:
     replay_supervision: Literal["own-level", "path"] = "own-level"
     asymmetric_loss: bool = False
     replay_ancestor_weight: float = 1.0
+    replay_path_after_ramp: bool = False
     decode: Literal["independent", "path"] = "independent"
     cutmix: bool = True
     augment: bool = True
@@ -114,14 +116,23 @@ METHODS: dict[str, dict[str, object]] = {
     "pl-fms-ancestor-hint": {**REPLAY_PATH, "replay_ancestor_weight": 0.1},
     # pl-fms-ancestor-hint + the asymmetric cross-entropy of er-ace.
     "pl-fms-ancestor-hint-ace": {**REPLAY_PATH, "replay_ancestor_weight": 0.1, "asymmetric_loss": True},
-    # pl-fms-replay-path that augments colour images only (the default).
+    # pl-fms-replay-path whose replayed samples teach their own level only while their class is in
+    # its FMS ramp (learned from memory copies first): then the copies of the classes of the group
+    # just expanded do not tilt the top level toward that group.
+    "pl-fms-replay-path-after-ramp": {**REPLAY_PATH, "replay_path_after_ramp": True},
+    # pl-fms-ancestor-hint whose replayed samples teach no ancestor while their class is in its FMS
+    # ramp; the -colour-aug form (the default) augments colour images only.
+    "pl-fms-ancestor-hint-after-ramp": {**REPLAY_PATH, "replay_ancestor_weight": 0.1, "replay_path_after_ramp": True},
+    "pl-fms-ancestor-hint-after-ramp-colour-aug": {**REPLAY_PATH, "replay_ancestor_weight": 0.1,
+                                                   "replay_path_after_ramp": True, "augmentation": "colour-images"},
+    # pl-fms-replay-path that augments colour images only (the default for a day, 2026-11-29).
     "pl-fms-replay-path-colour-aug": {**REPLAY_PATH, "augmentation": "colour-images"},
     # pl-fms-path + the asymmetric cross-entropy of er-ace.
     "pl-fms-path-ace": dict(supervision="path", decode="path", asymmetric_loss=True),
 }
 
 
-DEFAULT_METHOD = "pl-fms-replay-path-colour-aug"  # the best measured configuration (docs/results-cpu.md, docs/results-hard.md)
+DEFAULT_METHOD = "pl-fms-ancestor-hint-after-ramp-colour-aug"  # the best measured configuration (docs/results-cpu.md, docs/results-hard.md)
 
 
 def method_config(name: str, base: LearnerConfig) -> LearnerConfig:

@@ -213,11 +213,18 @@ class HierarchicalLearner:
         self._pending.clear()
 
     def _stream_keep_mask(self, first_seen: torch.Tensor) -> torch.Tensor:
-        if not self.config.flexible_sampling or self.seen <= self.config.stream_batch_size:
+        p = self._stream_share(first_seen)
+        if p is None:
             return torch.ones(first_seen.numel(), dtype=torch.bool)
-        horizon = fms_horizon(self.config.fms_horizon, self.seen)
-        p = fms_keep_probability(self.seen, first_seen, self.tree.total_classes, horizon)
         return torch.rand(p.shape, generator=self.generator) < p
+
+    def _stream_share(self, first_seen: torch.Tensor) -> torch.Tensor | None:
+        """FMS's keep probability of stream samples of classes first seen at ``first_seen``;
+        ``None`` when every stream sample is kept."""
+        if not self.config.flexible_sampling or self.seen <= self.config.stream_batch_size:
+            return None
+        horizon = fms_horizon(self.config.fms_horizon, self.seen)
+        return fms_keep_probability(self.seen, first_seen, self.tree.total_classes, horizon)
 
     def _train_step(self, x: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor, first_seen: torch.Tensor) -> None:
         """One gradient step on stream rows (``x`` on the device, the rest on the host) + memory.
@@ -324,10 +331,17 @@ class HierarchicalLearner:
 
     def _memory_first_levels(self, slots: torch.Tensor) -> torch.Tensor:
         """The coarsest level each replayed sample teaches under own-level supervision: level 1
-        with ``replay_supervision="path"``, else the level it was first labelled at."""
-        if self.config.replay_supervision == "path":
-            return torch.ones_like(slots)
-        return self.memory.first_level[slots]
+        with ``replay_supervision="path"``, else the level it was first labelled at; with
+        ``replay_path_after_ramp``, path supervision only once the class is past its FMS ramp."""
+        own = self.memory.first_level[slots]
+        if self.config.replay_supervision != "path":
+            return own
+        if self.config.replay_path_after_ramp:
+            first_seen = torch.tensor(self.first_seen, dtype=torch.long)[self.memory.bin[slots]]
+            share = self._stream_share(first_seen)
+            if share is not None:
+                return torch.where(share < 1, own, 1)
+        return torch.ones_like(slots)
 
     def _rescore_memory(self) -> None:
         """Score the memory slots the importance rule asks for, refreshing their pseudo-labels
