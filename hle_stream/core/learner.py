@@ -200,7 +200,7 @@ class HierarchicalLearner:
         x = self.stager.to_device([torch.as_tensor(p[0]) for p in self._pending])
         targets = torch.stack([p[1] for p in self._pending])
         levels = torch.tensor([p[2] for p in self._pending])
-        first_seen = torch.tensor([self.first_seen[p[3]] for p in self._pending])
+        first_seen = self._first_seen_of([p[3] for p in self._pending])
         steps = int(self._updates)
         self._updates -= steps
         skipped_before = self.nonfinite_steps
@@ -211,6 +211,10 @@ class HierarchicalLearner:
             for item in self._pending:
                 self._remember(*item)
         self._pending.clear()
+
+    def _first_seen_of(self, bin_ids: list[int]) -> torch.Tensor:
+        """The stream count at which each class (global id) appeared: the t_c of FMS."""
+        return torch.tensor([self.first_seen[b] for b in bin_ids], dtype=torch.long)
 
     def _stream_keep_mask(self, first_seen: torch.Tensor) -> torch.Tensor:
         p = self._stream_share(first_seen)
@@ -337,8 +341,7 @@ class HierarchicalLearner:
         if self.config.replay_supervision != "path":
             return own
         if self.config.replay_path_after_ramp:
-            first_seen = torch.tensor(self.first_seen, dtype=torch.long)[self.memory.bin[slots]]
-            share = self._stream_share(first_seen)
+            share = self._stream_share(self._first_seen_of(self.memory.bin[slots].tolist()))
             if share is not None:
                 return torch.where(share < 1, own, 1)
         return torch.ones_like(slots)
