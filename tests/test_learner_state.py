@@ -33,6 +33,7 @@ def _through_bytes(state):
     ("er-paper", None, (6,)),  # the exp_reset learning rate
     ("pl-fms-reference", None, (6,)),  # the released importance rule, the sliding adaptive LR
     ("pl-fms-path-ace", 4, (6,)),
+    ("pl-fms-ancestor-hint-after-ramp-colour-aug-lda", 4, (6,)),  # the streaming discriminant
 ])
 def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stopped(
     small_config, method, importance_probe, shape

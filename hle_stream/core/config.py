@@ -51,6 +51,8 @@ class LearnerConfig:
     cutmix: bool = True
     augment: bool = True
     augmentation: Literal["images", "colour-images"] = "images"
+    discriminant_weight: float = 0.0
+    discriminant_shrinkage: float = 0.1
     adaptive_lr: bool = True
     adaptive_lr_period: int = 10
     adaptive_lr_sliding: bool = False
@@ -127,12 +129,19 @@ METHODS: dict[str, dict[str, object]] = {
                                                    "replay_path_after_ramp": True, "augmentation": "colour-images"},
     # pl-fms-replay-path that augments colour images only (the default for a day, 2026-11-29).
     "pl-fms-replay-path-colour-aug": {**REPLAY_PATH, "augmentation": "colour-images"},
+    # + a streaming linear discriminant over the raw inputs (class means of every stream sample,
+    # one shared covariance; hle_stream.core.discriminant) multiplied into the predictions.
+    "er-lda": dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
+                   adaptive_lr=False, discriminant_weight=1.0),
+    "pl-fms-ancestor-hint-after-ramp-colour-aug-lda": {**REPLAY_PATH, "replay_ancestor_weight": 0.1,
+                                                       "replay_path_after_ramp": True,
+                                                       "augmentation": "colour-images", "discriminant_weight": 1.0},
     # pl-fms-path + the asymmetric cross-entropy of er-ace.
     "pl-fms-path-ace": dict(supervision="path", decode="path", asymmetric_loss=True),
 }
 
 
-DEFAULT_METHOD = "pl-fms-ancestor-hint-after-ramp-colour-aug"  # the best measured configuration (docs/results-cpu.md, docs/results-hard.md)
+DEFAULT_METHOD = "pl-fms-ancestor-hint-after-ramp-colour-aug-lda"  # the best measured configuration (docs/results-cpu.md, docs/results-hard.md)
 
 
 def method_config(name: str, base: LearnerConfig) -> LearnerConfig:

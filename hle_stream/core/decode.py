@@ -24,3 +24,12 @@ def path_probabilities(logits: list[torch.Tensor], parents: list[torch.Tensor]) 
             own = own + path_scores[h - 1][:, parents[h]]
         path_scores.append(own)
     return [torch.softmax(s, dim=1) for s in path_scores]
+
+
+def fused_probabilities(probabilities: list[torch.Tensor], log_probabilities: list[torch.Tensor],
+                        weight: float) -> list[torch.Tensor]:
+    """Per level, ``p ∝ probabilities × exp(weight × log_probabilities)``: a second model's
+    opinion (``hle_stream.core.discriminant``) multiplied in. ``probabilities`` on any device,
+    the second model's on the host; the result is on the host."""
+    return [torch.softmax(torch.log(p.float().cpu()) + weight * lp, dim=1)
+            for p, lp in zip(probabilities, log_probabilities)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from hle_stream.core.decode import independent_probabilities, path_probabilities
+from hle_stream.core.decode import fused_probabilities, independent_probabilities, path_probabilities
+from hle_stream.core.discriminant import LinearDiscriminant
 from hle_stream.core.model import HierarchicalNet
 
 
@@ -21,17 +22,24 @@ def prepare_inputs(x: torch.Tensor, is_image: bool, device: torch.device) -> tor
 
 @torch.no_grad()
 def level_probabilities(net: HierarchicalNet, x: torch.Tensor, is_image: bool, decode: str,
-                        parents: list[torch.Tensor], use_amp: bool, chunk: int = 512) -> list[torch.Tensor]:
+                        parents: list[torch.Tensor], use_amp: bool, chunk: int = 512,
+                        discriminant: LinearDiscriminant | None = None,
+                        discriminant_weight: float = 0.0) -> list[torch.Tensor]:
     """Probabilities over the known classes of each level (coarsest first), on the CPU; ``net``
-    is left in the mode it was in."""
+    is left in the mode it was in. With a ``discriminant``, each level's log-probabilities gain
+    ``discriminant_weight`` times the discriminant's (a product of experts)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
     outputs: list[list[torch.Tensor]] = [[] for _ in net.heads]
     for start in range(0, x.shape[0], chunk):
+        inputs = prepare_inputs(x[start:start + chunk], is_image, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = net(prepare_inputs(x[start:start + chunk], is_image, device))
+            logits = net(inputs)
         probs = path_probabilities(logits, parents) if decode == "path" else independent_probabilities(logits)
+        if discriminant is not None:
+            probs = fused_probabilities(probs, discriminant.log_probabilities(discriminant.features(inputs)),
+                                        discriminant_weight)
         for level, p in enumerate(probs):
             outputs[level].append(p.cpu())
     net.train(was_training)

@@ -13,6 +13,7 @@ once per stream batch, and the importance rule reads its losses once per scoring
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -24,7 +25,8 @@ from hle_stream.core.augment import cutmix_within_levels, random_crop_flip
 from hle_stream.core.backbones import build_backbone
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.device import HostStager, pick_device
-from hle_stream.core.hierarchy import LabelTree
+from hle_stream.core.discriminant import LinearDiscriminant, StreamingDiscriminant
+from hle_stream.core.hierarchy import SEPARATOR, LabelTree
 from hle_stream.core.importance import ImportanceTracker
 from hle_stream.core.inference import level_probabilities, prepare_inputs
 from hle_stream.core.losses import per_sample_loss
@@ -115,6 +117,10 @@ class HierarchicalLearner:
         )
         self.exp_reset = (ExpResetLR(self.optimizer, config.lr, config.exp_reset_gamma)
                           if config.exp_reset_gamma is not None else None)
+        self.discriminant = (
+            StreamingDiscriminant(math.prod(self.input_shape), config.discriminant_shrinkage, config.seed)
+            if config.discriminant_weight > 0 else None
+        )
         self.use_amp = config.amp and self.device.type == "cuda"
         self.stager = HostStager(self.device)
         self._unit_scale = torch.ones((), device=self.device)  # the guard's gradient check scales by it
@@ -155,6 +161,10 @@ class HierarchicalLearner:
             self._updates += self.config.online_iter
             if len(self._pending) >= self.config.stream_batch_size:
                 self._train_on_pending()
+        if self.discriminant is not None and labels:
+            paths = [self._global_path(label) for label in labels]
+            self.discriminant.update(self._discriminant_features(x), torch.tensor([path[-1] for path in paths]),
+                                     _padded(paths), self.tree.total_classes)
 
     def relabel(self, sample_id: int, label: str) -> bool:
         """A finer label for a sample learned earlier (``sample_id`` as given to ``observe``, or
@@ -168,6 +178,10 @@ class HierarchicalLearner:
         if slot is None:
             return False
         targets, level, bin_id = self._encode(label)
+        if self.discriminant is not None:  # the sample now also stands for its finer classes
+            old = {self.tree.global_id_of(h + 1, int(t)) for h, t in enumerate(self.memory.targets[slot]) if t >= 0}
+            finer = [c for c in self._global_path(label) if c not in old]
+            self.discriminant.add(self._discriminant_features(self.memory.x[slot:slot + 1]), _padded([finer]))
         self.memory.relabel(slot, targets, level, bin_id)
         return True
 
@@ -184,6 +198,20 @@ class HierarchicalLearner:
         targets = torch.full((self.config.max_depth,), -1, dtype=torch.long)
         targets[: len(indices)] = torch.tensor(indices)
         return targets, len(indices), self.tree.global_id(label)
+
+    def _global_path(self, label: str) -> list[int]:
+        """Global ids of a known label path's classes, coarsest first."""
+        segments = self.tree.split(label)
+        return [self.tree.global_id(SEPARATOR.join(segments[:k])) for k in range(1, len(segments) + 1)]
+
+    def _discriminant_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminant.features(prepare_inputs(torch.as_tensor(x), self.is_image, torch.device("cpu")))
+
+    def _frozen_discriminant(self, copy: bool) -> LinearDiscriminant | None:
+        if self.discriminant is None:
+            return None
+        levels = [self.host_tables.global_ids(level) for level in range(1, self.tree.depth + 1)]
+        return self.discriminant.frozen(levels, copy)
 
     def _remember(self, x: torch.Tensor, targets: torch.Tensor, level: int, bin_id: int, sample_id: int) -> None:
         self.offered += 1
@@ -407,7 +435,8 @@ class HierarchicalLearner:
         if not self.net.heads:
             return []
         return level_probabilities(self.net, x, self.is_image, self.config.decode, self.tables.parents(),
-                                   self.use_amp, chunk)
+                                   self.use_amp, chunk, self._frozen_discriminant(copy=False),
+                                   self.config.discriminant_weight)
 
     def predict(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Most probable class index per level, coarsest first."""
@@ -445,7 +474,8 @@ class HierarchicalLearner:
             tree = LabelTree.from_state_dict(self.tree.state_dict())
             parents = TreeTables(tree, self.device).parents()
         return Predictor(self.net, tree, parents, self.input_spec, self.is_image, self.config.decode, self.use_amp,
-                         self.steps, self.config.backbone)
+                         self.steps, self.config.backbone, self._frozen_discriminant(copy=True),
+                         self.config.discriminant_weight)
 
     # -- what it is and holds ---------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -514,6 +544,8 @@ class HierarchicalLearner:
             state["adaptive_lr"] = self.adaptive_lr.state_dict()
         if self.exp_reset is not None:
             state["exp_reset"] = self.exp_reset.state_dict()
+        if self.discriminant is not None:
+            state["discriminant"] = self.discriminant.state_dict()
         return state
 
     @classmethod
@@ -554,6 +586,8 @@ class HierarchicalLearner:
             self.adaptive_lr.load_state_dict(state["adaptive_lr"])
         if self.exp_reset is not None:
             self.exp_reset.load_state_dict(state["exp_reset"])
+        if self.discriminant is not None:
+            self.discriminant.load_state_dict(state["discriminant"])
         self.generator.set_state(state["generator"])
         self.implicit_rng.set_state(state["torch_rng"])
 
@@ -578,6 +612,14 @@ def _one_param_group(optimizer_state: dict[str, Any]) -> dict[str, Any]:
         return optimizer_state
     merged = {**groups[0], "params": [index for group in groups for index in group["params"]]}
     return {**optimizer_state, "param_groups": [merged]}
+
+
+def _padded(paths: list[list[int]]) -> torch.Tensor:
+    """Lists of class ids as one tensor, each row padded with -1."""
+    rows = torch.full((len(paths), max((len(p) for p in paths), default=0)), -1, dtype=torch.long)
+    for i, path in enumerate(paths):
+        rows[i, : len(path)] = torch.tensor(path, dtype=torch.long)
+    return rows
 
 
 def _merge_pseudo(targets: torch.Tensor, pseudo: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hle_stream.core.backbones import build_backbone
+from hle_stream.core.discriminant import LinearDiscriminant
 from hle_stream.core.hierarchy import LabelTree
 from hle_stream.core.inference import level_probabilities
 from hle_stream.core.model import HierarchicalNet
@@ -55,8 +56,11 @@ class Predictor:
     """Network, label tree and version of a learner at one moment; thread-safe to predict with."""
 
     def __init__(self, net: HierarchicalNet, tree: LabelTree, parents: list[torch.Tensor], input_spec: InputSpec,
-                 is_image: bool, decode: str, use_amp: bool, version: int, backbone: str) -> None:
+                 is_image: bool, decode: str, use_amp: bool, version: int, backbone: str,
+                 discriminant: LinearDiscriminant | None = None, discriminant_weight: float = 0.0) -> None:
         self.net = copy.deepcopy(net).eval()
+        self.discriminant = discriminant
+        self.discriminant_weight = discriminant_weight
         self.backbone = backbone
         self.tree = tree
         self.parents = parents
@@ -75,7 +79,8 @@ class Predictor:
         """As ``HierarchicalLearner.predict_proba``, on the frozen weights."""
         if not self.has_classes:
             return []
-        return level_probabilities(self.net, x, self.is_image, self.decode, self.parents, self.use_amp)
+        return level_probabilities(self.net, x, self.is_image, self.decode, self.parents, self.use_amp,
+                                   discriminant=self.discriminant, discriminant_weight=self.discriminant_weight)
 
     def predict_paths(self, x: torch.Tensor, threshold: float) -> list[list[dict[str, Any]]]:
         return prediction_paths(self.tree, self.predict_proba(x), x.shape[0], threshold)
@@ -89,7 +94,9 @@ class Predictor:
                 "input_dtype": str(self.input_spec.dtype).removeprefix("torch."), "decode": self.decode,
                 "tree": self.tree.state_dict(), "head_sizes": self.net.head_sizes(),
                 "net": {name: value.detach().cpu() for name, value in self.net.state_dict().items()},
-                "version": self.version}
+                "version": self.version,
+                "discriminant": None if self.discriminant is None else self.discriminant.state_dict(),
+                "discriminant_weight": self.discriminant_weight}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: str = "cpu") -> "Predictor":
@@ -107,4 +114,7 @@ class Predictor:
         target = torch.device(device)
         return cls(net.to(target), tree, TreeTables(tree, target).parents(),
                    InputSpec(shape, getattr(torch, state["input_dtype"])), is_image, state["decode"],
-                   use_amp=False, version=int(state["version"]), backbone=state["backbone"])
+                   use_amp=False, version=int(state["version"]), backbone=state["backbone"],
+                   discriminant=LinearDiscriminant.from_state_dict(state["discriminant"])
+                   if state.get("discriminant") is not None else None,
+                   discriminant_weight=float(state.get("discriminant_weight", 0.0)))

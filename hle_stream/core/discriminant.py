@@ -1,0 +1,190 @@
+"""Streaming linear discriminant analysis over the raw inputs: a second opinion that cannot forget.
+
+The network learns from every stream sample once and from a small replay memory after that;
+the discriminant keeps, for every class of every level, the running mean of *all* samples whose
+label path names it (a fine sample counts for its ancestors too), and one within-class
+covariance shared by all classes. Its scores are linear in the input (``wᵀx + b``, with
+``w = Σ⁻¹μ`` and ``b = -½ μᵀΣ⁻¹μ``) and equal class priors, so a class that has not been seen for
+a while keeps its mean: nothing is overwritten, and a single pass over the data is enough.
+At prediction the learner adds ``weight × log p_lda`` to its per-level log-probabilities.
+
+Inputs wider than ``MAX_FEATURES`` go through a fixed random projection first, so that the
+covariance stays small (``MAX_FEATURES²`` floats) and its inverse cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+MAX_FEATURES = 1024
+REFRESH_GROWTH = 0.05  # re-invert the covariance once the samples behind it grew by 5 % ...
+REFRESH_MIN = 64  # ... or by 64 samples, whichever is more
+
+
+def _projection(input_dim: int, seed: int) -> torch.Tensor | None:
+    """A fixed Gaussian random projection to ``MAX_FEATURES`` features (``None``: narrow enough);
+    rebuilt from ``seed`` rather than stored."""
+    if input_dim <= MAX_FEATURES:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(input_dim, MAX_FEATURES, generator=generator) / math.sqrt(MAX_FEATURES)
+
+
+class LinearDiscriminant:
+    """The discriminant frozen at one moment: a weight row and a bias per class (global id), and
+    which classes make up each level. What a serving snapshot carries; ``log_probabilities`` is
+    all prediction needs."""
+
+    def __init__(self, weights: torch.Tensor, biases: torch.Tensor, known: torch.Tensor,
+                 level_class_ids: list[torch.Tensor], projection_seed: int, input_dim: int) -> None:
+        self.weights, self.biases, self.known = weights, biases, known
+        self.level_class_ids = level_class_ids
+        self.projection_seed, self.input_dim = projection_seed, input_dim
+        self.projection = _projection(input_dim, projection_seed)
+
+    def features(self, prepared: torch.Tensor) -> torch.Tensor:
+        """Network-ready inputs (any device) to the discriminant's features, float32 on the host."""
+        return _features(prepared, self.projection)
+
+    def log_probabilities(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, log-probabilities over its classes; a class without statistics yet (named
+        only by a relabel) gets the uniform share of the classes that have some."""
+        scores = features @ self.weights.T + self.biases
+        out = []
+        for ids in self.level_class_ids:
+            known = self.known[ids]
+            log_p = torch.log_softmax(scores[:, ids].masked_fill(~known, float("-inf")), dim=1)
+            uniform = -math.log(max(int(known.sum()), 1))
+            out.append(torch.where(known, log_p, torch.full_like(log_p, uniform)))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights, "biases": self.biases, "known": self.known,
+                "level_class_ids": self.level_class_ids, "projection_seed": self.projection_seed,
+                "input_dim": self.input_dim}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "LinearDiscriminant":
+        return cls(state["weights"], state["biases"], state["known"], list(state["level_class_ids"]),
+                   int(state["projection_seed"]), int(state["input_dim"]))
+
+
+def _features(prepared: torch.Tensor, projection: torch.Tensor | None) -> torch.Tensor:
+    flat = prepared.detach().float().cpu().reshape(prepared.shape[0], -1)
+    return flat if projection is None else flat @ projection
+
+
+class StreamingDiscriminant:
+    """Class means and a shared within-class covariance, updated one stream batch at a time.
+
+    Statistics are indexed by the label tree's global class id and accumulated in float64 (a
+    long stream's sums lose nothing); the covariance's inverse is refreshed as it grows (see
+    ``REFRESH_GROWTH``) and shrunk toward a multiple of the identity by ``shrinkage``, so it is
+    usable from the first samples on (no samples yet: nearest class mean). A class's weight row
+    is recomputed only when its mean moved or the inverse was refreshed: a prediction costs one
+    matrix product over the classes, not one per class and feature pair.
+    """
+
+    def __init__(self, input_dim: int, shrinkage: float, seed: int) -> None:
+        self.input_dim = input_dim
+        self.projection_seed = seed
+        self.projection = _projection(input_dim, seed)
+        self.dim = input_dim if self.projection is None else MAX_FEATURES
+        self.shrinkage = shrinkage
+        self.counts = torch.zeros(0, dtype=torch.float64)
+        self.sums = torch.zeros(0, self.dim, dtype=torch.float64)
+        self.scatter = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+        self.scattered = 0  # samples behind ``scatter``
+        self.precision: torch.Tensor | None = None
+        self.precision_at = 0  # ``scattered`` when ``precision`` was computed
+        self.weights = torch.zeros(0, self.dim)  # per class: precision @ mean, and its bias
+        self.biases = torch.zeros(0)
+        self.stale = torch.zeros(0, dtype=torch.bool)  # classes whose weight row is out of date
+
+    def features(self, prepared: torch.Tensor) -> torch.Tensor:
+        return _features(prepared, self.projection)
+
+    def _grow(self, total_classes: int) -> None:
+        missing = total_classes - self.counts.numel()
+        if missing > 0:
+            self.counts = torch.cat([self.counts, torch.zeros(missing, dtype=torch.float64)])
+            self.sums = torch.cat([self.sums, torch.zeros(missing, self.dim, dtype=torch.float64)])
+            self.weights = torch.cat([self.weights, torch.zeros(missing, self.dim)])
+            self.biases = torch.cat([self.biases, torch.zeros(missing)])
+            self.stale = torch.cat([self.stale, torch.zeros(missing, dtype=torch.bool)])
+
+    def update(self, features: torch.Tensor, own: torch.Tensor, paths: torch.Tensor, total_classes: int) -> None:
+        """Learn from ``features`` (rows) whose labels are global class ``own`` with ancestors
+        ``paths`` (global ids per row, ``-1`` padded, ``own`` included).
+
+        The covariance takes each row's deviation from its own class's mean as it was before the
+        batch, weighted ``n / (n + 1)`` (Welford's update, batched: the rows of a class's first
+        batch add nothing)."""
+        self._grow(total_classes)
+        x = features.double()
+        n = self.counts[own]
+        deviation = x - self.sums[own] / n.clamp(min=1.0)[:, None]
+        weight = n / (n + 1.0)
+        self.scatter += (deviation * weight[:, None]).T @ deviation
+        self.scattered += int((n > 0).sum())
+        self.add(x, paths)
+
+    def add(self, features: torch.Tensor, paths: torch.Tensor) -> None:
+        """Count ``features`` toward the class means of ``paths`` only (a relabelled memory
+        sample toward its finer classes), leaving the covariance alone."""
+        valid = paths >= 0
+        classes = paths[valid]
+        if classes.numel() == 0:
+            return
+        self._grow(int(classes.max()) + 1)
+        rows = torch.arange(paths.shape[0])[:, None].expand_as(paths)[valid]
+        self.counts.index_add_(0, classes, torch.ones(classes.numel(), dtype=torch.float64))
+        self.sums.index_add_(0, classes, features.double()[rows])
+        self.stale[classes] = True
+
+    def _refresh_precision(self) -> None:
+        due = self.scattered - self.precision_at >= max(REFRESH_MIN, REFRESH_GROWTH * self.precision_at)
+        if self.precision is not None and not due:
+            return
+        identity = torch.eye(self.dim, dtype=torch.float64)
+        if self.scattered == 0:
+            covariance = identity
+        else:
+            empirical = self.scatter / self.scattered
+            scale = float(empirical.trace()) / self.dim or 1.0
+            covariance = (1.0 - self.shrinkage) * empirical + self.shrinkage * scale * identity
+        self.precision = torch.linalg.inv(covariance).float()
+        self.precision_at = self.scattered
+        self.stale[:] = True
+
+    def frozen(self, level_class_ids: list[torch.Tensor], copy: bool = True) -> LinearDiscriminant:
+        """The discriminant as it stands, for the classes of each level (global ids, in the
+        level's index order). ``copy=False`` shares this object's tensors: for a prediction made
+        at once, not for a snapshot that outlives the next update."""
+        self._grow(max((int(ids.max()) + 1 for ids in level_class_ids if ids.numel()), default=0))
+        self._refresh_precision()
+        rows = self.stale.nonzero().flatten()
+        if rows.numel():
+            means = (self.sums[rows] / self.counts[rows].clamp(min=1.0)[:, None]).float()
+            weights = means @ self.precision
+            self.weights[rows] = weights
+            self.biases[rows] = -0.5 * (weights * means).sum(dim=1)
+            self.stale[rows] = False
+        weights, biases, known = self.weights, self.biases, self.counts > 0
+        if copy:
+            weights, biases = weights.clone(), biases.clone()
+        return LinearDiscriminant(weights, biases, known, list(level_class_ids), self.projection_seed, self.input_dim)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"counts": self.counts, "sums": self.sums, "scatter": self.scatter, "scattered": self.scattered,
+                "precision": self.precision, "precision_at": self.precision_at, "weights": self.weights,
+                "biases": self.biases, "stale": self.stale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counts, self.sums, self.scatter = state["counts"], state["sums"], state["scatter"]
+        self.scattered, self.precision_at = int(state["scattered"]), int(state["precision_at"])
+        self.precision = state["precision"]
+        self.weights, self.biases, self.stale = state["weights"], state["biases"], state["stale"]

@@ -1,0 +1,103 @@
+"""The streaming discriminant: its statistics on hand-computed cases, and the learner carrying it
+through predictions, relabels, checkpoints and serving snapshots."""
+
+import math
+
+import pytest
+import torch
+
+from hle_stream.core.config import method_config
+from hle_stream.core.discriminant import MAX_FEATURES, LinearDiscriminant, StreamingDiscriminant
+from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.predictor import Predictor
+
+METHOD = "pl-fms-ancestor-hint-after-ramp-colour-aug-lda"
+
+
+def test_means_count_every_class_on_a_path_and_the_covariance_is_the_pooled_within_class_one():
+    # classes: 0 = "a", 1 = "a/x", 2 = "b"; samples of a/x count for a too
+    d = StreamingDiscriminant(2, shrinkage=0.0, seed=0)
+    x = torch.tensor([[1.0, 0.0], [3.0, 2.0], [-1.0, 0.0], [-3.0, 0.0], [2.0, 4.0]])
+    own = torch.tensor([1, 1, 2, 2, 1])
+    paths = torch.tensor([[0, 1], [0, 1], [2, -1], [2, -1], [0, 1]])
+    d.update(x[:2], own[:2], paths[:2], 3)  # one batch, then another: Welford's update across batches
+    d.update(x[2:], own[2:], paths[2:], 3)
+    assert d.counts.tolist() == [3, 3, 2]
+    assert torch.allclose(d.sums[0], torch.tensor([6.0, 6.0], dtype=torch.float64))
+    # a row deviates from its class's mean as it was before the batch: in batch 1 a/x had none (nothing
+    # added), in batch 2 b had none, and the third a/x deviates (0, 3) from (2, 1) with weight 2/3
+    assert torch.allclose(d.scatter, torch.tensor([[0.0, 0.0], [0.0, 6.0]], dtype=torch.float64))
+    assert d.scattered == 1
+
+
+def test_the_linear_scores_are_lda_with_the_shrunk_covariance_and_unknown_classes_get_a_uniform_share():
+    d = StreamingDiscriminant(2, shrinkage=0.5, seed=0)
+    d.add(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 2.0]]), torch.tensor([[0], [0], [1], [1]]))
+    d.scatter = torch.tensor([[4.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    d.scattered = 2
+    frozen = d.frozen([torch.tensor([0, 1, 2])])
+    # covariance (2, 1) on the diagonal, trace/2 = 1.5: 0.5 * diag(2, 1) + 0.5 * 1.5 = diag(1.75, 1.25)
+    precision = torch.diag(torch.tensor([1 / 1.75, 1 / 1.25]))
+    means = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    x = torch.tensor([[0.5, 1.0]])
+    scores = x @ (means @ precision).T - 0.5 * ((means @ precision) * means).sum(1)
+    log_p = frozen.log_probabilities(x)[0]
+    assert torch.allclose(log_p[0, :2], torch.log_softmax(scores, dim=1)[0], atol=1e-6)
+    assert log_p[0, 2].item() == pytest.approx(-math.log(2))
+    assert frozen.log_probabilities(x)[0].shape == (1, 3)
+
+
+def test_wide_inputs_are_projected_to_a_bounded_width_and_the_projection_is_rebuilt_from_its_seed():
+    d = StreamingDiscriminant(MAX_FEATURES + 10, shrinkage=0.1, seed=3)
+    x = torch.randn(4, MAX_FEATURES + 10)
+    assert d.features(x).shape == (4, MAX_FEATURES) and d.scatter.shape == (MAX_FEATURES, MAX_FEATURES)
+    d.update(d.features(x), torch.tensor([0, 0, 1, 1]), torch.tensor([[0], [0], [1], [1]]), 2)
+    frozen = LinearDiscriminant.from_state_dict(d.frozen([torch.tensor([0, 1])]).state_dict())
+    assert torch.equal(frozen.features(x), d.features(x))
+
+
+def _learner(small_config, shape=(6,)):
+    torch.manual_seed(0)
+    learner = HierarchicalLearner(method_config(METHOD, small_config.with_(memory_size=12)), shape, torch.float32)
+    learner.observe(torch.randn(24, *shape), ["a", "b", "a/x", "b/y"] * 6, ids=list(range(24)))
+    return learner
+
+
+def test_a_method_without_the_discriminant_has_none(small_config):
+    learner = HierarchicalLearner(method_config("pl-fms-ancestor-hint-after-ramp-colour-aug", small_config), (6,),
+                                  torch.float32)
+    assert learner.discriminant is None and "discriminant" not in learner.state_dict()
+
+
+@pytest.mark.parametrize("shape", [(6,), (1, 8, 8)])
+def test_a_snapshot_and_a_restored_learner_predict_like_the_learner(small_config, shape):
+    learner = _learner(small_config, shape)
+    probe = torch.randn(5, *shape)
+    expected = learner.predict_proba(probe)
+    snapshot = Predictor.from_state_dict(learner.predictor().state_dict())
+    restored = HierarchicalLearner.from_state_dict(learner.state_dict())
+    for p, q, r in zip(expected, snapshot.predict_proba(probe), restored.predict_proba(probe)):
+        assert torch.allclose(p, q, atol=1e-6) and torch.equal(p, r)
+
+
+def test_the_discriminant_moves_a_prediction_toward_the_class_whose_mean_is_nearest(small_config):
+    learner = HierarchicalLearner(method_config(METHOD, small_config), (2,), torch.float32)
+    far = torch.tensor([[10.0, 0.0], [-10.0, 0.0]])
+    learner.observe(far.repeat(4, 1), ["a", "b"] * 4)
+    lda = learner.discriminant.frozen([torch.tensor([0, 1])]).log_probabilities(far)[0].exp()
+    assert lda[0, 0] > 0.99 and lda[1, 1] > 0.99
+    net_alone = learner.predictor()
+    net_alone.discriminant = None
+    fused, plain = learner.predict_proba(far)[0], net_alone.predict_proba(far)[0]
+    assert (fused.diagonal() > plain.diagonal()).all()
+
+
+def test_a_relabelled_memory_sample_gives_its_new_finer_class_a_mean(small_config):
+    learner = _learner(small_config)
+    slot = int(learner.memory.slot_of(0))  # sample 0 was labelled "a"
+    x = learner.memory.x[slot].clone()
+    assert learner.relabel(0, "a/w")
+    gid = learner.tree.global_id("a/w")
+    assert learner.discriminant.counts[gid].item() == 1
+    assert torch.allclose(learner.discriminant.sums[gid].float(), x)
+    assert learner.discriminant.counts[learner.tree.global_id("a")].item() == 12  # not counted twice
