@@ -101,3 +101,28 @@ def test_a_relabelled_memory_sample_gives_its_new_finer_class_a_mean(small_confi
     assert learner.discriminant.counts[gid].item() == 1
     assert torch.allclose(learner.discriminant.sums[gid].float(), x)
     assert learner.discriminant.counts[learner.tree.global_id("a")].item() == 12  # not counted twice
+
+
+def test_an_absurd_row_is_left_out_of_the_means_and_counted_and_predictions_stay_finite():
+    d = StreamingDiscriminant(4, shrinkage=0.1, seed=0)
+    torch.manual_seed(0)
+    for _ in range(10):
+        x = torch.randn(8, 4)
+        own = torch.tensor([0, 1] * 4)
+        d.update(x, own, own[:, None], 2)
+    sums = d.sums.clone()
+    poison = torch.full((1, 4), 3e38)  # the largest float32 there is
+    d.update(poison, torch.tensor([0]), torch.tensor([[0]]), 2)
+    d.add(poison, torch.tensor([[1]]))
+    assert d.rejected == 2 and torch.equal(d.sums, sums)
+    log_p = d.frozen([torch.tensor([0, 1])]).log_probabilities(torch.cat([poison, torch.randn(2, 4)]))[0]
+    assert torch.isfinite(torch.logsumexp(log_p, dim=1)).all()
+
+
+def test_the_learner_reports_what_its_discriminant_rejected(small_config):
+    learner = _learner(small_config)
+    learner.observe(torch.randn(40, 6), ["a", "b"] * 20)
+    learner.observe(torch.full((2, 6), 1e20), ["a", "b"])
+    assert learner.stats().discriminant_rejected == 2
+    restored = HierarchicalLearner.from_state_dict(learner.state_dict())
+    assert restored.stats().discriminant_rejected == 2

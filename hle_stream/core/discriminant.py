@@ -9,7 +9,10 @@ a while keeps its mean: nothing is overwritten, and a single pass over the data 
 At prediction the learner adds ``weight × log p_lda`` to its per-level log-probabilities.
 
 Inputs wider than ``MAX_FEATURES`` go through a fixed random projection first, so that the
-covariance stays small (``MAX_FEATURES²`` floats) and its inverse cheap.
+covariance stays small (``MAX_FEATURES²`` floats) and its inverse cheap. Statistics, inverse and
+scores are float64: float32 inputs of any finite size give finite scores. A mean has no defence
+against an absurd value (1e30 in a feature), so rows far outside what came before are left out
+of the statistics and counted (``rejected``); the network keeps learning from them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch
 MAX_FEATURES = 1024
 REFRESH_GROWTH = 0.05  # re-invert the covariance once the samples behind it grew by 5 % ...
 REFRESH_MIN = 64  # ... or by 64 samples, whichever is more
+OUTLIER_FACTOR = 1e4  # a row whose squared norm exceeds this many times the mean of the rows so far ...
+OUTLIER_WARMUP = 64  # ... (once that many were taken) is left out: one absurd event cannot poison a mean
 
 
 def _projection(input_dim: int, seed: int) -> torch.Tensor | None:
@@ -46,19 +51,20 @@ class LinearDiscriminant:
         self.projection = _projection(input_dim, projection_seed)
 
     def features(self, prepared: torch.Tensor) -> torch.Tensor:
-        """Network-ready inputs (any device) to the discriminant's features, float32 on the host."""
+        """Scaled inputs (``hle_stream.core.inference.scale_inputs``) to the discriminant's
+        features, float32 on the host."""
         return _features(prepared, self.projection)
 
     def log_probabilities(self, features: torch.Tensor) -> list[torch.Tensor]:
         """Per level, log-probabilities over its classes; a class without statistics yet (named
         only by a relabel) gets the uniform share of the classes that have some."""
-        scores = features @ self.weights.T + self.biases
+        scores = features.double() @ self.weights.T + self.biases
         out = []
         for ids in self.level_class_ids:
             known = self.known[ids]
             log_p = torch.log_softmax(scores[:, ids].masked_fill(~known, float("-inf")), dim=1)
             uniform = -math.log(max(int(known.sum()), 1))
-            out.append(torch.where(known, log_p, torch.full_like(log_p, uniform)))
+            out.append(torch.where(known, log_p, torch.full_like(log_p, uniform)).float())
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -100,9 +106,12 @@ class StreamingDiscriminant:
         self.scattered = 0  # samples behind ``scatter``
         self.precision: torch.Tensor | None = None
         self.precision_at = 0  # ``scattered`` when ``precision`` was computed
-        self.weights = torch.zeros(0, self.dim)  # per class: precision @ mean, and its bias
-        self.biases = torch.zeros(0)
+        self.weights = torch.zeros(0, self.dim, dtype=torch.float64)  # per class: precision @ mean, and its bias
+        self.biases = torch.zeros(0, dtype=torch.float64)
         self.stale = torch.zeros(0, dtype=torch.bool)  # classes whose weight row is out of date
+        self.taken = 0  # rows in the statistics, and the sum of their squared norms (the outlier yardstick)
+        self.taken_square_norm = 0.0
+        self.rejected = 0  # rows left out as outliers
 
     def features(self, prepared: torch.Tensor) -> torch.Tensor:
         return _features(prepared, self.projection)
@@ -112,8 +121,8 @@ class StreamingDiscriminant:
         if missing > 0:
             self.counts = torch.cat([self.counts, torch.zeros(missing, dtype=torch.float64)])
             self.sums = torch.cat([self.sums, torch.zeros(missing, self.dim, dtype=torch.float64)])
-            self.weights = torch.cat([self.weights, torch.zeros(missing, self.dim)])
-            self.biases = torch.cat([self.biases, torch.zeros(missing)])
+            self.weights = torch.cat([self.weights, torch.zeros(missing, self.dim, dtype=torch.float64)])
+            self.biases = torch.cat([self.biases, torch.zeros(missing, dtype=torch.float64)])
             self.stale = torch.cat([self.stale, torch.zeros(missing, dtype=torch.bool)])
 
     def update(self, features: torch.Tensor, own: torch.Tensor, paths: torch.Tensor, total_classes: int) -> None:
@@ -122,19 +131,38 @@ class StreamingDiscriminant:
 
         The covariance takes each row's deviation from its own class's mean as it was before the
         batch, weighted ``n / (n + 1)`` (Welford's update, batched: the rows of a class's first
-        batch add nothing)."""
+        batch add nothing). Outliers are dropped first (``OUTLIER_FACTOR``)."""
         self._grow(total_classes)
         x = features.double()
+        keep = self._ordinary(x)
+        if not bool(keep.all()):
+            x, own, paths = x[keep], own[keep], paths[keep]
         n = self.counts[own]
         deviation = x - self.sums[own] / n.clamp(min=1.0)[:, None]
         weight = n / (n + 1.0)
         self.scatter += (deviation * weight[:, None]).T @ deviation
         self.scattered += int((n > 0).sum())
-        self.add(x, paths)
+        self._accumulate(x, paths)
+
+    def _ordinary(self, x: torch.Tensor) -> torch.Tensor:
+        """Which rows are within ``OUTLIER_FACTOR`` of the mean squared norm so far; counts the rest."""
+        square_norm = (x * x).sum(dim=1)
+        keep = torch.ones(x.shape[0], dtype=torch.bool)
+        if self.taken >= OUTLIER_WARMUP:
+            keep = square_norm <= OUTLIER_FACTOR * max(self.taken_square_norm / self.taken, 1e-12)
+        self.rejected += int((~keep).sum())
+        self.taken += int(keep.sum())
+        self.taken_square_norm += float(square_norm[keep].sum())
+        return keep
 
     def add(self, features: torch.Tensor, paths: torch.Tensor) -> None:
         """Count ``features`` toward the class means of ``paths`` only (a relabelled memory
         sample toward its finer classes), leaving the covariance alone."""
+        x = features.double()
+        keep = self._ordinary(x)
+        self._accumulate(x[keep], paths[keep])
+
+    def _accumulate(self, x: torch.Tensor, paths: torch.Tensor) -> None:
         valid = paths >= 0
         classes = paths[valid]
         if classes.numel() == 0:
@@ -142,7 +170,7 @@ class StreamingDiscriminant:
         self._grow(int(classes.max()) + 1)
         rows = torch.arange(paths.shape[0])[:, None].expand_as(paths)[valid]
         self.counts.index_add_(0, classes, torch.ones(classes.numel(), dtype=torch.float64))
-        self.sums.index_add_(0, classes, features.double()[rows])
+        self.sums.index_add_(0, classes, x[rows])
         self.stale[classes] = True
 
     def _refresh_precision(self) -> None:
@@ -156,7 +184,7 @@ class StreamingDiscriminant:
             empirical = self.scatter / self.scattered
             scale = float(empirical.trace()) / self.dim or 1.0
             covariance = (1.0 - self.shrinkage) * empirical + self.shrinkage * scale * identity
-        self.precision = torch.linalg.inv(covariance).float()
+        self.precision = torch.linalg.inv(covariance)
         self.precision_at = self.scattered
         self.stale[:] = True
 
@@ -168,7 +196,7 @@ class StreamingDiscriminant:
         self._refresh_precision()
         rows = self.stale.nonzero().flatten()
         if rows.numel():
-            means = (self.sums[rows] / self.counts[rows].clamp(min=1.0)[:, None]).float()
+            means = self.sums[rows] / self.counts[rows].clamp(min=1.0)[:, None]
             weights = means @ self.precision
             self.weights[rows] = weights
             self.biases[rows] = -0.5 * (weights * means).sum(dim=1)
@@ -181,10 +209,13 @@ class StreamingDiscriminant:
     def state_dict(self) -> dict[str, Any]:
         return {"counts": self.counts, "sums": self.sums, "scatter": self.scatter, "scattered": self.scattered,
                 "precision": self.precision, "precision_at": self.precision_at, "weights": self.weights,
-                "biases": self.biases, "stale": self.stale}
+                "biases": self.biases, "stale": self.stale, "taken": self.taken,
+                "taken_square_norm": self.taken_square_norm, "rejected": self.rejected}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.counts, self.sums, self.scatter = state["counts"], state["sums"], state["scatter"]
         self.scattered, self.precision_at = int(state["scattered"]), int(state["precision_at"])
         self.precision = state["precision"]
         self.weights, self.biases, self.stale = state["weights"], state["biases"], state["stale"]
+        self.taken, self.rejected = int(state["taken"]), int(state["rejected"])
+        self.taken_square_norm = float(state["taken_square_norm"])

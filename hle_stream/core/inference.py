@@ -13,7 +13,11 @@ from hle_stream.core.model import HierarchicalNet
 def prepare_inputs(x: torch.Tensor, is_image: bool, device: torch.device) -> torch.Tensor:
     """Raw features to network inputs on ``device``: floats for vectors; images (uint8 0..255 or
     float 0..1) scaled to -1..1 in NHWC layout."""
-    x = x.to(device, non_blocking=True)
+    return scale_inputs(x.to(device, non_blocking=True), is_image)
+
+
+def scale_inputs(x: torch.Tensor, is_image: bool) -> torch.Tensor:
+    """``prepare_inputs`` where ``x`` is (on the host, for the discriminant, say)."""
     if not is_image:
         return x.float()
     images = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
@@ -33,13 +37,13 @@ def level_probabilities(net: HierarchicalNet, x: torch.Tensor, is_image: bool, d
     net.eval()
     outputs: list[list[torch.Tensor]] = [[] for _ in net.heads]
     for start in range(0, x.shape[0], chunk):
-        inputs = prepare_inputs(x[start:start + chunk], is_image, device)
+        rows = x[start:start + chunk]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = net(inputs)
+            logits = net(prepare_inputs(rows, is_image, device))
         probs = path_probabilities(logits, parents) if decode == "path" else independent_probabilities(logits)
         if discriminant is not None:
-            probs = fused_probabilities(probs, discriminant.log_probabilities(discriminant.features(inputs)),
-                                        discriminant_weight)
+            features = discriminant.features(scale_inputs(rows, is_image))
+            probs = fused_probabilities(probs, discriminant.log_probabilities(features), discriminant_weight)
         for level, p in enumerate(probs):
             outputs[level].append(p.cpu())
     net.train(was_training)

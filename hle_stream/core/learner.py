@@ -28,7 +28,7 @@ from hle_stream.core.device import HostStager, pick_device
 from hle_stream.core.discriminant import LinearDiscriminant, StreamingDiscriminant
 from hle_stream.core.hierarchy import SEPARATOR, LabelTree
 from hle_stream.core.importance import ImportanceTracker
-from hle_stream.core.inference import level_probabilities, prepare_inputs
+from hle_stream.core.inference import level_probabilities, prepare_inputs, scale_inputs
 from hle_stream.core.losses import per_sample_loss
 from hle_stream.core.lr_schedule import ExpResetLR
 from hle_stream.core.memory import ReplayMemory
@@ -60,6 +60,7 @@ class LearnerStats:
     memory_per_class: tuple[int, ...]  # replay samples per class, by the tree's global id
     nonfinite_steps: int  # steps skipped because their loss or gradient was not finite
     quarantined: int  # samples dropped from the memory after such a step
+    discriminant_rejected: int  # samples the streaming discriminant left out as outliers
 
 
 PUBLIC_FACE = frozenset({
@@ -205,7 +206,7 @@ class HierarchicalLearner:
         return [self.tree.global_id(SEPARATOR.join(segments[:k])) for k in range(1, len(segments) + 1)]
 
     def _discriminant_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.discriminant.features(prepare_inputs(torch.as_tensor(x), self.is_image, torch.device("cpu")))
+        return self.discriminant.features(scale_inputs(torch.as_tensor(x), self.is_image))
 
     def _frozen_discriminant(self, copy: bool) -> LinearDiscriminant | None:
         if self.discriminant is None:
@@ -509,7 +510,8 @@ class HierarchicalLearner:
             memory_size=mem.size, memory_capacity=mem.capacity, memory_bytes=mem.nbytes(),
             memory_per_level={lv: n for lv, n in enumerate(levels) if lv > 0 and n > 0},
             memory_per_class=tuple(per_class[: self.tree.total_classes]),
-            nonfinite_steps=self.nonfinite_steps, quarantined=self.quarantined)
+            nonfinite_steps=self.nonfinite_steps, quarantined=self.quarantined,
+            discriminant_rejected=0 if self.discriminant is None else self.discriminant.rejected)
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

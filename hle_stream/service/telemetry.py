@@ -174,6 +174,9 @@ class Telemetry:
                                      "(a NaN or Inf loss or gradient), over the model's lineage.", registry=registry)
         self.quarantined = Gauge("hle_quarantined_samples", "Samples dropped from the replay memory by the "
                                  "numerical guard, over the model's lineage.", registry=registry)
+        self.discriminant_rejected = Gauge("hle_discriminant_rejected_samples", "Samples the streaming discriminant "
+                                           "left out of its class means as outliers (absurdly large features), over "
+                                           "the model's lineage.", registry=registry)
         self.gpu_allocated = Gauge("hle_gpu_memory_allocated_bytes", "CUDA memory allocated by tensors.",
                                    registry=registry)
         self.gpu_reserved = Gauge("hle_gpu_memory_reserved_bytes", "CUDA memory reserved by the caching allocator.",
@@ -298,6 +301,7 @@ class Telemetry:
         self.train_steps.set(stats.version)
         self.nonfinite_steps.set(stats.nonfinite_steps)
         self.quarantined.set(stats.quarantined)
+        self.discriminant_rejected.set(stats.discriminant_rejected)
         for level, count in enumerate(stats.classes_per_level, start=1):
             self.known_classes.labels(str(level)).set(count)
         total_classes = sum(stats.classes_per_level)
