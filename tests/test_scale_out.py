@@ -14,7 +14,7 @@ import torch
 from connectors.assignors import OneActiveMemberAssignor
 from connectors.blob_store import DirectoryBlobStore, S3BlobStore
 from connectors.memory import ListSink, MemorySource, RawRecord
-from hle_stream.core.config import LearnerConfig
+from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig, method_config
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.predictor import Predictor
 from hle_stream.eval.fault_injection import S3Emulator
@@ -136,8 +136,9 @@ def test_a_fenced_checkpointer_writes_no_checkpoint_and_commits_nothing(tmp_path
 
 
 # -- serving snapshots and a replica ------------------------------------------------------------
-def _learner() -> HierarchicalLearner:
-    learner = HierarchicalLearner(LearnerConfig(memory_size=16, batch_size=4, device="cpu"), (DIM,), torch.float32)
+def _learner(method: str = "pl-fms") -> HierarchicalLearner:
+    config = method_config(method, LearnerConfig(memory_size=16, batch_size=4, device="cpu"))
+    learner = HierarchicalLearner(config, (DIM,), torch.float32)
     for _ in range(3):
         learner.observe(torch.randn(4, DIM), ["a", "a/x", "b", "b/y"])
     return learner
@@ -157,9 +158,12 @@ def test_a_snapshot_predicts_exactly_as_the_learner_it_was_taken_from(blobs):
 
 
 def test_a_snapshot_has_no_optimizer_or_memory():
-    state = _learner().predictor().state_dict()
+    state = _learner(DEFAULT_METHOD).predictor().state_dict()
     assert set(state) == {"snapshot_format", "backbone", "input_shape", "input_dtype", "decode", "tree",
-                          "head_sizes", "net", "version"}
+                          "head_sizes", "net", "version", "discriminant", "discriminant_weight"}
+    # the default method's discriminant travels as its per-class weights, not its training statistics
+    assert set(state["discriminant"]) == {"weights", "biases", "known", "level_class_ids", "projection_seed",
+                                          "input_dim"}
     assert Predictor.from_state_dict(state).version == state["version"]
 
 
