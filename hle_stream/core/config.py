@@ -24,6 +24,9 @@ class LearnerConfig:
     class is still in its flexible-sampling ramp. ``augment`` (random crop + flip) and ``cutmix`` apply to every image input
     (``augmentation="images"``, as the released code does) or to colour images only
     (``"colour-images"``: on Fashion-MNIST they cost 5.7 points of level-2 A_auc).
+    ``discriminant_weight`` > 0 multiplies a streaming linear discriminant's probabilities, to
+    that power, into every prediction (``hle_stream.core.discriminant``; its covariance is shrunk
+    toward the identity by ``discriminant_shrinkage``).
     """
 
     memory_size: int = 500

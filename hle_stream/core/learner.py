@@ -1,7 +1,8 @@
 """The online learner: grows with the label tree, replays from memory, predicts every level.
 
 One class serves both ER and PL-FMS; ``LearnerConfig`` switches the parts (eviction rule,
-insert-then-train, flexible sampling, importance, pseudo-labels, supervision, decoding).
+insert-then-train, flexible sampling, importance, pseudo-labels, supervision, decoding, the
+streaming discriminant fused into predictions).
 The stream is consumed sample by sample for bookkeeping and in batches of ``batch_size // 2``
 for training, as in the paper's code; samples short of a full batch wait for the next call.
 
