@@ -29,13 +29,23 @@ OUTLIER_FACTOR = 1e4  # a row whose squared norm exceeds this many times the mea
 OUTLIER_WARMUP = 64  # ... (once that many were taken) is left out: one absurd event cannot poison a mean
 
 
-def _projection(input_dim: int, seed: int) -> torch.Tensor | None:
-    """A fixed Gaussian random projection to ``MAX_FEATURES`` features (``None``: narrow enough);
-    rebuilt from ``seed`` rather than stored."""
-    if input_dim <= MAX_FEATURES:
-        return None
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(input_dim, MAX_FEATURES, generator=generator) / math.sqrt(MAX_FEATURES)
+class Projection:
+    """Scaled inputs (``hle_stream.core.inference.scale_inputs``) to the discriminant's features,
+    float32 on the host: flattened, and through a fixed Gaussian random projection to
+    ``MAX_FEATURES`` features when wider. Built once from ``seed`` (never stored) and shared by a
+    discriminant and every frozen copy of it."""
+
+    def __init__(self, input_dim: int, seed: int) -> None:
+        self.input_dim, self.seed = input_dim, seed
+        self.dim = min(input_dim, MAX_FEATURES)
+        self.matrix: torch.Tensor | None = None
+        if input_dim > MAX_FEATURES:
+            generator = torch.Generator().manual_seed(seed)
+            self.matrix = torch.randn(input_dim, MAX_FEATURES, generator=generator) / math.sqrt(MAX_FEATURES)
+
+    def __call__(self, prepared: torch.Tensor) -> torch.Tensor:
+        flat = prepared.detach().float().cpu().reshape(prepared.shape[0], -1)
+        return flat if self.matrix is None else flat @ self.matrix
 
 
 class LinearDiscriminant:
@@ -44,16 +54,10 @@ class LinearDiscriminant:
     all prediction needs."""
 
     def __init__(self, weights: torch.Tensor, biases: torch.Tensor, known: torch.Tensor,
-                 level_class_ids: list[torch.Tensor], projection_seed: int, input_dim: int) -> None:
+                 level_class_ids: list[torch.Tensor], features: Projection) -> None:
         self.weights, self.biases, self.known = weights, biases, known
         self.level_class_ids = level_class_ids
-        self.projection_seed, self.input_dim = projection_seed, input_dim
-        self.projection = _projection(input_dim, projection_seed)
-
-    def features(self, prepared: torch.Tensor) -> torch.Tensor:
-        """Scaled inputs (``hle_stream.core.inference.scale_inputs``) to the discriminant's
-        features, float32 on the host."""
-        return _features(prepared, self.projection)
+        self.features = features
 
     def log_probabilities(self, features: torch.Tensor) -> list[torch.Tensor]:
         """Per level, log-probabilities over its classes; a class without statistics yet (named
@@ -69,18 +73,13 @@ class LinearDiscriminant:
 
     def state_dict(self) -> dict[str, Any]:
         return {"weights": self.weights, "biases": self.biases, "known": self.known,
-                "level_class_ids": self.level_class_ids, "projection_seed": self.projection_seed,
-                "input_dim": self.input_dim}
+                "level_class_ids": self.level_class_ids, "projection_seed": self.features.seed,
+                "input_dim": self.features.input_dim}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> "LinearDiscriminant":
         return cls(state["weights"], state["biases"], state["known"], list(state["level_class_ids"]),
-                   int(state["projection_seed"]), int(state["input_dim"]))
-
-
-def _features(prepared: torch.Tensor, projection: torch.Tensor | None) -> torch.Tensor:
-    flat = prepared.detach().float().cpu().reshape(prepared.shape[0], -1)
-    return flat if projection is None else flat @ projection
+                   Projection(int(state["input_dim"]), int(state["projection_seed"])))
 
 
 class StreamingDiscriminant:
@@ -95,10 +94,8 @@ class StreamingDiscriminant:
     """
 
     def __init__(self, input_dim: int, shrinkage: float, seed: int) -> None:
-        self.input_dim = input_dim
-        self.projection_seed = seed
-        self.projection = _projection(input_dim, seed)
-        self.dim = input_dim if self.projection is None else MAX_FEATURES
+        self.features = Projection(input_dim, seed)
+        self.dim = self.features.dim
         self.shrinkage = shrinkage
         self.counts = torch.zeros(0, dtype=torch.float64)
         self.sums = torch.zeros(0, self.dim, dtype=torch.float64)
@@ -112,9 +109,6 @@ class StreamingDiscriminant:
         self.taken = 0  # rows in the statistics, and the sum of their squared norms (the outlier yardstick)
         self.taken_square_norm = 0.0
         self.rejected = 0  # rows left out as outliers
-
-    def features(self, prepared: torch.Tensor) -> torch.Tensor:
-        return _features(prepared, self.projection)
 
     def _grow(self, total_classes: int) -> None:
         missing = total_classes - self.counts.numel()
@@ -204,7 +198,7 @@ class StreamingDiscriminant:
         weights, biases, known = self.weights, self.biases, self.counts > 0
         if copy:
             weights, biases = weights.clone(), biases.clone()
-        return LinearDiscriminant(weights, biases, known, list(level_class_ids), self.projection_seed, self.input_dim)
+        return LinearDiscriminant(weights, biases, known, list(level_class_ids), self.features)
 
     def state_dict(self) -> dict[str, Any]:
         return {"counts": self.counts, "sums": self.sums, "scatter": self.scatter, "scattered": self.scattered,
