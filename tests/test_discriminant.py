@@ -6,12 +6,13 @@ import math
 import pytest
 import torch
 
-from hle_stream.core.config import method_config
-from hle_stream.core.discriminant import MAX_FEATURES, LinearDiscriminant, StreamingDiscriminant
+from hle_stream.core.config import DEFAULT_METHOD, method_config
+from hle_stream.core.discriminant import MAX_FEATURES, LinearDiscriminant, Projection, StreamingDiscriminant
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.predictor import Predictor
 
-METHOD = "pl-fms-ancestor-hint-after-ramp-colour-aug-lda"
+METHOD = DEFAULT_METHOD  # unit-length rows, levels scored along the tree
+FLAT_METHOD = "pl-fms-ancestor-hint-after-ramp-colour-aug-lda"  # raw rows, levels scored flat
 
 
 def test_means_count_every_class_on_a_path_and_the_covariance_is_the_pooled_within_class_one():
@@ -56,9 +57,9 @@ def test_wide_inputs_are_projected_to_a_bounded_width_and_the_projection_is_rebu
     assert torch.equal(frozen.features(x), d.features(x))
 
 
-def _learner(small_config, shape=(6,)):
+def _learner(small_config, shape=(6,), method=METHOD):
     torch.manual_seed(0)
-    learner = HierarchicalLearner(method_config(METHOD, small_config.with_(memory_size=12)), shape, torch.float32)
+    learner = HierarchicalLearner(method_config(method, small_config.with_(memory_size=12)), shape, torch.float32)
     learner.observe(torch.randn(24, *shape), ["a", "b", "a/x", "b/y"] * 6, ids=list(range(24)))
     return learner
 
@@ -69,9 +70,10 @@ def test_a_method_without_the_discriminant_has_none(small_config):
     assert learner.discriminant is None and "discriminant" not in learner.state_dict()
 
 
+@pytest.mark.parametrize("method", [METHOD, FLAT_METHOD])
 @pytest.mark.parametrize("shape", [(6,), (1, 8, 8)])
-def test_a_snapshot_and_a_restored_learner_predict_like_the_learner(small_config, shape):
-    learner = _learner(small_config, shape)
+def test_a_snapshot_and_a_restored_learner_predict_like_the_learner(small_config, shape, method):
+    learner = _learner(small_config, shape, method)
     probe = torch.randn(5, *shape)
     expected = learner.predict_proba(probe)
     snapshot = Predictor.from_state_dict(learner.predictor().state_dict())
@@ -99,7 +101,7 @@ def test_a_relabelled_memory_sample_gives_its_new_finer_class_a_mean(small_confi
     assert learner.relabel(0, "a/w")
     gid = learner.tree.global_id("a/w")
     assert learner.discriminant.counts[gid].item() == 1
-    assert torch.allclose(learner.discriminant.sums[gid].float(), x)
+    assert torch.allclose(learner.discriminant.sums[gid].float(), learner.discriminant.features(x[None])[0])
     assert learner.discriminant.counts[learner.tree.global_id("a")].item() == 12  # not counted twice
 
 
@@ -120,9 +122,49 @@ def test_an_absurd_row_is_left_out_of_the_means_and_counted_and_predictions_stay
 
 
 def test_the_learner_reports_what_its_discriminant_rejected(small_config):
-    learner = _learner(small_config)
+    learner = _learner(small_config, method=FLAT_METHOD)
     learner.observe(torch.randn(40, 6), ["a", "b"] * 20)
     learner.observe(torch.full((2, 6), 1e20), ["a", "b"])
     assert learner.stats().discriminant_rejected == 2
     restored = HierarchicalLearner.from_state_dict(learner.state_dict())
     assert restored.stats().discriminant_rejected == 2
+
+
+def test_on_unit_rows_an_absurd_event_is_one_more_direction_and_predictions_stay_finite(small_config):
+    learner = _learner(small_config)
+    learner.observe(torch.full((2, 6), 1e20), ["a", "b"])
+    assert learner.stats().discriminant_rejected == 0
+    assert torch.isfinite(learner.discriminant.sums).all()
+    assert all(torch.isfinite(p).all() for p in learner.predict_proba(torch.randn(3, 6)))
+
+
+def test_normalised_rows_have_unit_length_even_from_the_largest_floats_and_a_zero_row_stays_zero():
+    projection = Projection(3, seed=0, normalise=True)
+    rows = projection(torch.tensor([[3.0, 4.0, 0.0], [3e38, -3e38, 3e38], [0.0, 0.0, 0.0]]))
+    assert torch.allclose(rows[0], torch.tensor([0.6, 0.8, 0.0]))
+    assert torch.allclose(rows[1], torch.tensor([1.0, -1.0, 1.0]) / math.sqrt(3))
+    assert torch.equal(rows[2], torch.zeros(3))
+
+
+def test_along_the_tree_a_class_scores_its_parents_probability_times_its_share_among_its_known_siblings():
+    # level 1: a, b (global 0, 1); level 2: a/x, a/y, a/w (unknown), b/z (unknown, an only child)
+    known = torch.tensor([True, True, True, True, False, False])
+    biases = torch.tensor([0.0, math.log(3), 0.0, math.log(2), 5.0, 5.0], dtype=torch.float64)
+    levels = [torch.tensor([0, 1]), torch.tensor([2, 3, 4, 5])]
+    parents = [torch.empty(0, dtype=torch.long), torch.tensor([0, 0, 0, 1])]
+    tree = LinearDiscriminant(torch.zeros(6, 1, dtype=torch.float64), biases, known, levels, Projection(1, 0), parents)
+    coarse, fine = (level[0].exp() for level in tree.log_probabilities(torch.zeros(1, 1)))
+    assert torch.allclose(coarse, torch.tensor([0.25, 0.75]))
+    # a/x and a/y split a's 1/4 as 1 : 2; the unknown a/w gets the uniform share of a's two known
+    # children; b/z has no known sibling and takes all of b
+    assert torch.allclose(fine, torch.tensor([0.25 / 3, 0.25 * 2 / 3, 0.25 / 2, 0.75]))
+    flat = LinearDiscriminant(torch.zeros(6, 1, dtype=torch.float64), biases, known, levels, Projection(1, 0))
+    assert torch.allclose(flat.log_probabilities(torch.zeros(1, 1))[1][0].exp()[:2], torch.tensor([1 / 3, 2 / 3]))
+
+
+def test_a_snapshot_from_before_normalised_rows_and_tree_scores_reads_as_flat_and_raw(small_config):
+    state = _learner(small_config).predictor().state_dict()
+    discriminant_state = dict(state["discriminant"])
+    del discriminant_state["normalise"], discriminant_state["parents"]
+    old = LinearDiscriminant.from_state_dict(discriminant_state)
+    assert old.features.normalise is False and old.parents is None

@@ -163,7 +163,7 @@ def test_a_snapshot_has_no_optimizer_or_memory():
                           "head_sizes", "net", "version", "discriminant", "discriminant_weight"}
     # the default method's discriminant travels as its per-class weights, not its training statistics
     assert set(state["discriminant"]) == {"weights", "biases", "known", "level_class_ids", "projection_seed",
-                                          "input_dim"}
+                                          "input_dim", "normalise", "parents"}
     assert Predictor.from_state_dict(state).version == state["version"]
 
 

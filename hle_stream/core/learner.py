@@ -120,7 +120,8 @@ class HierarchicalLearner:
         self.exp_reset = (ExpResetLR(self.optimizer, config.lr, config.exp_reset_gamma)
                           if config.exp_reset_gamma is not None else None)
         self.discriminant = (
-            StreamingDiscriminant(math.prod(self.input_shape), config.discriminant_shrinkage, config.seed)
+            StreamingDiscriminant(math.prod(self.input_shape), config.discriminant_shrinkage, config.seed,
+                                  config.discriminant_normalise)
             if config.discriminant_weight > 0 else None
         )
         self.use_amp = config.amp and self.device.type == "cuda"
@@ -213,7 +214,8 @@ class HierarchicalLearner:
         if self.discriminant is None:
             return None
         levels = [self.host_tables.global_ids(level) for level in range(1, self.tree.depth + 1)]
-        return self.discriminant.frozen(levels, copy)
+        parents = self.host_tables.parents() if self.config.discriminant_decode == "tree" else None
+        return self.discriminant.frozen(levels, copy, parents)
 
     def _remember(self, x: torch.Tensor, targets: torch.Tensor, level: int, bin_id: int, sample_id: int) -> None:
         self.offered += 1
