@@ -4,7 +4,7 @@ The same backbone and optimiser as the learner take one pass over the training s
 order (every class from the start, no label expansion, no replay, nothing to forget), finest
 level only; the test set is scored every ``--eval-period`` samples, and A_auc is the mean of those
 accuracies. The same pass is scored with the streaming discriminant fused in (as the default
-method does), and with the discriminant alone. A continual learner that reaches these figures
+method does, with the default method's discriminant settings), and with the discriminant alone. A continual learner that reaches these figures
 has lost nothing to the stream's order; a target above them asks more of the features than one
 pass gives.
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hle_stream.core.backbones import build_backbone
-from hle_stream.core.config import LearnerConfig
+from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig, method_config
 from hle_stream.core.discriminant import StreamingDiscriminant
 from hle_stream.core.inference import scale_inputs
 from hle_stream.eval.datasets import load_dataset
@@ -31,13 +31,14 @@ def one_pass(x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: tor
              seed: int, eval_period: int, batch: int) -> dict[str, list[float]]:
     """Accuracies (%) of the network, the network × discriminant and the discriminant alone,
     every ``eval_period`` samples of one shuffled pass."""
-    config = LearnerConfig()
+    config = method_config(DEFAULT_METHOD, LearnerConfig())
     torch.manual_seed(seed)
     is_image = x.dim() == 4
     net = torch.nn.Sequential(backbone := build_backbone("auto", tuple(x.shape[1:])),
                               torch.nn.Linear(backbone.out_dim, classes))
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    discriminant = StreamingDiscriminant(int(np.prod(x.shape[1:])), config.discriminant_shrinkage, seed)
+    discriminant = StreamingDiscriminant(int(np.prod(x.shape[1:])), config.discriminant_shrinkage, seed,
+                                         config.discriminant_normalise)
     every_class = [torch.arange(classes)]
     test_inputs = scale_inputs(test_x, is_image)
     test_features = discriminant.features(test_inputs)
@@ -57,7 +58,8 @@ def one_pass(x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: tor
                 network = torch.log_softmax(net(test_inputs), dim=1)
             net.train()
             lda = discriminant.frozen(every_class, copy=False).log_probabilities(test_features)[0]
-            for name, log_p in (("network", network), ("fused", network + lda), ("discriminant", lda)):
+            fused = network + config.discriminant_weight * lda
+            for name, log_p in (("network", network), ("fused", fused), ("discriminant", lda)):
                 scores[name].append(100.0 * (log_p.argmax(dim=1) == test_y).float().mean().item())
     return scores
 

@@ -16,8 +16,9 @@ post's direction says its topic and its length mostly how long it is.
 Levels are scored flat (a softmax over each level's classes) or along the tree (``parents``):
 a class's log-probability is its parent's plus its share among its siblings. Along the tree, a
 fine class whose parent has no siblings to split from is as sure as its parent, whose mean rests
-on every sample of the finer levels too, instead of on the few fine labels seen so far. Statistics, inverse and
-scores are float64: float32 inputs of any finite size give finite scores. A mean has no defence
+on every sample of the finer levels too, instead of on the few fine labels seen so far.
+
+Statistics, inverse and scores are float64: float32 inputs of any finite size give finite scores. A mean has no defence
 against an absurd value (1e30 in a feature), so rows far outside what came before are left out
 of the statistics and counted (``rejected``); the network keeps learning from them. Unit-length
 rows are never outliers: an absurd event is one more direction.
@@ -83,11 +84,12 @@ class LinearDiscriminant:
         for level, ids in enumerate(self.level_class_ids):
             level_scores, known = scores[:, ids], self.known[ids]
             if self.parents is None or level == 0:
-                groups = torch.zeros(ids.numel(), dtype=torch.long)
-                out.append(_grouped_log_softmax(level_scores, known, groups).float())
+                log_p = torch.log_softmax(level_scores.masked_fill(~known, float("-inf")), dim=1)
+                uniform = -math.log(max(int(known.sum()), 1))
+                out.append(torch.where(known, log_p, torch.full_like(log_p, uniform)).float())
             else:
                 parents = self.parents[level].cpu()
-                shares = _grouped_log_softmax(level_scores, known, parents)
+                shares = _sibling_log_softmax(level_scores, known, parents)
                 out.append((shares + out[level - 1].double()[:, parents]).float())
         return out
 
@@ -106,10 +108,10 @@ class LinearDiscriminant:
                    None if parents is None else list(parents))
 
 
-def _grouped_log_softmax(scores: torch.Tensor, known: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Log-softmax of ``scores`` (rows × classes) within each group of classes (``groups[c]``),
-    over the ``known`` classes; an unknown class gets the uniform share of its group's known
-    classes (of the whole group when none is known)."""
+def _sibling_log_softmax(scores: torch.Tensor, known: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Log-softmax of ``scores`` (rows × classes) within each group of siblings (``groups[c]``:
+    the parent of class ``c``), over the ``known`` classes; an unknown class gets the uniform share
+    of its group's known classes (of the whole group when none is known)."""
     n_groups = int(groups.max()) + 1 if groups.numel() else 0
     masked = scores.masked_fill(~known, float("-inf"))
     peak = torch.full((scores.shape[0], n_groups), float("-inf"), dtype=scores.dtype)
