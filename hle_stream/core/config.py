@@ -82,6 +82,17 @@ class LearnerConfig:
 REPLAY_PATH: dict[str, object] = dict(replay_supervision="path", decode="path")
 """Path supervision for replayed samples, tree decoding: the base of our replay-path methods."""
 
+ER_LDA: dict[str, object] = dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
+                                 adaptive_lr=False, discriminant_weight=1.0)
+"""``er`` with the streaming discriminant: the base of the ``er-lda*`` methods."""
+
+ANCESTOR_HINT_LDA: dict[str, object] = {**REPLAY_PATH, "replay_ancestor_weight": 0.1, "replay_path_after_ramp": True,
+                                        "augmentation": "colour-images", "discriminant_weight": 1.0}
+"""``pl-fms-ancestor-hint-after-ramp-colour-aug`` with the streaming discriminant."""
+
+UNIT_TREE: dict[str, object] = dict(discriminant_normalise=True, discriminant_decode="tree")
+"""The discriminant on unit-length rows, its levels scored along the tree."""
+
 METHODS: dict[str, dict[str, object]] = {
     # Experience replay: reservoir memory filled after training, stream + memory half-half
     # (CutMix on, as in the reference code's ER).
@@ -138,19 +149,12 @@ METHODS: dict[str, dict[str, object]] = {
     "pl-fms-replay-path-colour-aug": {**REPLAY_PATH, "augmentation": "colour-images"},
     # + a streaming linear discriminant over the raw inputs (class means of every stream sample,
     # one shared covariance; hle_stream.core.discriminant) multiplied into the predictions.
-    "er-lda": dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
-                   adaptive_lr=False, discriminant_weight=1.0),
-    "pl-fms-ancestor-hint-after-ramp-colour-aug-lda": {**REPLAY_PATH, "replay_ancestor_weight": 0.1,
-                                                       "replay_path_after_ramp": True,
-                                                       "augmentation": "colour-images", "discriminant_weight": 1.0},
+    "er-lda": ER_LDA,
+    "pl-fms-ancestor-hint-after-ramp-colour-aug-lda": ANCESTOR_HINT_LDA,
     # the same with the discriminant's input rows scaled to unit length and its levels scored along
     # the tree (a class: its parent's probability times its share among its siblings).
-    "er-lda-unit-tree": dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
-                             adaptive_lr=False, discriminant_weight=1.0, discriminant_normalise=True,
-                             discriminant_decode="tree"),
-    "pl-fms-ancestor-hint-after-ramp-colour-aug-lda-unit-tree": {
-        **REPLAY_PATH, "replay_ancestor_weight": 0.1, "replay_path_after_ramp": True, "augmentation": "colour-images",
-        "discriminant_weight": 1.0, "discriminant_normalise": True, "discriminant_decode": "tree"},
+    "er-lda-unit-tree": {**ER_LDA, **UNIT_TREE},
+    "pl-fms-ancestor-hint-after-ramp-colour-aug-lda-unit-tree": {**ANCESTOR_HINT_LDA, **UNIT_TREE},
     # pl-fms-path + the asymmetric cross-entropy of er-ace.
     "pl-fms-path-ace": dict(supervision="path", decode="path", asymmetric_loss=True),
 }
