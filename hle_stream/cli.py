@@ -43,7 +43,7 @@ def bench(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     preset: Annotated[str, typer.Option(help=f"Size and settings: {', '.join(PRESETS)}.")] = "quick",
     out: Annotated[Path, typer.Option(help="Output folder (report.json, report.md, accuracy.png).")] = Path("bench-out"),
-    jobs: Annotated[int, typer.Option(help="Runs in parallel (each gets cores/jobs threads).", min=1)] = 1,
+    jobs: Annotated[int, typer.Option(help="Runs in parallel (each gets cores/jobs threads; float sums depend on the thread count, so results differ slightly between --jobs values: compare tables made with the same one).", min=1)] = 1,
     data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
     label_delay: Annotated[int, typer.Option(help="Labels arrive this many events after their samples: each sample is predicted (and scored) on arrival and learned when its label comes (0: with it).", min=0)] = 0,
     memory_size: Annotated[Optional[int], typer.Option(help="Replay memory in samples (default: the preset's).", min=1)] = None,
