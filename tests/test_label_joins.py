@@ -50,7 +50,11 @@ def test_a_label_that_comes_later_is_scored_on_the_prediction_made_then_and_trai
     served = list(processor.joins.entries["e100"].guesses)
     seen, scored = processor.learner.seen, _scored(processor)
     processor.process(stream(*[_features(200 + i, "a") for i in range(8)]))  # the model moves on meanwhile
+    calibration = list(processor.served_threshold.values)
+    confidences = processor.joins.entries["e100"].confidences
     processor.process(stream({"id": "e100", "label": "b/y"}))
+    # the threshold's calibration judges the path served then, both levels, by its probabilities then
+    assert list(processor.served_threshold.values) == calibration + [confidences[0], min(confidences)]
     assert processor.label_outcomes["joined"] == 1 and sink.dead_letters == []
     assert processor.learner.seen == seen + 8 + 1  # trained on the stored features
     assert _scored(processor) == {1: scored[1] + 8 + 1, 2: scored[2] + 1}
@@ -126,8 +130,10 @@ def test_the_join_store_survives_a_checkpoint():
     first, _ = _processor()
     stream = Stream()
     first.process(stream(*[_features(i, "a/x") for i in range(4)] + [_features(9)]))
+    first.process(stream(_features(10)))  # predicted by a model with classes: probabilities to keep
     second, sink = _processor()
     second.load_state_dict(first.state_dict())
+    assert second.joins.entries["e10"].confidences == first.joins.entries["e10"].confidences != []
     second.process(stream({"id": "e9", "label": "a/x"}))
     assert second.label_outcomes == {"joined": 1} and sink.dead_letters == []
 

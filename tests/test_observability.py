@@ -179,6 +179,7 @@ def test_the_daemon_series_exist_in_prometheus_with_sane_values(stack):
     assert 0.0 < prom.value("hle_served_node_precision_ratio") <= 1.0
     assert 0.0 < prom.value("hle_served_depth_mean") <= 3.0
     assert 2.0 <= prom.value("hle_served_mistake_severity_mean") <= 6.0  # distances on a 3-level tree: 2, 4 or 6
+    assert 0.0 <= prom.value("hle_confidence_threshold") < 1.0  # calibrated to --target-precision (0.95)
     assert prom.value("sum(hle_replay_memory_samples)") == prom.value("hle_replay_memory_capacity_samples") == 64
     assert prom.value("sum(hle_replay_memory_share_ratio)") == pytest.approx(1.0)
     assert prom.value("hle_replay_memory_bytes") > 64 * 32 * 4

@@ -183,3 +183,21 @@ def test_a_replica_predicts_every_parseable_record_and_swaps_in_a_newer_snapshot
     publish_snapshot(blobs, learner.predictor())
     replica.refresh_snapshot()
     assert replica.snapshot.version == learner.steps and replica.snapshot.tree.num_classes(2) == 3
+
+
+def test_a_replica_serves_with_the_trainers_calibrated_threshold_unless_given_its_own(tmp_path):
+    blobs = DirectoryBlobStore(tmp_path)
+    learner = _learner()
+    following = PredictorReplica(ReplicaConfig(http_port=None), blobs, connect=None)
+    own = PredictorReplica(ReplicaConfig(http_port=None, confidence_threshold=0.3), blobs, connect=None)
+    publish_snapshot(blobs, learner.predictor())  # a trainer with a fixed threshold carries none
+    following.refresh_snapshot()
+    assert read_snapshot(blobs).confidence_threshold is None and following.confidence_threshold == 0.5
+    learner.observe(torch.randn(4, DIM), ["a", "a/x", "b", "b/y"])
+    publish_snapshot(blobs, learner.predictor(), confidence_threshold=0.87)
+    for replica in (following, own):
+        replica.refresh_snapshot()
+    assert (following.confidence_threshold, own.confidence_threshold) == (0.87, 0.3)
+    sink = ListSink()
+    following.predict_records(_records(0, 20), sink)
+    assert all(node["probability"] >= 0.87 for document in sink.predictions for node in document["path"])

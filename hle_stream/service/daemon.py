@@ -142,7 +142,6 @@ class Daemon:
         self.snapshot: Predictor | None = None  # what HTTP predicts with (``Predictor``)
         self._snapshot_at = float("-inf")
         self._snapshot_finite = True
-        self.confidence_threshold = processing.confidence_threshold
         self.max_abs_feature = processing.max_abs_feature
         self._loop_io_ok = False  # the loop's view: the sink delivers, the source holds partitions
         self._assigned: set[int] = set()  # input partitions held after the last rebalance
@@ -150,6 +149,7 @@ class Daemon:
     # what HTTP serving reads
     learner = property(lambda self: self.processor.learner)
     prequential = property(lambda self: self.processor.prequential)
+    confidence_threshold = property(lambda self: self.processor.confidence_threshold)
     checkpoint_ok = property(lambda self: self.checkpointer.healthy)
 
     @property
@@ -318,7 +318,8 @@ class Daemon:
         if self.telemetry is not None:
             self.telemetry.record_consumed(len(records))
             self.telemetry.record_lag(source.lag(self.processor.next_offsets))
-            self.telemetry.refresh(learner, self.processor.prequential, self.processor.served_paths)
+            self.telemetry.refresh(learner, self.processor.prequential, self.processor.served_paths,
+                                   self.processor.confidence_threshold)
 
     def _publish_snapshot(self, source: Source) -> None:
         """A serving snapshot for predictor replicas, when a model store is set and one is due
@@ -331,7 +332,8 @@ class Daemon:
         if not self.checkpointer.may_write(source):
             return
         try:
-            publish_snapshot(self.blobs, learner.predictor())
+            calibrated = self.processor.served_threshold is not None
+            publish_snapshot(self.blobs, learner.predictor(), self.confidence_threshold if calibrated else None)
         except OSError as err:
             log.warning("cannot publish a serving snapshot to %s: %s", self.blobs.url, err)
             return

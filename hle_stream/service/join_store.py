@@ -14,7 +14,7 @@ no join.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,13 +35,14 @@ class Pending:
     served_depth: int = 0  # levels of the path served then (it stopped below the confidence threshold)
     label: str | None = None  # the label it was trained with so far
     sample_id: int | None = None  # its id in the learner's memory, once trained
+    confidences: list[float] = field(default_factory=list)  # the best class's probability per level
 
     def served_path(self, tree: LabelTree) -> list[str]:
         return [tree.path_of(level, self.guesses[level - 1]) for level in range(1, self.served_depth + 1)]
 
     @property
     def nbytes(self) -> int:
-        return self.x.nbytes + 8 * len(self.guesses) + 64
+        return self.x.nbytes + 8 * (len(self.guesses) + len(self.confidences)) + 64
 
 
 class JoinStore:
@@ -91,17 +92,19 @@ class JoinStore:
                 "guesses": [list(p.guesses) for p in self.entries.values()],
                 "served_depths": [p.served_depth for p in self.entries.values()],
                 "labels": [p.label for p in self.entries.values()],
-                "sample_ids": [p.sample_id for p in self.entries.values()], "expired": list(self.expired)}
+                "sample_ids": [p.sample_id for p in self.entries.values()],
+                "confidences": [list(p.confidences) for p in self.entries.values()], "expired": list(self.expired)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.entries.clear()
         self.nbytes = 0
         served_depths = state.get("served_depths", [len(g) for g in state["guesses"]])  # absent before served paths
-        for event_id, x, arrived_at, guesses, served_depth, label, sample_id in zip(
+        confidences = state.get("confidences", [[] for _ in state["ids"]])  # absent before threshold calibration
+        for event_id, x, arrived_at, guesses, served_depth, label, sample_id, confidence in zip(
                 state["ids"], state["x"], state["arrived_at"], state["guesses"], served_depths, state["labels"],
-                state["sample_ids"]):
+                state["sample_ids"], confidences):
             pending = Pending(x.numpy(), float(arrived_at), [int(g) for g in guesses], int(served_depth), label,
-                              sample_id)
+                              sample_id, [float(c) for c in confidence])
             self.entries[event_id] = pending
             self.nbytes += pending.nbytes
         self.expired = OrderedDict((event_id, None) for event_id in state["expired"])

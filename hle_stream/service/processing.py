@@ -27,7 +27,7 @@ import torch
 
 from connectors.ports import Record, Sink
 from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig, method_config
-from hle_stream.core.hierarchy import LabelPathError, LabelTree
+from hle_stream.core.hierarchy import SEPARATOR, LabelPathError, LabelTree
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.predictor import prediction_paths
 from hle_stream.eval.evaluation import PrequentialAccuracy
@@ -38,6 +38,7 @@ from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.events import DEFAULT_MAX_ABS_FEATURE, Event, EventError, LabelEvent, parse_event
 from hle_stream.service.join_store import JoinStore, Pending
 from hle_stream.service.lineage import TrainedIdLog
+from hle_stream.service.served_threshold import DEFAULT_CONFIDENCE_THRESHOLD, PrecisionTargetThreshold
 from hle_stream.service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class ProcessingConfig:
     input_dtype: str | None = None  # float32 or uint8; None: the first valid event sets it
     max_message_bytes: int = 4 << 20
     max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE
-    confidence_threshold: float = 0.5
+    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD  # where a served path stops (until calibrated, with a target precision)
+    target_precision: float = 0.95  # the threshold follows the labels to keep served nodes this precise (0: fixed)
     dedupe_window: int = 100_000  # ids with features remembered to refuse duplicates (0: off)
     join_window: int = 10_000  # events whose features wait for a later label event (0: no label events)
     join_max_age_seconds: float = 3600.0  # ... for at most this long
@@ -96,6 +98,8 @@ class MicroBatchProcessor:
         self.learner: HierarchicalLearner | None = None
         self.prequential = PrequentialAccuracy()
         self.served_paths = ServedPathQuality()
+        self.served_threshold = (PrecisionTargetThreshold(self.config.target_precision, self.config.confidence_threshold)
+                                 if self.config.target_precision > 0 else None)
         self.recent_ids = RecentIds(self.config.dedupe_window)
         self.next_offsets: dict[int, int] = {}
         self.model_id = uuid.uuid4().hex  # names this model's lineage (the checkpointer's record of its commits)
@@ -105,6 +109,11 @@ class MicroBatchProcessor:
     @property
     def tree(self) -> LabelTree:
         return self.learner.tree if self.learner else self._no_classes_yet
+
+    @property
+    def confidence_threshold(self) -> float:
+        """Where served paths stop now: the fixed threshold, or the one calibrated to the target precision."""
+        return self.config.confidence_threshold if self.served_threshold is None else self.served_threshold.threshold
 
     def process(self, records: Iterable[Record], train: bool = True) -> None:
         """``train=False`` (the daemon's compute budget): the labelled events are predicted and
@@ -282,6 +291,7 @@ class MicroBatchProcessor:
             self._score_delayed(event, record, pending, from_level=1 if earlier is None else earlier.count("/") + 2)
             if earlier is None:  # the served path is judged once, against the first label
                 self.served_paths.update(pending.served_path(self.learner.tree), event.label)
+                self._calibrate(pending.confidences, pending.guesses, event.label)
             if self.telemetry is not None:
                 self.telemetry.record_label_delay(now - pending.arrived_at)
             if (earlier is not None and self.config.refinements == "upgrade" and pending.sample_id is not None
@@ -347,7 +357,7 @@ class MicroBatchProcessor:
                 seconds: float) -> None:
         """Every document is built before any is sent, so a failure leaves no record half-answered."""
         learner = self.learner
-        paths = prediction_paths(learner.tree, probabilities, len(events), self.config.confidence_threshold)
+        paths = prediction_paths(learner.tree, probabilities, len(events), self.confidence_threshold)
         documents = []
         for event, path in zip(events, paths):
             document = {"id": event.id, "model_version": learner.steps, "path": path}
@@ -356,14 +366,18 @@ class MicroBatchProcessor:
             documents.append(document)
         if self.telemetry is not None:
             self.telemetry.record_prediction("stream", len(events), seconds)
+        best = [p.max(dim=1) for p in probabilities]
+        confidences = [values.tolist() for values, _ in best]
+        guesses = [indices.tolist() for _, indices in best]
         if self.joins is not None:  # what was served, for the label that may come later
-            best = [p.argmax(dim=1).tolist() for p in probabilities]
             now = time.time()
             for row, event in enumerate(events):
-                self.joins.add(event.id, Pending(event.x, now, [level[row] for level in best], len(paths[row])), now)
+                self.joins.add(event.id, Pending(event.x, now, [level[row] for level in guesses], len(paths[row]),
+                                                 confidences=[level[row] for level in confidences]), now)
         labelled = [i for i, e in enumerate(events) if e.label]
         for i in labelled:
             self.served_paths.update([node["label"] for node in paths[i]], events[i].label)
+            self._calibrate([level[i] for level in confidences], [level[i] for level in guesses], events[i].label)
         if labelled:
             outcomes = self.prequential.update(learner.tree, [events[i].label for i in labelled],
                                                [p[labelled].argmax(dim=1) for p in probabilities])
@@ -372,6 +386,16 @@ class MicroBatchProcessor:
                     self._drift_detected(outcome.level, sources[labelled[outcome.sample]])
         for document in documents:
             self.sink.prediction(document)
+
+    def _calibrate(self, confidences: list[float], guesses: list[int], label: str) -> None:
+        """Tell the threshold calibration how the path predicted for a labelled event fared."""
+        if self.served_threshold is None:
+            return
+        truth = label.split(SEPARATOR)
+        tree = self.learner.tree
+        correct = [tree.path_of(level, guess) == SEPARATOR.join(truth[:level])
+                   for level, guess in enumerate(guesses[:len(truth)], start=1)]
+        self.served_threshold.record(confidences, correct)
 
     def _drift_detected(self, level: int, record: Record) -> None:
         log.warning("drift detected on level %d's prequential error at %s[%d]@%d", level, record.topic,
@@ -406,6 +430,7 @@ class MicroBatchProcessor:
         return {"learner": self.learner.state_dict() if self.learner else None, "method": self.config.method,
                 "model_id": self.model_id,
                 "prequential": self.prequential.state_dict(), "served_paths": self.served_paths.state_dict(),
+                "served_threshold": self.served_threshold.state_dict() if self.served_threshold else None,
                 "offsets": dict(self.next_offsets),
                 "recent_ids": self.recent_ids.state_dict(),
                 "joins": self.joins.state_dict() if self.joins is not None else None}
@@ -417,6 +442,8 @@ class MicroBatchProcessor:
         self.prequential = PrequentialAccuracy.from_state_dict(state["prequential"])
         if "served_paths" in state:  # checkpoints before served-path quality have none
             self.served_paths = ServedPathQuality.from_state_dict(state["served_paths"])
+        if self.served_threshold is not None and state.get("served_threshold"):  # absent before calibration
+            self.served_threshold.load_state_dict(state["served_threshold"])
         self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
         self.model_id = state.get("model_id", self.model_id)  # checkpoints before model ids have none
         if "recent_ids" in state:  # checkpoints before the duplicate check have none

@@ -28,6 +28,7 @@ from hle_stream.core.config import LearnerConfig
 from hle_stream.core.predictor import Predictor
 from hle_stream.eval.evaluation import PrequentialAccuracy
 from hle_stream.service.events import DEFAULT_MAX_ABS_FEATURE, EventError, parse_event
+from hle_stream.service.served_threshold import DEFAULT_CONFIDENCE_THRESHOLD
 from hle_stream.service.serving import HttpLimits, HttpServer
 from hle_stream.service.snapshots import newest_snapshot_marker, read_snapshot
 from hle_stream.service.telemetry import Telemetry
@@ -43,7 +44,7 @@ class ReplicaConfig:
     max_batch: int = 256
     refresh_seconds: float = 1.0  # how often the store is asked for a newer snapshot
     commit_every_seconds: float = 5.0
-    confidence_threshold: float = 0.5
+    confidence_threshold: float | None = None  # None: the trainer's, carried by its snapshot (else the default)
     max_message_bytes: int = 4 << 20
     max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE
     http_host: str = "127.0.0.1"
@@ -67,7 +68,7 @@ class PredictorReplica:
         self.last_tick = time.monotonic()
         self.kafka_ok = False
         self.checkpoint_ok = True  # a replica writes no checkpoints
-        self.confidence_threshold = config.confidence_threshold
+        self._snapshot_threshold: float | None = None  # the trainer's calibrated threshold, from the snapshot
         self.max_abs_feature = config.max_abs_feature
         self.prequential = PrequentialAccuracy()  # empty: /classes of a replica lists no accuracy
         self.consumed = 0
@@ -78,6 +79,13 @@ class PredictorReplica:
         self._checked_at = float("-inf")
 
     learner = property(lambda self: None)  # a replica holds no learner
+
+    @property
+    def confidence_threshold(self) -> float:
+        """Its own ``confidence_threshold`` if set, else the trainer's calibrated one, else the default."""
+        if self.config.confidence_threshold is not None:
+            return self.config.confidence_threshold
+        return DEFAULT_CONFIDENCE_THRESHOLD if self._snapshot_threshold is None else self._snapshot_threshold
 
     @property
     def model_finite(self) -> bool:
@@ -96,6 +104,8 @@ class PredictorReplica:
             snapshot = read_snapshot(self.blobs)
             if snapshot is not None:
                 self.snapshot, self.snapshot_published_at = snapshot.predictor, snapshot.published_at
+                self._snapshot_threshold = snapshot.confidence_threshold
+                self.telemetry.record_confidence_threshold(self.confidence_threshold)
                 self._marker = {"version": snapshot.predictor.version, "published_at": snapshot.published_at}
                 swapped = True
                 log.info("serving snapshot version %d (%d bytes)", snapshot.predictor.version, snapshot.size_bytes)

@@ -66,6 +66,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "max_message_bytes": ("processing", "max_message_bytes"),
     "max_abs_feature": ("processing", "max_abs_feature"),
     "confidence_threshold": ("processing", "confidence_threshold"),
+    "target_precision": ("processing", "target_precision"),
     "dedupe_window": ("processing", "dedupe_window"),
     "join_window": ("processing", "join_window"),
     "join_max_age_seconds": ("processing", "join_max_age_seconds"),

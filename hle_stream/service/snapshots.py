@@ -2,7 +2,8 @@
 
 A snapshot is a ``Predictor``'s weights, label tree and version (``Predictor.state_dict``),
 checksummed like a checkpoint and loaded with ``weights_only``, plus the time it was published
-so a replica can report its staleness. One key, replaced atomically: replicas always read a
+so a replica can report its staleness, and the trainer's confidence threshold when it calibrates
+one (``--target-precision``), so that a replica's paths are as precise as the trainer's. One key, replaced atomically: replicas always read a
 whole snapshot, the newest. A small marker written after it (``MARKER_KEY``) names the newest
 snapshot, so a replica polls a few bytes, not the weights, to know whether to swap.
 """
@@ -29,12 +30,15 @@ class Snapshot:
     predictor: Predictor
     published_at: float  # wall-clock seconds (the trainer's clock)
     size_bytes: int
+    confidence_threshold: float | None = None  # the trainer's calibrated threshold (None: it keeps a fixed one)
 
 
-def publish_snapshot(blobs: BlobStore, predictor: Predictor) -> int:
-    """Write ``predictor`` as the newest snapshot; returns its size in bytes."""
+def publish_snapshot(blobs: BlobStore, predictor: Predictor, confidence_threshold: float | None = None) -> int:
+    """Write ``predictor`` (and the calibrated threshold it serves with, if any) as the newest
+    snapshot; returns its size in bytes."""
     published_at = time.time()
-    blob = encode({"predictor": predictor.state_dict(), "published_at": published_at})
+    blob = encode({"predictor": predictor.state_dict(), "published_at": published_at,
+                   "confidence_threshold": confidence_threshold})
     blobs.put(SNAPSHOT_KEY, blob)
     blobs.put(MARKER_KEY, json.dumps({"version": predictor.version, "published_at": published_at}).encode())
     return len(blob)
@@ -57,7 +61,9 @@ def read_snapshot(blobs: BlobStore) -> Snapshot | None:
         if blob is None:
             return None
         state = decode(blob, SNAPSHOT_KEY)
-        return Snapshot(Predictor.from_state_dict(state["predictor"]), float(state["published_at"]), len(blob))
+        threshold = state.get("confidence_threshold")  # absent before calibrated thresholds
+        return Snapshot(Predictor.from_state_dict(state["predictor"]), float(state["published_at"]), len(blob),
+                        None if threshold is None else float(threshold))
     except Exception as err:  # a store away, a torn or foreign blob: keep serving the current snapshot
         log.warning("cannot load the snapshot %s: %s", blobs.location(SNAPSHOT_KEY), err)
         return None

@@ -94,6 +94,9 @@ class Telemetry:
         self.mistake_severity = Gauge("hle_served_mistake_severity_mean",
                                       "Mean tree distance from a wrong deepest served node to the true node of its "
                                       "level (2: a sibling, 4: a cousin, ...).", registry=registry)
+        self.confidence_threshold = Gauge("hle_confidence_threshold",
+                                          "Probability below which a served path stops: --confidence-threshold, or "
+                                          "the one calibrated to --target-precision.", registry=registry)
         self.known_classes = Gauge("hle_known_classes", "Classes known per level.", ["level"], registry=registry)
         # A counter that exists from the start, so increase() marks every expansion; a new level's
         # gauge series is born with all the classes that arrived before the next scrape, and its
@@ -283,9 +286,13 @@ class Telemetry:
         for partition, messages in lag.items():
             self.lag.labels(str(partition)).set(messages)
 
+    def record_confidence_threshold(self, value: float) -> None:
+        self.confidence_threshold.set(value)
+
     # -- state gauges, once per micro-batch ---------------------------------------------------
     def refresh(self, learner: HierarchicalLearner | None, prequential: PrequentialAccuracy,
-                served_paths: ServedPathQuality) -> None:
+                served_paths: ServedPathQuality, confidence_threshold: float) -> None:
+        self.record_confidence_threshold(confidence_threshold)
         for level, value in prequential.rolling_accuracy().items():
             self.rolling_accuracy.labels(str(level)).set(value)
         for level, value in prequential.anytime_accuracy().items():
