@@ -160,3 +160,16 @@ def test_augmentation_applies_to_the_inputs_its_policy_names(small_config, augme
     assert learner.augments is augments
     x = torch.rand(4, *shape)
     assert torch.equal(learner.prepare(x, train=True), learner.prepare(x, train=False)) is not augments
+
+
+def test_feature_dropout_zeroes_about_that_share_of_a_vectors_features_in_training_only(small_config):
+    learner = HierarchicalLearner(small_config.with_(vector_dropout=0.5), (400,), torch.float32)
+    x = torch.rand(50, 400) + 1.0  # no feature is zero before
+    trained = learner.prepare(x, train=True)
+    dropped = trained == 0
+    assert 0.45 < dropped.float().mean() < 0.55  # 20,000 draws: 0.5 ± 0.01 (one std 0.0035)
+    torch.testing.assert_close(trained[~dropped], 2.0 * x[~dropped])  # the kept ones carry the dropped ones' share
+    assert torch.equal(learner.prepare(x, train=False), x)  # predictions see every feature
+    images = HierarchicalLearner(small_config.with_(vector_dropout=0.5, augment=False), (1, 8, 8), torch.float32)
+    picture = torch.rand(4, 1, 8, 8)
+    assert torch.equal(images.prepare(picture, train=True), images.prepare(picture, train=False))  # vectors only

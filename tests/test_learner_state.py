@@ -35,6 +35,7 @@ def _through_bytes(state):
     ("pl-fms-path-ace", 4, (6,)),
     ("pl-fms-ancestor-hint-after-ramp-colour-aug-lda", 4, (6,)),  # the streaming discriminant
     ("pl-fms-ancestor-hint-after-ramp-colour-aug-lda-unit-tree", 4, (6,)),  # ... on unit rows, along the tree
+    ("pl-fms-ancestor-hint-after-ramp-colour-aug-lda-unit-tree-feature-drop", 4, (6,)),  # ... vectors' dropout
 ])
 def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stopped(
     small_config, method, importance_probe, shape

@@ -1,4 +1,5 @@
-"""Batch-level image augmentation on the learner's device: random crop + flip, in-level CutMix.
+"""Batch-level augmentation on the learner's device: random crop + flip and in-level CutMix for
+images, feature dropout for vectors.
 
 The random draws are made on the host (the learner's generator) and their results sent to the
 device without waiting for it."""
@@ -54,6 +55,14 @@ def cutmix_within_levels(
         partner[group] = perm
         lam[group] = 1 - (y1 - y0) * (x1 - x0) / (h * w)
     return mixed, partner, lam.to(x.device, non_blocking=True)
+
+
+def feature_dropout(x: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Each feature of an (N, D) batch zeroed with probability ``share``, the others scaled by
+    ``1 / (1 - share)``: a vector's counterpart of a crop, which makes a single pass over
+    high-dimensional features (text) less sure of any one feature."""
+    keep = (torch.rand(x.shape, generator=generator) >= share).to(x.device, non_blocking=True)
+    return x * keep.to(x.dtype) / (1.0 - share)
 
 
 @lru_cache(maxsize=4)

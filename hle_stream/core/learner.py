@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from hle_stream.core.adaptive_lr import AdaptiveLR
-from hle_stream.core.augment import cutmix_within_levels, random_crop_flip
+from hle_stream.core.augment import cutmix_within_levels, feature_dropout, random_crop_flip
 from hle_stream.core.backbones import build_backbone
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.device import HostStager, pick_device
@@ -427,10 +427,12 @@ class HierarchicalLearner:
             mem.pseudo_bins[slots, h] = torch.where(eligible, global_ids, -1)
 
     def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
-        images = prepare_inputs(x, self.is_image, self.device)
+        inputs = prepare_inputs(x, self.is_image, self.device)
         if train and self.augments and self.config.augment:
-            images = random_crop_flip(images, self.generator).contiguous(memory_format=torch.channels_last)
-        return images
+            inputs = random_crop_flip(inputs, self.generator).contiguous(memory_format=torch.channels_last)
+        if train and not self.is_image and self.config.vector_dropout > 0:
+            inputs = feature_dropout(inputs, self.config.vector_dropout, self.generator)
+        return inputs
 
     # -- prediction -------------------------------------------------------------------------
     def predict_proba(self, x: torch.Tensor, chunk: int = 512) -> list[torch.Tensor]:
