@@ -86,8 +86,11 @@ class LearnerConfig:
 REPLAY_PATH: dict[str, object] = dict(replay_supervision="path", decode="path")
 """Path supervision for replayed samples, tree decoding: the base of our replay-path methods."""
 
-ER_LDA: dict[str, object] = dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
-                                 adaptive_lr=False, discriminant_weight=1.0)
+ER: dict[str, object] = dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
+                             adaptive_lr=False)
+"""Experience replay's switches: the base of the ``er*`` methods."""
+
+ER_LDA: dict[str, object] = {**ER, "discriminant_weight": 1.0}
 """``er`` with the streaming discriminant: the base of the ``er-lda*`` methods."""
 
 ANCESTOR_HINT_LDA: dict[str, object] = {**REPLAY_PATH, "replay_ancestor_weight": 0.1, "replay_path_after_ramp": True,
@@ -103,15 +106,13 @@ FEATURE_DROP: dict[str, object] = dict(vector_dropout=0.5)
 METHODS: dict[str, dict[str, object]] = {
     # Experience replay: reservoir memory filled after training, stream + memory half-half
     # (CutMix on, as in the reference code's ER).
-    "er": dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
-               adaptive_lr=False),
+    "er": ER,
     # PL-FMS as released: balanced importance eviction, insert-then-train, FMS, own-level CE.
     "pl-fms": dict(),
     # ER as the paper ran it: the learning rate decays by 0.9999 per step and is reset to the base
     # rate when a new class appears (the released baselines' "exp_reset"); plain "er" keeps it
     # constant, which is the stronger baseline.
-    "er-paper": dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
-                     adaptive_lr=False, exp_reset_gamma=0.9999),
+    "er-paper": {**ER, "exp_reset_gamma": 0.9999},
     # PL-FMS as released, rule for rule: the whole memory re-scored each time, the released
     # importance update (integer-truncated losses, a running sum per used slot) and the
     # multi-depth adaptive LR (switch every report, re-test over a sliding window). The default
@@ -123,8 +124,7 @@ METHODS: dict[str, dict[str, object]] = {
     "pl-fms-pl": dict(pseudo_labels=True),
     # + ER-ACE's asymmetric cross-entropy, per level: a stream sample's softmax runs over the
     # classes of the incoming batch only (hle_stream.core.losses).
-    "er-ace": dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
-                   adaptive_lr=False, asymmetric_loss=True),
+    "er-ace": {**ER, "asymmetric_loss": True},
     "pl-fms-ace": dict(asymmetric_loss=True),
     # Ours: supervise every level the label path names, decode along the tree.
     "pl-fms-path": dict(supervision="path", decode="path"),
@@ -166,8 +166,7 @@ METHODS: dict[str, dict[str, object]] = {
     # er with that augmentation alone, to show what it buys a plain learner.
     "pl-fms-ancestor-hint-after-ramp-colour-aug-lda-unit-tree-feature-drop": {**ANCESTOR_HINT_LDA, **UNIT_TREE,
                                                                               **FEATURE_DROP},
-    "er-feature-drop": dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
-                            adaptive_lr=False, **FEATURE_DROP),
+    "er-feature-drop": {**ER, **FEATURE_DROP},
     # pl-fms-path + the asymmetric cross-entropy of er-ace.
     "pl-fms-path-ace": dict(supervision="path", decode="path", asymmetric_loss=True),
 }
