@@ -72,7 +72,7 @@ def main() -> None:
     for target in (float(t) for t in args.targets.split(",")):
         quarters = served_by_quarter(records, target, args.method, args.seed, args.batch)
         name = "fixed 0.5" if target == 0 else f"target {target:g}"
-        cells = [f"{100 * q.precision:.1f} / {q.mean_depth:.2f} / {threshold:.3f}" for q, threshold in quarters]
+        cells = [f"{100 * q.precision:.1f} / {q.mean_depth:.2f} / {threshold:.6g}" for q, threshold in quarters]
         print(f"{name:>12}: " + " | ".join(cells), flush=True)
 
 

@@ -41,6 +41,15 @@ def test_the_fixed_threshold_stands_until_enough_nodes_are_judged_and_an_unreach
     assert threshold.threshold == CANDIDATES[-1]
 
 
+def test_a_confident_model_is_served_at_a_threshold_finer_than_a_hundredth_below_one():
+    # 600 events of one node: 80 % right at 0.99999, 20 % wrong at 0.9992; the wrong ones go only
+    # above 0.9992, so 0.9995 is the lowest threshold serving right nodes only
+    threshold = PrecisionTargetThreshold(0.95, fallback=0.5, min_nodes=600, every=600)
+    for i in range(600):
+        threshold.record([0.9992 if i % 5 == 0 else 0.99999], [i % 5 != 0])
+    assert threshold.threshold == 0.9995
+
+
 def test_a_non_finite_probability_is_never_served_and_the_window_forgets_the_oldest_nodes():
     threshold = PrecisionTargetThreshold(1.0, fallback=0.5, window=3, min_nodes=3, every=1)
     threshold.record([math.nan, 0.9], [True, True])
