@@ -41,9 +41,9 @@ def test_the_fixed_threshold_stands_until_enough_nodes_are_judged_and_an_unreach
     assert threshold.threshold == CANDIDATES[-1]
 
 
-def test_a_confident_model_is_served_at_a_threshold_finer_than_a_hundredth_below_one():
-    # 600 events of one node: 80 % right at 0.99999, 20 % wrong at 0.9992; the wrong ones go only
-    # above 0.9992, so 0.9995 is the lowest threshold serving right nodes only
+def test_a_confident_model_is_served_at_a_threshold_above_0_999():
+    # 600 events of one node: 80 % right at 0.99999, 20 % wrong at 0.9992; only a threshold above
+    # 0.9992 leaves the wrong ones out, and 0.9995 is the lowest candidate that does
     threshold = PrecisionTargetThreshold(0.95, fallback=0.5, min_nodes=600, every=600)
     for i in range(600):
         threshold.record([0.9992 if i % 5 == 0 else 0.99999], [i % 5 != 0])

@@ -30,8 +30,8 @@ CANDIDATES = tuple(k / 100 for k in range(100)) + (0.995, 0.999, 0.9995, 0.9999,
                                                     0.999999)
 """Thresholds tried, lowest first; when none reaches the target, the last (the surest nodes only).
 Finer toward 1, where a confident model's probabilities crowd: on 20 Newsgroups the nodes served
-at 0.999 were only about 95 % right, 94.2 % in the quarter the second level arrived (0.9999 and
-up bring that quarter to 95 %; ``benchmarks/served_threshold.py``)."""
+at 0.999 were only about 95 % right, 94.2 % in the quarter the second level arrived (95.1 % with
+these candidates; ``benchmarks/served_threshold.py``)."""
 
 
 class PrecisionTargetThreshold:
