@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,9 +31,8 @@ from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
 
 
 def _difference(now: ServedPathQuality, before: ServedPathQuality) -> ServedPathQuality:
-    return ServedPathQuality(now.paths - before.paths, now.depth_sum - before.depth_sum, now.nodes - before.nodes,
-                             now.correct_nodes - before.correct_nodes, now.wrong_paths - before.wrong_paths,
-                             now.severity_sum - before.severity_sum)
+    """What was served between two copies of the running totals (every field is a count)."""
+    return ServedPathQuality(**{name: value - getattr(before, name) for name, value in vars(now).items()})
 
 
 def served_by_quarter(records: list[RawRecord], target: float, method: str, seed: int,
@@ -46,7 +46,7 @@ def served_by_quarter(records: list[RawRecord], target: float, method: str, seed
     for end in bounds:
         for first in range(start, end, batch):
             processor.process(records[first:min(first + batch, end)])
-        now = ServedPathQuality(**vars(processor.served_paths))
+        now = replace(processor.served_paths)
         quarters.append((_difference(now, before), processor.confidence_threshold))
         before, start = now, end
     return quarters
