@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from hle_stream.core.backbones import build_backbone
-from hle_stream.core.config import DEFAULT_METHOD, method_config
 from hle_stream.core.device import pick_device
 from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.methods import DEFAULT_METHOD, method_config
 from hle_stream.core.model import HierarchicalNet, grow_head
 from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.bench.runner import RunSpec, prepare_stream

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hle_stream.core.config import DEFAULT_METHOD
 from hle_stream.core.hierarchy import LabelTree
+from hle_stream.core.methods import DEFAULT_METHOD
 from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.bench.runner import RunSpec, prepare_stream
 from hle_stream.eval.datasets import load_dataset

@@ -17,8 +17,9 @@ import time
 import numpy as np
 import torch
 
-from hle_stream.core.config import LearnerConfig, method_config
+from hle_stream.core.config import LearnerConfig
 from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.methods import method_config
 from hle_stream.eval.datasets.synthetic import make_synthetic
 from hle_stream.eval.streams import build_stream
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from connectors.memory import ListSink, RawRecord
-from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig
+from hle_stream.core.config import LearnerConfig
+from hle_stream.core.methods import DEFAULT_METHOD
 from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.producer_sim import simulated_events
 from hle_stream.eval.served_paths import ServedPathQuality

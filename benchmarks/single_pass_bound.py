@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from hle_stream.core.backbones import build_backbone
-from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig, method_config
+from hle_stream.core.config import LearnerConfig
 from hle_stream.core.discriminant import StreamingDiscriminant
 from hle_stream.core.inference import scale_inputs
+from hle_stream.core.methods import DEFAULT_METHOD, method_config
 from hle_stream.eval.datasets import load_dataset
 
 

@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 # Only names for help texts at module level: torch, kafka-python and the learner load inside the
 # command that needs them, so that every --help answers at once (benchmarks/startup.py).
-from hle_stream.core.config import DEFAULT_METHOD, METHODS
+from hle_stream.core.methods import DEFAULT_METHOD
+from hle_stream.core.methods import PRESETS as METHODS
 from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.datasets import DATASETS, dataset_folder, load_dataset, save_npz
 from hle_stream.eval.streams import SCENARIOS
@@ -34,12 +35,37 @@ def _split_list(value: str, allowed: tuple[str, ...] | None, what: str) -> list[
     return items
 
 
+LEARNER_HELP = ("A learner option over the method's preset, as KEY=VALUE (e.g. vector_dropout=0); repeat it for "
+                "more. 'hle-stream run --print-config' lists every option; docs/method.md says what each does.")
+
+
+def _learner_option_pairs(texts: list[str] | None) -> dict[str, object]:
+    """``--learner KEY=VALUE`` values, typed and checked (one line naming a bad key or value)."""
+    from hle_stream.core.methods import LearnerOptionError, parse_assignment
+
+    try:
+        return dict(parse_assignment(text) for text in texts or ())
+    except LearnerOptionError as err:
+        raise typer.BadParameter(str(err), param_hint="--learner") from None
+
+
+def _check_method(method: str, overrides: dict[str, object]) -> None:
+    from hle_stream.core.methods import LearnerOptionError, resolve
+
+    try:
+        resolve(method, overrides)
+    except LearnerOptionError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
 @app.command()
 def bench(
     dataset: Annotated[Optional[str], typer.Option(help=f"Built-in dataset: {', '.join(DATASETS)}.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Your own dataset as .npz (x, label[, split]); see README.", exists=True, dir_okay=False)] = None,
     scenario: Annotated[str, typer.Option(help=f"Comma-separated HLE scenarios: {', '.join(SCENARIOS)}.")] = "multi-depth",
-    methods: Annotated[str, typer.Option(help=f"Comma-separated methods: {', '.join(METHODS)}.")] = f"er,{DEFAULT_METHOD}",
+    methods: Annotated[str, typer.Option(help=f"Comma-separated methods ({', '.join(METHODS)}) or names of --ablations specs.")] = f"er,{DEFAULT_METHOD}",
+    learner: Annotated[Optional[list[str]], typer.Option(help=LEARNER_HELP + " Applies to every method of the run.")] = None,
+    ablations: Annotated[Optional[Path], typer.Option(help="TOML file of named specs, each a method plus learner options (benchmarks/ablations.toml in the repository).", exists=True, dir_okay=False)] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     preset: Annotated[str, typer.Option(help=f"Size and settings: {', '.join(PRESETS)}.")] = "quick",
     out: Annotated[Path, typer.Option(help="Output folder (report.json, report.md, accuracy.png).")] = Path("bench-out"),
@@ -68,7 +94,13 @@ def bench(
         raise typer.BadParameter("give --memory-size or --memory-share, not both")
     settings = customised(PRESETS[preset], memory_size, memory_share, online_iter)
     scenarios = _split_list(scenario, SCENARIOS, "scenario")
-    method_names = _split_list(methods, tuple(METHODS), "method")
+    from hle_stream.eval.bench.specs import BenchSpecError, learner_specs
+
+    try:
+        learner_runs = learner_specs(_split_list(methods, None, "method"), _learner_option_pairs(learner), ablations)
+    except BenchSpecError as err:
+        raise typer.BadParameter(str(err), param_hint="--methods") from None
+    method_names = list(learner_runs)
     try:
         seed_values = [int(s) for s in _split_list(seeds, None, "seed")]
     except ValueError:
@@ -76,7 +108,8 @@ def bench(
     if dataset is not None:
         dataset_folder(dataset, data_root)  # missing files: one line now, not after the progress bars
     source = DataSource(dataset, data, data_root)
-    specs = [RunSpec(sc, m, s, label_delay) for sc in scenarios for m in method_names for s in seed_values]
+    specs = [RunSpec(sc, m, s, label_delay, *learner_runs[m]) for sc in scenarios for m in method_names
+             for s in seed_values]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         tasks = {spec: bar.add_task(f"{spec.scenario} {spec.method} seed {spec.seed}", total=None) for spec in specs}
@@ -109,6 +142,9 @@ def export_npz(
                   f"classes per level {ds.classes_per_level()}")
 
 
+LEARNER_TABLE = "hle_stream.learner_table"  # where the config file's [learner] table waits for run()
+
+
 def _read_config_file(ctx: typer.Context, param: typer.CallbackParam, path: Optional[Path]) -> Optional[Path]:
     """``--config``: the file's values become the defaults of the other options, below their
     environment variables and the command line (click's ``default_map``)."""
@@ -116,7 +152,9 @@ def _read_config_file(ctx: typer.Context, param: typer.CallbackParam, path: Opti
         from hle_stream.service.settings import SettingsError, read_config_file
 
         try:
-            ctx.default_map = {**(ctx.default_map or {}), **read_config_file(path)}
+            values = read_config_file(path)
+            ctx.meta[LEARNER_TABLE] = values.pop("learner", {})  # merged with --learner, not replaced by it
+            ctx.default_map = {**(ctx.default_map or {}), **values}
         except SettingsError as err:
             raise typer.BadParameter(str(err)) from None
     return path
@@ -137,6 +175,7 @@ def run(
     checkpoint_every_events: Annotated[int, typer.Option(help="Checkpoint (then commit) after this many events…", envvar="HLE_CHECKPOINT_EVERY_EVENTS", min=1)] = 5000,
     checkpoint_every_seconds: Annotated[float, typer.Option(help="…or after this many seconds, whichever comes first.", envvar="HLE_CHECKPOINT_EVERY_SECONDS")] = 60.0,
     method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.", envvar="HLE_METHOD")] = DEFAULT_METHOD,
+    learner: Annotated[Optional[list[str]], typer.Option(help=LEARNER_HELP + " Added to the config file's [learner] table.", envvar="HLE_LEARNER")] = None,
     memory_size: Annotated[int, typer.Option(help="Replay memory capacity (samples).", envvar="HLE_MEMORY_SIZE", min=1)] = 500,
     batch_size: Annotated[int, typer.Option(help="Training batch (half stream, half memory).", envvar="HLE_BATCH_SIZE", min=2)] = 16,
     importance_probe: Annotated[int, typer.Option(help="PL-FMS: memory samples re-scored per importance update (0: all of them, the reference rule).", envvar="HLE_IMPORTANCE_PROBE", min=0)] = 64,
@@ -208,17 +247,19 @@ def run(
     from hle_stream.service.serving import HttpStartError, require_auth_off_loopback
     from hle_stream.service.settings import OPTIONS, SettingsError, build, render
 
-    if method not in METHODS:
-        raise typer.BadParameter(f"unknown method {method}; choose from {', '.join(METHODS)}")
     values = {option: ctx.params[option] for option in OPTIONS}
+    file_table = ctx.meta.get(LEARNER_TABLE, {})
+    values["learner"] = {**file_table, **_learner_option_pairs(learner)}
     try:
         settings, daemon_config = build(values)
     except SettingsError as err:
         raise typer.BadParameter(str(err)) from None
     if print_config:
         names = {"COMMANDLINE": "command line", "ENVIRONMENT": "environment", "DEFAULT_MAP": f"config file {config}"}
-        typer.echo(render(values, {o: names.get(getattr(ctx.get_parameter_source(o), "name", ""), "default")
-                                   for o in OPTIONS}))
+        sources = {o: names.get(getattr(ctx.get_parameter_source(o), "name", ""), "default") for o in OPTIONS}
+        learner_sources = {key: f"config file {config} [learner]" for key in file_table}
+        learner_sources.update({key: f"--learner ({sources['learner']})" for key in _learner_option_pairs(learner)})
+        typer.echo(render(values, sources, daemon_config.processing, learner_sources))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines are per connection
@@ -309,6 +350,7 @@ def demo(
     dataset: Annotated[str, typer.Option(help=f"Built-in dataset: {', '.join(DATASETS)}.")] = "fashion-mnist",
     scenario: Annotated[str, typer.Option(help=f"HLE scenario: {', '.join(SCENARIOS)}.")] = "multi-depth",
     method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.")] = DEFAULT_METHOD,
+    learner: Annotated[Optional[list[str]], typer.Option(help=LEARNER_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the stream.")] = 0,
     report_every_seconds: Annotated[float, typer.Option(help="Print a progress line this often.", min=0.1)] = 2.0,
     picture: Annotated[Path, typer.Option(help="Where the accuracy-over-time picture goes at the end.")] = Path("hle-demo-accuracy.png"),
@@ -325,11 +367,11 @@ def demo(
 
     if scenario not in SCENARIOS:
         raise typer.BadParameter(f"unknown scenario {scenario}; choose from {', '.join(SCENARIOS)}")
-    if method not in METHODS:
-        raise typer.BadParameter(f"unknown method {method}; choose from {', '.join(METHODS)}")
+    overrides = _learner_option_pairs(learner)
+    _check_method(method, overrides)
     dataset_folder(dataset, data_root)
     run_demo(DemoSettings(dataset, scenario, method, seed, events, report_every_seconds, data_root, picture,
-                          with_prometheus),
+                          with_prometheus, tuple(overrides.items())),
              say=lambda line: typer.echo(line))
 
 

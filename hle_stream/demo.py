@@ -19,7 +19,8 @@ import torch
 from connectors.broker import LocalBroker, free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
-from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig
+from hle_stream.core.config import LearnerConfig
+from hle_stream.core.methods import DEFAULT_METHOD
 from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.paths import REPO_ROOT
 from hle_stream.eval.producer_sim import produce, simulated_event_count, simulated_events
@@ -40,6 +41,7 @@ class DemoSettings:
     data_root: Path | None = None
     picture: Path = Path("hle-demo-accuracy.png")
     with_prometheus: bool = False
+    learner_overrides: tuple[tuple[str, object], ...] = ()  # learner options by name, over the method's preset
 
 
 def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
@@ -64,7 +66,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
         config = DaemonConfig(checkpoint_dir=Path(checkpoints), max_events=total, http_port=port,
                               report_every_seconds=settings.report_every_seconds, train_budget="unlimited",
                               processing=ProcessingConfig(method=settings.method, learner_config=LearnerConfig(
-                                  memory_size=500, batch_size=16)))
+                                  memory_size=500, batch_size=16), learner_overrides=settings.learner_overrides))
         ensure_topics(kafka, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
         say(f"broker on {running.bootstrap_servers}; streaming {total} {settings.dataset} events "
             f"({settings.scenario}) into {config.input_topic}; the daemon learns with {settings.method}")

@@ -54,7 +54,7 @@ def test_bench_accepts_a_user_npz_made_by_export(tmp_path):
 
 def test_bench_explains_bad_options(tmp_path):
     done = _hle_stream("bench", "--dataset", "synthetic", "--methods", "er,magic", cwd=tmp_path)
-    assert done.returncode != 0 and "unknown method magic" in done.stderr
+    assert done.returncode != 0 and "unknown method or spec 'magic'" in done.stderr
     done = _hle_stream("bench", cwd=tmp_path)
     assert done.returncode != 0 and "exactly one of --dataset or --data" in done.stderr
 
@@ -299,3 +299,20 @@ def test_bench_refuses_a_memory_size_and_a_share_together(tmp_path):
     done = _hle_stream("bench", "--dataset", "synthetic", "--memory-size", "100", "--memory-share", "0.1",
                        "--out", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 2 and "not both" in done.stderr
+
+
+def test_bench_runs_ablation_specs_and_learner_options_by_name(tmp_path):
+    ablations = Path(__file__).resolve().parents[1] / "benchmarks" / "ablations.toml"
+    done = _hle_stream("bench", "--dataset", "synthetic", "--preset", "quick", "--ablations", str(ablations),
+                       "--methods", "hle,er-feature-drop", "--learner", "vector_dropout=0", "--learner", "lr=0.001", "--jobs", "2",
+                       "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "report.json").read_text())["results"]
+    assert set(results) == {"hle[vector_dropout=0.0,lr=0.001]", "er-feature-drop[vector_dropout=0.0,lr=0.001]"}
+    configs = {name: seeds["0"]["config"] for name, seeds in results.items()}
+    assert all(config["vector_dropout"] == 0 and config["lr"] == 0.001 for config in configs.values())
+    assert configs["er-feature-drop[vector_dropout=0.0,lr=0.001]"]["eviction"] == "reservoir"
+    assert configs["hle[vector_dropout=0.0,lr=0.001]"]["discriminant_decode"] == "tree"
+    refused = _hle_stream("bench", "--dataset", "synthetic", "--methods", "er", "--learner", "discriminant_decode=tree",
+                          cwd=tmp_path)
+    assert refused.returncode == 2 and "discriminant_decode=tree needs discriminant_weight > 0" in refused.stderr

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from hle_stream.core.config import DEFAULT_METHOD, method_config
 from hle_stream.core.discriminant import MAX_FEATURES, LinearDiscriminant, Projection, StreamingDiscriminant
 from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.methods import DEFAULT_METHOD, resolve_name
 from hle_stream.core.predictor import Predictor
 
 METHOD = DEFAULT_METHOD  # unit-length rows, levels scored along the tree
@@ -59,13 +59,13 @@ def test_wide_inputs_are_projected_to_a_bounded_width_and_the_projection_is_rebu
 
 def _learner(small_config, shape=(6,), method=METHOD):
     torch.manual_seed(0)
-    learner = HierarchicalLearner(method_config(method, small_config.with_(memory_size=12)), shape, torch.float32)
+    learner = HierarchicalLearner(resolve_name(method, small_config.with_(memory_size=12)), shape, torch.float32)
     learner.observe(torch.randn(24, *shape), ["a", "b", "a/x", "b/y"] * 6, ids=list(range(24)))
     return learner
 
 
 def test_a_method_without_the_discriminant_has_none(small_config):
-    learner = HierarchicalLearner(method_config("pl-fms-ancestor-hint-after-ramp-colour-aug", small_config), (6,),
+    learner = HierarchicalLearner(resolve_name("pl-fms-ancestor-hint-after-ramp-colour-aug", small_config), (6,),
                                   torch.float32)
     assert learner.discriminant is None and "discriminant" not in learner.state_dict()
 
@@ -83,7 +83,7 @@ def test_a_snapshot_and_a_restored_learner_predict_like_the_learner(small_config
 
 
 def test_the_discriminant_moves_a_prediction_toward_the_class_whose_mean_is_nearest(small_config):
-    learner = HierarchicalLearner(method_config(METHOD, small_config), (2,), torch.float32)
+    learner = HierarchicalLearner(resolve_name(METHOD, small_config), (2,), torch.float32)
     far = torch.tensor([[10.0, 0.0], [-10.0, 0.0]])
     learner.observe(far.repeat(4, 1), ["a", "b"] * 4)
     lda = learner.discriminant.frozen([torch.tensor([0, 1])]).log_probabilities(far)[0].exp()

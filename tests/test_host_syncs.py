@@ -18,8 +18,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from hle_stream.core.config import DEFAULT_METHOD, method_config
 from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.methods import DEFAULT_METHOD, resolve_name
 
 # aten ops that hand device data to the host: the host must wait for the value, or for a size
 HOST_READS = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default",
@@ -105,7 +105,7 @@ def test_a_training_step_reads_nothing_from_the_device_but_the_guard_verdicts_an
     torch.manual_seed(0)
     x = torch.randint(0, 256, (400, 1, 16, 16), dtype=torch.uint8)
     labels = [LABELS[i % len(LABELS)] for i in range(len(x))]
-    learner = HierarchicalLearner(method_config(method, small_config.with_(memory_size=40)), (1, 16, 16), x.dtype)
+    learner = HierarchicalLearner(resolve_name(method, small_config.with_(memory_size=40)), (1, 16, 16), x.dtype)
     for start in range(0, 360, 4):  # every class is known and the memory is full
         learner.observe(x[start:start + 4], labels[start:start + 4])
     for tensor in [*learner.net.parameters(), learner.memory.x]:

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from hle_stream.core.config import METHODS, method_config
 from hle_stream.core.hierarchy import LabelPathError
 from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.methods import all_names, resolve_name
 from hle_stream.eval.datasets.synthetic import make_synthetic
 from hle_stream.eval.streams import build_stream
 
@@ -21,10 +21,10 @@ def _learn(config, x, labels, chunk=5):
     return learner
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", all_names())
 def test_every_method_learns_every_level_well_above_chance(small_config, method):
     ds, x, labels = _stream()
-    learner = _learn(method_config(method, small_config.with_(memory_size=40)), x, labels)
+    learner = _learn(resolve_name(method, small_config.with_(memory_size=40)), x, labels)
     predictions = learner.predict(torch.from_numpy(ds.x_test))
     for level, chance in ((1, 0.5), (2, 0.25)):
         truth = torch.tensor([learner.tree.locate("/".join(p.split("/")[:level]))[1] for p in ds.labels_test])
@@ -34,7 +34,7 @@ def test_every_method_learns_every_level_well_above_chance(small_config, method)
 
 def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(small_config):
     _, x, labels = _stream()
-    config = method_config("pl-fms", small_config)
+    config = resolve_name("pl-fms", small_config)
     a, b = _learn(config, x, labels), _learn(config, x, labels)
     c = _learn(config.with_(seed=1), x, labels)
     probe = x[:20]
@@ -45,10 +45,10 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(small_config
 
 def test_pl_fms_inserts_a_sample_before_training_on_it_and_er_after(small_config):
     x = torch.randn(3, 4)
-    pl_fms = HierarchicalLearner(method_config("pl-fms", small_config), (4,), torch.float32)
+    pl_fms = HierarchicalLearner(resolve_name("pl-fms", small_config), (4,), torch.float32)
     pl_fms.observe(x, ["a", "b", "a/c"], ids=[7, 8, 9])  # 3 < batch_size // 2: not trained yet
     assert pl_fms.steps == 0 and pl_fms.memory.sample_id[:3].tolist() == [7, 8, 9]
-    er = HierarchicalLearner(method_config("er", small_config), (4,), torch.float32)
+    er = HierarchicalLearner(resolve_name("er", small_config), (4,), torch.float32)
     er.observe(x, ["a", "b", "a/c"], ids=[7, 8, 9])
     assert er.memory.size == 0
     er.observe(torch.randn(1, 4), ["b"], ids=[10])  # the 4th sample completes the batch
@@ -57,7 +57,7 @@ def test_pl_fms_inserts_a_sample_before_training_on_it_and_er_after(small_config
 
 def test_full_memory_stays_balanced_over_level_class_bins(small_config):
     _, x, labels = _stream()
-    learner = _learn(method_config("pl-fms", small_config.with_(memory_size=35)), x, labels)
+    learner = _learn(resolve_name("pl-fms", small_config.with_(memory_size=35)), x, labels)
     counts = torch.bincount(learner.memory.bin, minlength=learner.tree.total_classes)
     assert learner.memory.full and counts.max() - counts.min() <= 1  # 7 bins, 35 slots: 5 each
 
@@ -71,7 +71,7 @@ def test_a_malformed_label_rejects_the_whole_batch_before_learning(small_config)
 
 def test_pseudo_labels_are_confident_descendants_of_the_known_class(small_config):
     _, x, labels = _stream()
-    config = method_config("pl-fms-pl", small_config.with_(memory_size=40, pseudo_threshold=0.6))
+    config = resolve_name("pl-fms-pl", small_config.with_(memory_size=40, pseudo_threshold=0.6))
     learner = _learn(config, x, labels)
     mem, tree = learner.memory, learner.tree
     coarse_rows = (mem.level[: mem.size] == 1).nonzero().flatten()
@@ -89,7 +89,7 @@ def test_pseudo_labels_are_confident_descendants_of_the_known_class(small_config
 
 def test_path_decoding_ranks_fine_classes_by_their_whole_path(small_config):
     _, x, labels = _stream()
-    learner = _learn(method_config("pl-fms-path", small_config), x, labels)
+    learner = _learn(resolve_name("pl-fms-path", small_config), x, labels)
     coarse, fine = learner.predict(x[:200])
     parents = torch.tensor(learner.tree.ancestor_table(2, 1))
     agreement = (parents[fine] == coarse).float().mean().item()
@@ -114,7 +114,7 @@ def test_a_non_finite_step_is_skipped_its_samples_are_quarantined_and_the_weight
 
 def test_a_skipped_step_leaves_weights_and_optimizer_state_exactly_as_they_were(small_config):
     _, x, labels = _stream()
-    learner = _learn(method_config("er", small_config), x[:40], labels[:40])  # every step trains on every stream row
+    learner = _learn(resolve_name("er", small_config), x[:40], labels[:40])  # every step trains on every stream row
     weights = [p.detach().clone() for p in learner.net.parameters()]
     moments = [{k: v.clone() for k, v in state.items()} for state in learner.optimizer.state.values()]
     steps = learner.steps
@@ -130,7 +130,7 @@ def test_a_skipped_step_leaves_weights_and_optimizer_state_exactly_as_they_were(
 
 
 def test_a_replayed_sample_teaches_its_ancestors_at_the_configured_weight(small_config):
-    learner = HierarchicalLearner(method_config("pl-fms-ancestor-hint", small_config), (4,), torch.float32)
+    learner = HierarchicalLearner(resolve_name("pl-fms-ancestor-hint", small_config), (4,), torch.float32)
     learner.observe(torch.randn(3, 4), ["a", "a/b", "a/b/c"], ids=[1, 2, 3])  # remembered, not trained yet
     learner.memory.first_level[2] = 2  # "a/b/c" refined from "a/b": it teaches level 2 at full weight
     weights = learner._replay_weights(torch.arange(3))[:, :3]
@@ -142,11 +142,11 @@ def test_a_replayed_sample_of_a_class_in_its_fms_ramp_teaches_its_own_level_only
     x = torch.randn(11, 4)
     labels = ["a/x"] * 10 + ["b/y"]  # a/x seen from t=0; b/y first seen at t=10
     slots = torch.tensor([0, 10])  # one a/x and the b/y sample (the memory keeps all 11)
-    ramped = HierarchicalLearner(method_config("pl-fms-replay-path-after-ramp", config), (4,), torch.float32)
+    ramped = HierarchicalLearner(resolve_name("pl-fms-replay-path-after-ramp", config), (4,), torch.float32)
     ramped.observe(x, labels, train=False)
     # at t=11 with 4 classes: a/x's stream share (11-0)*4/10 >= 1, b/y's (11-10)*4/10 = 0.4
     assert ramped._memory_first_levels(slots).tolist() == [1, 2]
-    always = HierarchicalLearner(method_config("pl-fms-replay-path", config), (4,), torch.float32)
+    always = HierarchicalLearner(resolve_name("pl-fms-replay-path", config), (4,), torch.float32)
     always.observe(x, labels, train=False)
     assert always._memory_first_levels(slots).tolist() == [1, 1]
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from hle_stream.core.config import method_config
 from hle_stream.core.learner import HierarchicalLearner, IncompatibleStateError
+from hle_stream.core.methods import resolve_name
 from hle_stream.service.checkpoint import decode, encode
 
 
@@ -40,7 +40,7 @@ def _through_bytes(state):
 def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stopped(
     small_config, method, importance_probe, shape
 ):
-    config = method_config(method, small_config.with_(memory_size=12, importance_probe=importance_probe))
+    config = resolve_name(method, small_config.with_(memory_size=12, importance_probe=importance_probe))
     torch.manual_seed(0)
     x, later = torch.randn(45, *shape), torch.randn(30, *shape)
     original = HierarchicalLearner(config, shape, torch.float32)

@@ -26,7 +26,7 @@ from kafka import KafkaProducer
 from connectors.broker import LocalBroker, free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
-from hle_stream.core.config import DEFAULT_METHOD
+from hle_stream.core.methods import DEFAULT_METHOD
 
 OPS = Path(__file__).resolve().parents[1] / "ops"
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")

@@ -14,8 +14,9 @@ import torch
 from connectors.assignors import OneActiveMemberAssignor
 from connectors.blob_store import DirectoryBlobStore, S3BlobStore
 from connectors.memory import ListSink, MemorySource, RawRecord
-from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig, method_config
+from hle_stream.core.config import LearnerConfig
 from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.methods import DEFAULT_METHOD, resolve_name
 from hle_stream.core.predictor import Predictor
 from hle_stream.eval.fault_injection import S3Emulator
 from hle_stream.service.checkpoint import CheckpointStore
@@ -137,7 +138,7 @@ def test_a_fenced_checkpointer_writes_no_checkpoint_and_commits_nothing(tmp_path
 
 # -- serving snapshots and a replica ------------------------------------------------------------
 def _learner(method: str = "pl-fms") -> HierarchicalLearner:
-    config = method_config(method, LearnerConfig(memory_size=16, batch_size=4, device="cpu"))
+    config = resolve_name(method, LearnerConfig(memory_size=16, batch_size=4, device="cpu"))
     learner = HierarchicalLearner(config, (DIM,), torch.float32)
     for _ in range(3):
         learner.observe(torch.randn(4, DIM), ["a", "a/x", "b", "b/y"])

@@ -97,7 +97,7 @@ def test_a_checkpoint_trained_with_other_learner_settings_is_refused_by_name(tmp
     _in_memory_run(tmp_path, "pl-fms", 16).run()
     with pytest.raises(CheckpointMismatchError, match=r"memory_size 16 \(this run: 32\)"):
         _in_memory_run(tmp_path, "pl-fms", 32).run()
-    with pytest.raises(CheckpointMismatchError, match=r"method 'pl-fms' \(this run: 'er'\)"):
+    with pytest.raises(CheckpointMismatchError, match=r"eviction 'balanced-importance' \(this run: 'reservoir'\)"):
         _in_memory_run(tmp_path, "er", 16).run()
     _in_memory_run(tmp_path, "pl-fms", 16).run()  # the same settings resume
 

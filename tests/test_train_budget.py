@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from connectors.memory import ListSink, MemorySource
-from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig, method_config
+from hle_stream.core.config import LearnerConfig
 from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.methods import DEFAULT_METHOD, resolve_name
 from hle_stream.service.daemon import Daemon, DaemonConfig
 from hle_stream.service.processing import ProcessingConfig
 from hle_stream.service.train_budget import MIN_SHARE, TrainBudget, parse_budget
@@ -125,7 +126,7 @@ def test_a_daemon_with_a_tiny_budget_predicts_and_remembers_every_event_but_step
 
 def test_an_unlimited_budget_trains_bit_for_bit_as_the_learner_alone(tmp_path):
     daemon, _ = _run_daemon(tmp_path, "unlimited")
-    alone = HierarchicalLearner(method_config(DEFAULT_METHOD, LearnerConfig(memory_size=16, batch_size=4, device="cpu")),
+    alone = HierarchicalLearner(resolve_name(DEFAULT_METHOD, LearnerConfig(memory_size=16, batch_size=4, device="cpu")),
                                 (4,), torch.float32)
     documents = [json.loads(v) for v in _events(96)]
     for start in range(0, 96, 8):  # the daemon's micro-batches (--max-batch 8)

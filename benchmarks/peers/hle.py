@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from common import Stream, run, worker_arguments, write_result
 
-from hle_stream.core.config import method_config
 from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.methods import method_config
 from hle_stream.eval.bench.presets import PRESETS
 
 TITLES = {"er": "hle-stream ER", "pl-fms": "hle-stream PL-FMS",

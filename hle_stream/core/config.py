@@ -1,78 +1,110 @@
-"""The learner's settings, and the named methods the benchmark and the daemon offer."""
+"""The learner's settings: every option declared once, with its part, its help and why it exists.
+
+Each field of ``LearnerConfig`` is an option a user can set by name (``--learner KEY=VALUE``, a
+``[learner]`` table in the config file); its metadata says which part of the learner it belongs
+to, what it does, and the measured reason it is there (docs/method.md has the tables). The field
+defaults are PL-FMS as released; a method (``hle_stream.core.methods``) is a preset of options on
+top of them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+PARTS = ("memory", "sampling", "supervision", "augmentation", "discriminant", "learning-rate", "model")
+"""The parts of the learner, in the order the options are listed."""
+
+
+def option(default: Any, part: str, help: str, why: str = "") -> Any:
+    """A learner option: its default, the part it belongs to, one line of help, the measured reason."""
+    assert part in PARTS, part
+    return field(default=default, metadata={"part": part, "help": help, "why": why})
 
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    """Everything that decides how a learner trains; see the README's method section.
+    """Everything that decides how a learner trains (one option per field; see ``option``)."""
 
-    ``online_iter`` is gradient steps per stream sample, taken each time ``batch_size // 2``
-    stream samples have arrived. ``fms_horizon`` is Z of flexible memory sampling; ``None``
-    means a running estimate (``hle_stream.core.sampling``). ``importance_probe`` bounds how many
-    memory slots each importance scoring re-scores; ``None`` scores the whole memory, as the
-    reference code does (``hle_stream.core.importance``), and ``importance_rule`` picks how the
-    scores move. ``adaptive_lr_period`` and ``adaptive_lr_sliding`` shape CLIB's adaptive
-    learning rate (``hle_stream.core.adaptive_lr``); ``exp_reset_gamma`` is the released
-    baselines' schedule instead (``hle_stream.core.lr_schedule``). ``supervision`` and
-    ``replay_supervision`` say which levels a stream / replayed sample teaches (its own, or its
-    whole path); ``replay_ancestor_weight`` scales a replayed sample's loss at the levels above
-    its own, and ``replay_path_after_ramp`` holds a replayed sample to its own level while its
-    class is still in its flexible-sampling ramp. ``augment`` (random crop + flip) and ``cutmix`` apply to every image input
-    (``augmentation="images"``, as the released code does) or to colour images only
-    (``"colour-images"``: on Fashion-MNIST they cost 5.7 points of level-2 A_auc).
-    ``vector_dropout`` is the augmentation of vector inputs: in training steps that share of a
-    row's features is zeroed and the rest scaled up to keep its expected value (20 Newsgroups
-    `hard`: +0.9 finest A_auc for the default, +2.0 for ``er``).
-    ``discriminant_weight`` > 0 multiplies a streaming linear discriminant's probabilities, to
-    that power, into every prediction (``hle_stream.core.discriminant``; its covariance is shrunk
-    toward the identity by ``discriminant_shrinkage``; ``discriminant_normalise`` scales its input
-    rows to unit length; ``discriminant_decode="tree"`` scores a class as its parent's
-    probability times its share among its siblings instead of flat over its level).
-    """
-
-    memory_size: int = 500
-    batch_size: int = 16
-    online_iter: float = 1.0
-    lr: float = 3e-4
-    backbone: str = "auto"
-    eviction: Literal["reservoir", "balanced-importance"] = "balanced-importance"
-    insert_before_training: bool = True
-    flexible_sampling: bool = True
-    fms_horizon: int | None = None
-    importance_period: int = 5
-    importance_ema: float = 0.9
-    importance_probe: int | None = 64
-    importance_rule: Literal["ema", "released"] = "ema"
-    pseudo_labels: bool = False
-    pseudo_threshold: float = 0.75
-    pseudo_loss_weight: float = 0.0
-    supervision: Literal["own-level", "path"] = "own-level"
-    replay_supervision: Literal["own-level", "path"] = "own-level"
-    asymmetric_loss: bool = False
-    replay_ancestor_weight: float = 1.0
-    replay_path_after_ramp: bool = False
-    decode: Literal["independent", "path"] = "independent"
-    cutmix: bool = True
-    augment: bool = True
-    augmentation: Literal["images", "colour-images"] = "images"
-    vector_dropout: float = 0.0
-    discriminant_weight: float = 0.0
-    discriminant_shrinkage: float = 0.1
-    discriminant_normalise: bool = False
-    discriminant_decode: Literal["flat", "tree"] = "flat"
-    adaptive_lr: bool = True
-    adaptive_lr_period: int = 10
-    adaptive_lr_sliding: bool = False
-    exp_reset_gamma: float | None = None
-    amp: bool = True
-    max_depth: int = 8
-    max_classes: int = 10_000
-    device: str = "auto"
-    seed: int = 0
+    # memory: what the replay memory keeps, and how its samples are scored
+    memory_size: int = option(500, "memory", "replay memory capacity, in samples")
+    eviction: Literal["reservoir", "balanced-importance"] = option(
+        "balanced-importance", "memory",
+        "which sample a full memory drops: a uniform reservoir, or the least important of the fullest class",
+        "PL-FMS's rule; ER's reservoir is the baseline")
+    insert_before_training: bool = option(
+        True, "memory", "a stream sample enters the memory before the step that learns it (PL-FMS), not after (ER)")
+    importance_period: int = option(5, "memory", "training steps between two importance scorings")
+    importance_ema: float = option(0.9, "memory", "weight of a slot's previous importance when it is re-scored")
+    importance_probe: int | None = option(
+        64, "memory", "memory slots re-scored per importance scoring (none: the whole memory, as released)",
+        "with the EMA rule (pl-fms vs pl-fms-reference): Fashion-MNIST cpu finest A_auc 72.3 vs 71.6")
+    importance_rule: Literal["ema", "released"] = option(
+        "ema", "memory", "how importance moves: an EMA of the loss change, or the released running sum")
+    pseudo_labels: bool = option(
+        False, "memory", "memory samples carry confident predictions below their labelled level (counted in "
+        "eviction and importance)")
+    pseudo_threshold: float = option(0.75, "memory", "confidence a pseudo-label needs")
+    pseudo_loss_weight: float = option(0.0, "memory", "weight of pseudo-labels in the training loss (0: not trained on)")
+    # sampling: what a training step is made of
+    batch_size: int = option(16, "sampling", "training batch: half stream samples, half replayed")
+    online_iter: float = option(1.0, "sampling", "gradient steps per stream sample")
+    flexible_sampling: bool = option(
+        True, "sampling", "flexible memory sampling: a new class's stream samples are kept with a probability "
+        "that ramps up, so it is learned from memory first (PL-FMS)")
+    fms_horizon: int | None = option(None, "sampling", "the ramp's length Z in samples (none: a running estimate)")
+    # supervision: which levels a sample teaches, and the loss
+    supervision: Literal["own-level", "path"] = option(
+        "own-level", "supervision", "levels a stream sample teaches: its own, or every level its path names")
+    replay_supervision: Literal["own-level", "path"] = option(
+        "own-level", "supervision", "levels a replayed sample teaches: its own, or its whole path",
+        "path: Fashion-MNIST cpu L2 +2.2 A_auc over pl-fms (82.2 vs 80.0); 20 Newsgroups +1.3 finest")
+    replay_ancestor_weight: float = option(
+        1.0, "supervision", "loss weight of a replayed sample's levels above its own",
+        "0.1: 20 Newsgroups single-label L1 F_last 8.8 vs 13.0 at 1 (the top level tilts less to a new group)")
+    replay_path_after_ramp: bool = option(
+        False, "supervision", "a replayed sample teaches its ancestors only once its class is past its FMS ramp",
+        "with replay_ancestor_weight=0.1: 20 Newsgroups single-label L1 F_last 6.4, was 13.0 (ER 5.7)")
+    asymmetric_loss: bool = option(
+        False, "supervision", "ER-ACE's loss: a stream sample's softmax runs over the incoming batch's classes")
+    decode: Literal["independent", "path"] = option(
+        "independent", "supervision", "how a level's probabilities are read: each level alone, or along the tree")
+    # augmentation
+    augment: bool = option(True, "augmentation", "random crop and flip of image inputs in training steps")
+    cutmix: bool = option(True, "augmentation", "CutMix within a level for image inputs, half the steps")
+    augmentation: Literal["images", "colour-images"] = option(
+        "images", "augmentation", "which images crop/flip and CutMix apply to: all, or colour (3+ channels) only",
+        "on Fashion-MNIST (grayscale) they cost 5.7 points of level-2 A_auc")
+    vector_dropout: float = option(
+        0.0, "augmentation", "share of a vector input's features zeroed in training steps (the rest scaled up)",
+        "0.5: 20 Newsgroups cpu finest A_auc +1.1 for hle (76.1 vs 75.0), +1.9 for er")
+    # discriminant: the second expert
+    discriminant_weight: float = option(
+        0.0, "discriminant", "power of a streaming linear discriminant's probabilities multiplied into every "
+        "prediction (0: no discriminant)",
+        "1: Fashion-MNIST cpu finest A_auc 81.0 vs 76.9 without; 20 Newsgroups 73.3 vs 71.8")
+    discriminant_shrinkage: float = option(0.1, "discriminant", "shrinkage of its covariance toward the identity")
+    discriminant_normalise: bool = option(False, "discriminant", "its input rows scaled to unit length")
+    discriminant_decode: Literal["flat", "tree"] = option(
+        "flat", "discriminant", "its levels scored flat, or along the tree (parent's probability x share among "
+        "siblings)", "unit rows + tree: 20 Newsgroups cpu finest 75.0 vs 73.3")
+    # learning rate
+    lr: float = option(3e-4, "learning-rate", "Adam's base learning rate")
+    adaptive_lr: bool = option(
+        True, "learning-rate", "CLIB's adaptive learning rate, tested on the importance scorings' loss changes")
+    adaptive_lr_period: int = option(10, "learning-rate", "importance scorings per adaptive-LR trial window")
+    adaptive_lr_sliding: bool = option(False, "learning-rate", "re-test over a sliding window at every switch (as released)")
+    exp_reset_gamma: float | None = option(
+        None, "learning-rate", "the released baselines' schedule: decay by gamma per step, reset on a new class",
+        "ER as the paper ran it (er-paper); constant is the stronger baseline")
+    # model and runtime
+    backbone: str = option("auto", "model", "network body: auto (small-cnn for images, mlp for vectors), small-cnn, "
+                                            "mlp, resnet18 or resnet34")
+    amp: bool = option(True, "model", "bfloat16 autocast on CUDA")
+    max_depth: int = option(8, "model", "deepest label level accepted")
+    max_classes: int = option(10_000, "model", "class cap over all levels")
+    device: str = option("auto", "model", "auto (CUDA when present), cpu or cuda")
+    seed: int = option(0, "model", "seeds the weights, sampling and augmentation")
 
     @property
     def stream_batch_size(self) -> int:
@@ -81,102 +113,3 @@ class LearnerConfig:
 
     def with_(self, **changes: object) -> "LearnerConfig":
         return replace(self, **changes)
-
-
-REPLAY_PATH: dict[str, object] = dict(replay_supervision="path", decode="path")
-"""Path supervision for replayed samples, tree decoding: the base of our replay-path methods."""
-
-ER: dict[str, object] = dict(eviction="reservoir", insert_before_training=False, flexible_sampling=False,
-                             adaptive_lr=False)
-"""Experience replay's switches: the base of the ``er*`` methods."""
-
-ER_LDA: dict[str, object] = {**ER, "discriminant_weight": 1.0}
-"""``er`` with the streaming discriminant: the base of the ``er-lda*`` methods."""
-
-ANCESTOR_HINT_LDA: dict[str, object] = {**REPLAY_PATH, "replay_ancestor_weight": 0.1, "replay_path_after_ramp": True,
-                                        "augmentation": "colour-images", "discriminant_weight": 1.0}
-"""``pl-fms-ancestor-hint-after-ramp-colour-aug`` with the streaming discriminant."""
-
-UNIT_TREE: dict[str, object] = dict(discriminant_normalise=True, discriminant_decode="tree")
-"""The discriminant on unit-length rows, its levels scored along the tree."""
-
-FEATURE_DROP: dict[str, object] = dict(vector_dropout=0.5)
-"""Vector inputs augmented by dropping half their features in training steps (images are untouched)."""
-
-METHODS: dict[str, dict[str, object]] = {
-    # Experience replay: reservoir memory filled after training, stream + memory half-half
-    # (CutMix on, as in the reference code's ER).
-    "er": ER,
-    # PL-FMS as released: balanced importance eviction, insert-then-train, FMS, own-level CE.
-    "pl-fms": dict(),
-    # ER as the paper ran it: the learning rate decays by 0.9999 per step and is reset to the base
-    # rate when a new class appears (the released baselines' "exp_reset"); plain "er" keeps it
-    # constant, which is the stronger baseline.
-    "er-paper": {**ER, "exp_reset_gamma": 0.9999},
-    # PL-FMS as released, rule for rule: the whole memory re-scored each time, the released
-    # importance update (integer-truncated losses, a running sum per used slot) and the
-    # multi-depth adaptive LR (switch every report, re-test over a sliding window). The default
-    # "pl-fms" re-scores a bounded probe with an EMA rule, and tests the LR per window of 10.
-    "pl-fms-reference": dict(importance_probe=None, importance_rule="released", adaptive_lr_period=1,
-                             adaptive_lr_sliding=True),
-    # + hierarchy-aware pseudo-labels: memory samples get confident predictions at the levels
-    # below their label, which count in eviction and in the importance loss.
-    "pl-fms-pl": dict(pseudo_labels=True),
-    # + ER-ACE's asymmetric cross-entropy, per level: a stream sample's softmax runs over the
-    # classes of the incoming batch only (hle_stream.core.losses).
-    "er-ace": {**ER, "asymmetric_loss": True},
-    "pl-fms-ace": dict(asymmetric_loss=True),
-    # Ours: supervise every level the label path names, decode along the tree.
-    "pl-fms-path": dict(supervision="path", decode="path"),
-    # Supervise every level the label path names, decode each level on its own: with balanced
-    # bins the coarse levels hold few memory samples of their own (2 of 126 bins on a 2-...-96
-    # tree), and a fine sample teaching its ancestors keeps them from being forgotten.
-    "pl-fms-ancestors": dict(supervision="path"),
-    # Path supervision for replayed samples only: a stream sample teaches its own level (with
-    # full path supervision a task that expands one group of top classes biases the top level
-    # toward that group; the replayed copies of that group's new classes still do, less so).
-    "pl-fms-replay-path": REPLAY_PATH,
-    # pl-fms-replay-path with a replayed sample's ancestors at a tenth of the weight of its own
-    # level: enough to keep the coarse levels, too little to tilt the top level toward the group
-    # just expanded (a single-depth task expands one group; at full weight its fresh samples
-    # teach the top level too, and the top level forgets the others).
-    "pl-fms-ancestor-hint": {**REPLAY_PATH, "replay_ancestor_weight": 0.1},
-    # pl-fms-ancestor-hint + the asymmetric cross-entropy of er-ace.
-    "pl-fms-ancestor-hint-ace": {**REPLAY_PATH, "replay_ancestor_weight": 0.1, "asymmetric_loss": True},
-    # pl-fms-replay-path whose replayed samples teach their own level only while their class is in
-    # its FMS ramp (learned from memory copies first): then the copies of the classes of the group
-    # just expanded do not tilt the top level toward that group.
-    "pl-fms-replay-path-after-ramp": {**REPLAY_PATH, "replay_path_after_ramp": True},
-    # pl-fms-ancestor-hint whose replayed samples teach no ancestor while their class is in its FMS
-    # ramp; the -colour-aug form (the default) augments colour images only.
-    "pl-fms-ancestor-hint-after-ramp": {**REPLAY_PATH, "replay_ancestor_weight": 0.1, "replay_path_after_ramp": True},
-    "pl-fms-ancestor-hint-after-ramp-colour-aug": {**REPLAY_PATH, "replay_ancestor_weight": 0.1,
-                                                   "replay_path_after_ramp": True, "augmentation": "colour-images"},
-    # pl-fms-replay-path that augments colour images only (the default for a day, 2026-11-29).
-    "pl-fms-replay-path-colour-aug": {**REPLAY_PATH, "augmentation": "colour-images"},
-    # + a streaming linear discriminant over the raw inputs (class means of every stream sample,
-    # one shared covariance; hle_stream.core.discriminant) multiplied into the predictions.
-    "er-lda": ER_LDA,
-    "pl-fms-ancestor-hint-after-ramp-colour-aug-lda": ANCESTOR_HINT_LDA,
-    # the same with the discriminant's input rows scaled to unit length and its levels scored along
-    # the tree (a class: its parent's probability times its share among its siblings).
-    "er-lda-unit-tree": {**ER_LDA, **UNIT_TREE},
-    "pl-fms-ancestor-hint-after-ramp-colour-aug-lda-unit-tree": {**ANCESTOR_HINT_LDA, **UNIT_TREE},
-    # the same with vector inputs augmented by feature dropout (images: the same as without), and
-    # er with that augmentation alone, to show what it buys a plain learner.
-    "pl-fms-ancestor-hint-after-ramp-colour-aug-lda-unit-tree-feature-drop": {**ANCESTOR_HINT_LDA, **UNIT_TREE,
-                                                                              **FEATURE_DROP},
-    "er-feature-drop": {**ER, **FEATURE_DROP},
-    # pl-fms-path + the asymmetric cross-entropy of er-ace.
-    "pl-fms-path-ace": dict(supervision="path", decode="path", asymmetric_loss=True),
-}
-
-
-DEFAULT_METHOD = "pl-fms-ancestor-hint-after-ramp-colour-aug-lda-unit-tree-feature-drop"  # the best measured configuration (docs/results-cpu.md, docs/results-hard.md)
-
-
-def method_config(name: str, base: LearnerConfig) -> LearnerConfig:
-    """``base`` with the switches of method ``name`` applied."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-    return base.with_(**METHODS[name])

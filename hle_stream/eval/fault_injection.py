@@ -591,8 +591,9 @@ def checkpoint_figures(workdir: Path, memory_size: int) -> dict:
     learner (PL-FMS, small CNN) on the Fashion-MNIST stream, fed until the memory is full."""
     import torch
 
-    from hle_stream.core.config import LearnerConfig, method_config
+    from hle_stream.core.config import LearnerConfig
     from hle_stream.core.learner import HierarchicalLearner
+    from hle_stream.core.methods import method_config
     from hle_stream.eval.datasets import load_dataset
     from hle_stream.service.checkpoint import CheckpointStore
     from hle_stream.service.events import parse_event

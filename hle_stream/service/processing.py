@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from connectors.ports import Record, Sink
-from hle_stream.core.config import DEFAULT_METHOD, LearnerConfig, method_config
+from hle_stream.core.config import LearnerConfig
 from hle_stream.core.hierarchy import SEPARATOR, LabelPathError, LabelTree
 from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.methods import DEFAULT_METHOD, canonical, method_config
 from hle_stream.core.predictor import prediction_paths
 from hle_stream.eval.evaluation import PrequentialAccuracy
 from hle_stream.eval.served_paths import ServedPathQuality
@@ -55,7 +56,8 @@ refined loses its memory bin (see the README)."""
 @dataclass(frozen=True)
 class ProcessingConfig:
     method: str = DEFAULT_METHOD
-    learner_config: LearnerConfig = field(default_factory=LearnerConfig)
+    learner_config: LearnerConfig = field(default_factory=LearnerConfig)  # the base the method's preset goes on
+    learner_overrides: tuple[tuple[str, Any], ...] = ()  # learner options by name, over the preset
     input_shape: tuple[int, ...] | None = None  # None: the first valid event sets it
     input_dtype: str | None = None  # float32 or uint8; None: the first valid event sets it
     max_message_bytes: int = 4 << 20
@@ -66,6 +68,10 @@ class ProcessingConfig:
     join_window: int = 10_000  # events whose features wait for a later label event (0: no label events)
     join_max_age_seconds: float = 3600.0  # ... for at most this long
     refinements: str = "relearn"  # a finer label for a sample: learned again (relearn) or upgraded in the memory
+
+    def resolved_learner_config(self) -> LearnerConfig:
+        """The learner's settings: the method's preset over the base, then the named overrides."""
+        return method_config(self.method, self.learner_config, dict(self.learner_overrides))
 
 
 class MicroBatchProcessor:
@@ -181,7 +187,7 @@ class MicroBatchProcessor:
         too small for its pooling, say) is refused here rather than fixed for good."""
         shape, dtype = event.x.shape, _dtype(event)
         self._optimizer_import.module()
-        learner = HierarchicalLearner(method_config(self.config.method, self.config.learner_config), shape, dtype)
+        learner = HierarchicalLearner(self.config.resolved_learner_config(), shape, dtype)
         try:
             learner.check_input(torch.from_numpy(event.x[None]))
         except ValueError as err:
@@ -417,15 +423,11 @@ class MicroBatchProcessor:
         fixes for good (everything but the device): name -> (saved, requested)."""
         if state.get("learner") is None:
             return {}
-        conflicts = {}
-        if state.get("method", self.config.method) != self.config.method:
-            conflicts["method"] = (state["method"], self.config.method)
-        saved = state["learner"]["config"]
-        requested = asdict(method_config(self.config.method, self.config.learner_config))
-        conflicts.update({name: (saved[name], value) for name, value in requested.items()
-                          if name != "device" and name in saved and saved[name] != value})
-        return conflicts
-
+        requested = self.config.resolved_learner_config()
+        fields = set(asdict(requested))
+        saved = asdict(canonical(LearnerConfig(**{k: v for k, v in state["learner"]["config"].items() if k in fields})))
+        return {name: (saved[name], value) for name, value in asdict(canonical(requested)).items()
+                if name != "device" and saved[name] != value}
     def state_dict(self) -> dict[str, Any]:
         return {"learner": self.learner.state_dict() if self.learner else None, "method": self.config.method,
                 "model_id": self.model_id,

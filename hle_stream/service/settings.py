@@ -11,11 +11,13 @@ from __future__ import annotations
 import difflib
 import json
 import tomllib
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 from connectors.settings import KafkaSettings
 from hle_stream.core.config import LearnerConfig
+from hle_stream.core.methods import LearnerOptionError, parse_assignment, parse_option, resolve
 from hle_stream.service.daemon import ROLES, DaemonConfig
 from hle_stream.service.processing import REFINEMENTS, ProcessingConfig
 from hle_stream.service.serving import HttpLimits
@@ -61,6 +63,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "train_budget": ("daemon", "train_budget"),
     "torch_threads": ("daemon", "torch_threads"),
     "method": ("processing", "method"),
+    "learner": ("processing", "learner_overrides"),
     "input_shape": ("processing", "input_shape"),
     "input_dtype": ("processing", "input_dtype"),
     "max_message_bytes": ("processing", "max_message_bytes"),
@@ -116,6 +119,24 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
+def learner_overrides(value: Any) -> tuple[tuple[str, Any], ...]:
+    """``--learner KEY=VALUE`` strings, or a config file's ``[learner]`` table, as typed pairs."""
+    try:
+        if isinstance(value, dict):
+            return tuple((key.replace("-", "_"), parse_option(key.replace("-", "_"), v)) for key, v in value.items())
+        return tuple(parse_assignment(text) for text in value or ())
+    except LearnerOptionError as err:
+        raise SettingsError(str(err)) from None
+
+
+def _method(name: str) -> str:
+    try:
+        resolve(name)
+    except LearnerOptionError as err:
+        raise SettingsError(f"--method: {err}") from None
+    return name
+
+
 def _dtype(text: str | None) -> str | None:
     if text not in (None, "float32", "uint8"):
         raise SettingsError(f"--input-dtype {text!r}: float32 or uint8")
@@ -133,6 +154,8 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "train_budget": lambda text: _checked(parse_budget, str(text)),
     "http_token": lambda token: token or None,
     "input_shape": _shape,
+    "learner": learner_overrides,
+    "method": _method,
     "input_dtype": _dtype,
 }
 
@@ -148,6 +171,10 @@ def build(values: dict[str, Any]) -> tuple[KafkaSettings, DaemonConfig]:
         parts[target][name] = field_value(option, values[option])
     learner = LearnerConfig(**parts["learner"])
     processing = ProcessingConfig(learner_config=learner, **parts["processing"])
+    try:
+        processing.resolved_learner_config()
+    except LearnerOptionError as err:
+        raise SettingsError(str(err)) from None
     daemon = DaemonConfig(processing=processing, http=HttpLimits(**parts["http"]), **parts["daemon"])
     return KafkaSettings(**parts["kafka"]), daemon
 
@@ -169,16 +196,28 @@ def read_config_file(path: Path) -> dict[str, Any]:
             hint = f"; did you mean {close[0].replace('_', '-')}?" if close else ""
             raise SettingsError(f"{path}: unknown setting {key!r}{hint} (the settings are the options of "
                                 f"'hle-stream run', without the leading dashes)")
-        if isinstance(value, (dict, list)):
+        if option == "learner":
+            if not isinstance(value, dict):
+                raise SettingsError(f"{path}: learner must be a table ([learner] with one option = value a line)")
+            try:
+                value = dict(learner_overrides(value))  # checked now, with the file named
+            except SettingsError as err:
+                raise SettingsError(f"{path}: [learner] {err}") from None
+        elif isinstance(value, (dict, list)):
             raise SettingsError(f"{path}: {key} must be a single value, not a {type(value).__name__}")
         values[option] = value
     return values
 
 
-def render(values: dict[str, Any], sources: dict[str, str]) -> str:
-    """The resolved settings as a config file (secrets masked), each with where it came from."""
+def render(values: dict[str, Any], sources: dict[str, str], processing: ProcessingConfig,
+           learner_sources: dict[str, str]) -> str:
+    """The resolved settings as a config file (secrets masked), each with where it came from; the
+    learner's options last, as a ``[learner]`` table: those set by name as settings, every other
+    resolved one as a comment (the method's preset, a ``run`` option or the default)."""
     lines = []
     for option in OPTIONS:
+        if option == "learner":
+            continue
         key, value = option.replace("_", "-"), values[option]
         if value is None:
             lines.append(f"# {key} is not set  ({sources[option]})")
@@ -187,4 +226,18 @@ def render(values: dict[str, Any], sources: dict[str, str]) -> str:
             value = "***"
         text = json.dumps(str(value) if isinstance(value, Path) else value)
         lines.append(f"{key} = {text}  # {sources[option]}")
+    resolved = resolve(processing.method, dict(processing.learner_overrides), processing.learner_config)
+    from_run_options = {name: option for option, (target, name) in OPTIONS.items() if target == "learner"}
+    lines.append("")
+    lines.append(f"[learner]  # method {processing.method}: its preset, then these options")
+    for name, value in asdict(resolved.config).items():
+        text = "\"none\"" if value is None else json.dumps(value)
+        if name in learner_sources:
+            lines.append(f"{name} = {text}  # {learner_sources[name]}")
+            continue
+        source = resolved.sources[name]
+        if name in from_run_options and source == "base":
+            source = f"--{from_run_options[name].replace('_', '-')} ({sources[from_run_options[name]]})"
+        shown = "none" if value is None else text
+        lines.append(f"# {name} = {shown}  # {source}")
     return "\n".join(lines)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from hle_stream.core.config import method_config
 from hle_stream.core.learner import HierarchicalLearner
+from hle_stream.core.methods import method_config
 from hle_stream.eval.bench.presets import Preset
 from hle_stream.eval.datasets import HierarchicalDataset
 from hle_stream.eval.evaluation import AnytimeEvaluator, PrequentialAccuracy
@@ -27,6 +27,8 @@ class RunSpec:
     method: str
     seed: int
     label_delay: int = 0  # labels arrive this many events after their samples (0: with them)
+    preset: str = ""  # the method's preset when ``method`` is a spec's label (empty: ``method`` itself)
+    options: tuple[tuple[str, Any], ...] = ()  # learner options over the preset
 
 
 def fms_horizon_for(stream: HLEStream) -> int:
@@ -76,7 +78,7 @@ def run_benchmark(
                                        memory_size=preset.memory_size_for(len(stream)))
     if len(dataset.input_shape) == 3:
         base = base.with_(backbone=preset.image_backbone)
-    config = method_config(spec.method, base)
+    config = method_config(spec.preset or spec.method, base, dict(spec.options))
     learner = HierarchicalLearner(config, dataset.input_shape, torch.as_tensor(dataset.x_train[:1]).dtype)
     prequential = PrequentialAccuracy()
 
