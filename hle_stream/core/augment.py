@@ -10,6 +10,8 @@ from functools import lru_cache
 
 import torch
 
+from hle_stream.core.rng import global_rng_from
+
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random ``pad``-pixel-shifted crop and horizontal flip of each image of an (N,C,H,W) batch."""
@@ -70,3 +72,35 @@ def _beta(alpha: float) -> torch.distributions.Beta:
     """Built once: constructing a distribution (argument checks, broadcasting) cost more than
     the sampling itself on every training step."""
     return torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)), validate_args=False)
+
+
+class Augmentation:
+    """The augmentation part: what a training step does to its inputs (prediction sees them as
+    they are). Crop/flip and CutMix apply to images (all, or colour ones only), feature dropout
+    to vectors; the draws come from the learner's generator, CutMix's Beta from its second one."""
+
+    def __init__(self, input_shape: tuple[int, ...], scope: str, crop_flip: bool, cutmix: bool,
+                 vector_dropout: float, generator: torch.Generator, implicit_rng: torch.Generator) -> None:
+        is_image = len(input_shape) == 3
+        augmented = is_image and (scope == "images" or input_shape[0] >= 3)
+        self.crop_flip = augmented and crop_flip
+        self.cutmix = augmented and cutmix
+        self.dropout = 0.0 if is_image else vector_dropout
+        self.generator = generator
+        self.implicit_rng = implicit_rng
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """A training batch's network inputs, augmented."""
+        if self.crop_flip:
+            x = random_crop_flip(x, self.generator).contiguous(memory_format=torch.channels_last)
+        if self.dropout > 0:
+            x = feature_dropout(x, self.dropout, self.generator)
+        return x
+
+    def mix(self, x: torch.Tensor, levels: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """CutMix within levels on half the steps: (inputs, partner, lam), or the inputs unmixed."""
+        if self.cutmix and float(torch.rand(1, generator=self.generator)) < 0.5:
+            with global_rng_from(self.implicit_rng):  # its Beta distribution takes no generator
+                return cutmix_within_levels(x, levels, self.generator)
+        return x, None, None

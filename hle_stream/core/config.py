@@ -45,7 +45,6 @@ class LearnerConfig:
         False, "memory", "memory samples carry confident predictions below their labelled level (counted in "
         "eviction and importance)")
     pseudo_threshold: float = option(0.75, "memory", "confidence a pseudo-label needs")
-    pseudo_loss_weight: float = option(0.0, "memory", "weight of pseudo-labels in the training loss (0: not trained on)")
     # sampling: what a training step is made of
     batch_size: int = option(16, "sampling", "training batch: half stream samples, half replayed")
     online_iter: float = option(1.0, "sampling", "gradient steps per stream sample")
@@ -67,8 +66,7 @@ class LearnerConfig:
         "with replay_ancestor_weight=0.1: 20 Newsgroups single-label L1 F_last 6.4, was 13.0 (ER 5.7)")
     asymmetric_loss: bool = option(
         False, "supervision", "ER-ACE's loss: a stream sample's softmax runs over the incoming batch's classes")
-    decode: Literal["independent", "path"] = option(
-        "independent", "supervision", "how a level's probabilities are read: each level alone, or along the tree")
+    pseudo_loss_weight: float = option(0.0, "supervision", "weight of pseudo-labels in the training loss (0: not trained on)")
     # augmentation
     augment: bool = option(True, "augmentation", "random crop and flip of image inputs in training steps")
     cutmix: bool = option(True, "augmentation", "CutMix within a level for image inputs, half the steps")
@@ -100,6 +98,8 @@ class LearnerConfig:
     # model and runtime
     backbone: str = option("auto", "model", "network body: auto (small-cnn for images, mlp for vectors), small-cnn, "
                                             "mlp, resnet18 or resnet34")
+    decode: Literal["independent", "path"] = option(
+        "independent", "model", "how a level's probabilities are read: each level alone, or along the tree")
     amp: bool = option(True, "model", "bfloat16 autocast on CUDA")
     max_depth: int = option(8, "model", "deepest label level accepted")
     max_classes: int = option(10_000, "model", "class cap over all levels")

@@ -1,9 +1,9 @@
 """The online learner: grows with the label tree, replays from memory, predicts every level.
 
-One class serves both ER and PL-FMS; ``LearnerConfig`` switches the parts (eviction rule,
-insert-then-train, flexible sampling, importance, pseudo-labels, supervision, decoding, the
-streaming discriminant fused into predictions).
-The stream is consumed sample by sample for bookkeeping and in batches of ``batch_size // 2``
+One loop serves every method; what differs lives in parts built from their own settings
+(``_parts``): the memory policy (reservoir or balanced importance), the stream sampler (FMS),
+supervision, augmentation, the learning-rate schedule and the second expert fused into
+predictions. The stream is consumed sample by sample for bookkeeping and in batches of ``batch_size // 2``
 for training, as in the paper's code; samples short of a full batch wait for the next call.
 
 On a GPU a training step never waits for the device: the memory's labels and bookkeeping live
@@ -14,32 +14,30 @@ once per stream batch, and the importance rule reads its losses once per scoring
 
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from hle_stream.core.adaptive_lr import AdaptiveLR
-from hle_stream.core.augment import cutmix_within_levels, feature_dropout, random_crop_flip
+from hle_stream.core.augment import Augmentation
 from hle_stream.core.backbones import build_backbone
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.device import HostStager, pick_device
-from hle_stream.core.discriminant import LinearDiscriminant, StreamingDiscriminant
+from hle_stream.core.experts import DiscriminantExpert, NoExpert
 from hle_stream.core.hierarchy import SEPARATOR, LabelTree
-from hle_stream.core.importance import ImportanceTracker
-from hle_stream.core.inference import level_probabilities, prepare_inputs, scale_inputs
+from hle_stream.core.inference import level_probabilities, prepare_inputs
 from hle_stream.core.losses import per_sample_loss
-from hle_stream.core.lr_schedule import ExpResetLR
+from hle_stream.core.lr_schedule import LearningRate
 from hle_stream.core.memory import ReplayMemory
+from hle_stream.core.methods import check_parts
 from hle_stream.core.model import HierarchicalNet, grow_head
-from hle_stream.core.policies import balanced_importance_slot, initial_importance, reservoir_slot
+from hle_stream.core.policies import BalancedImportancePolicy, ReservoirPolicy
 from hle_stream.core.predictor import InputSpec, Predictor, prediction_paths
-from hle_stream.core.sampling import fms_horizon, fms_keep_probability
+from hle_stream.core.rng import global_rng_from
+from hle_stream.core.sampling import StreamSampler
+from hle_stream.core.supervision import Supervision
 from hle_stream.core.tree_tables import TreeTables
 
-SCORING_CHUNK = 512
 FORMAT_VERSION = 1  # of ``state_dict``
 
 
@@ -73,6 +71,12 @@ PUBLIC_FACE = frozenset({
 class HierarchicalLearner:
     """Observe labelled batches, predict per-level probabilities.
 
+    The loop is the learner's; each part owns its settings and state and is called at named
+    points: the memory policy (where a sample goes, importance scoring), the stream sampler (when
+    a step is due, which rows it takes), supervision (what each row teaches), augmentation, the
+    learning-rate schedule (``new_class``, ``stepped``, ``memory_loss_changed``) and the second
+    expert (``learn``, ``add``, ``frozen``: fused into every prediction).
+
     ``PUBLIC_FACE`` names the only part used outside ``hle_stream.core`` (a test reads every
     module's attribute uses to hold to it); ``config``, ``device``, ``tree``, ``steps`` and
     ``seen`` are read-only there.
@@ -87,6 +91,7 @@ class HierarchicalLearner:
     """
 
     def __init__(self, config: LearnerConfig, input_shape: Sequence[int], input_dtype: torch.dtype) -> None:
+        check_parts(config, set())
         self.config = config
         self.device = pick_device(config.device)
         self.generator = torch.Generator().manual_seed(config.seed)  # sampling, augmentation, FMS
@@ -94,36 +99,19 @@ class HierarchicalLearner:
         self.implicit_rng = torch.Generator().manual_seed(config.seed)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.is_image = len(self.input_shape) == 3
-        # crop/flip and CutMix: on every image input, or (``colour-images``) on 3+ channels only
-        self.augments = self.is_image and (config.augmentation == "images" or self.input_shape[0] >= 3)
         self.tree = LabelTree(config.max_depth, config.max_classes)
         self.tables = TreeTables(self.tree, self.device)
         self.host_tables = TreeTables(self.tree, torch.device("cpu"))
-        with _global_rng_from(self.implicit_rng):
+        with global_rng_from(self.implicit_rng):
             self.net = HierarchicalNet(build_backbone(config.backbone, self.input_shape)).to(self.device)
         if self.is_image:
-            # NHWC convolutions: 20-30 % faster training steps for the small CNN on CPU (measured).
+            # NHWC convolutions: faster training steps for the small CNN on CPU.
             self.net = self.net.to(memory_format=torch.channels_last)
         # fused Adam: one kernel for all parameters instead of a Python loop over them.
         self.optimizer = torch.optim.Adam(self.net.backbone.parameters(), lr=config.lr, fused=True)
         self.memory = ReplayMemory(config.memory_size, self.input_shape, input_dtype, config.max_depth, self.device)
-        balanced = config.eviction == "balanced-importance"
-        self.importance = (
-            ImportanceTracker(config.memory_size, config.importance_period, config.importance_ema,
-                              config.importance_probe, config.importance_rule)
-            if balanced else None
-        )
-        self.adaptive_lr = (
-            AdaptiveLR(self.optimizer, config.lr, period=config.adaptive_lr_period, sliding=config.adaptive_lr_sliding)
-            if config.adaptive_lr and balanced else None
-        )
-        self.exp_reset = (ExpResetLR(self.optimizer, config.lr, config.exp_reset_gamma)
-                          if config.exp_reset_gamma is not None else None)
-        self.discriminant = (
-            StreamingDiscriminant(math.prod(self.input_shape), config.discriminant_shrinkage, config.seed,
-                                  config.discriminant_normalise)
-            if config.discriminant_weight > 0 else None
-        )
+        self.policy, self.sampler, self.supervision, self.augmentation, self.lr_schedule, self.expert = _parts(
+            config, self.input_shape, self.optimizer, self.generator, self.implicit_rng)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.stager = HostStager(self.device)
         self._unit_scale = torch.ones((), device=self.device)  # the guard's gradient check scales by it
@@ -133,7 +121,6 @@ class HierarchicalLearner:
         self.steps = 0
         self.nonfinite_steps = 0  # steps skipped because their loss or gradient was not finite
         self.quarantined = 0  # samples dropped from the memory after such a step
-        self._updates = 0.0
         self._pending: list[tuple[torch.Tensor, torch.Tensor, int, int, int]] = []
         # steps whose guard verdict the host has not read yet: (non-finite flag on the device, replayed slots)
         self._unsettled: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -158,16 +145,15 @@ class HierarchicalLearner:
             if not train:
                 self._remember(*item)
                 continue
-            if self.config.insert_before_training:
+            if self.policy.insert_before_training:
                 self._remember(*item)
             self._pending.append(item)
-            self._updates += self.config.online_iter
-            if len(self._pending) >= self.config.stream_batch_size:
+            self.sampler.count()
+            if len(self._pending) >= self.sampler.stream_batch_size:
                 self._train_on_pending()
-        if self.discriminant is not None and labels:
+        if labels:
             paths = [self._global_path(label) for label in labels]
-            self.discriminant.update(self._discriminant_features(x), torch.tensor([path[-1] for path in paths]),
-                                     _padded(paths), self.tree.total_classes)
+            self.expert.learn(x, torch.tensor([path[-1] for path in paths]), _padded(paths), self.tree.total_classes)
 
     def relabel(self, sample_id: int, label: str) -> bool:
         """A finer label for a sample learned earlier (``sample_id`` as given to ``observe``, or
@@ -181,20 +167,18 @@ class HierarchicalLearner:
         if slot is None:
             return False
         targets, level, bin_id = self._encode(label)
-        if self.discriminant is not None:  # the sample now also stands for its finer classes
-            old = {self.tree.global_id_of(h + 1, int(t)) for h, t in enumerate(self.memory.targets[slot]) if t >= 0}
-            finer = [c for c in self._global_path(label) if c not in old]
-            self.discriminant.add(self._discriminant_features(self.memory.x[slot:slot + 1]), _padded([finer]))
+        # the sample now also stands for its finer classes
+        old = {self.tree.global_id_of(h + 1, int(t)) for h, t in enumerate(self.memory.targets[slot]) if t >= 0}
+        self.expert.add(self.memory.x[slot:slot + 1], _padded([[c for c in self._global_path(label) if c not in old]]))
         self.memory.relabel(slot, targets, level, bin_id)
         return True
 
     def _register(self, label: str) -> None:
         for new in self.tree.add(label):
-            with _global_rng_from(self.implicit_rng):
+            with global_rng_from(self.implicit_rng):
                 grow_head(self.net, self.optimizer, new.level, self.tree.num_classes(new.level))
             self.first_seen.append(self.seen)
-            if self.exp_reset is not None:
-                self.exp_reset.new_class()
+            self.lr_schedule.new_class()
 
     def _encode(self, label: str) -> tuple[torch.Tensor, int, int]:
         indices = self.tree.path_indices(label)
@@ -207,24 +191,9 @@ class HierarchicalLearner:
         segments = self.tree.split(label)
         return [self.tree.global_id(SEPARATOR.join(segments[:k])) for k in range(1, len(segments) + 1)]
 
-    def _discriminant_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.discriminant.features(scale_inputs(torch.as_tensor(x), self.is_image))
-
-    def _frozen_discriminant(self, copy: bool) -> LinearDiscriminant | None:
-        if self.discriminant is None:
-            return None
-        levels = [self.host_tables.global_ids(level) for level in range(1, self.tree.depth + 1)]
-        parents = self.host_tables.parents() if self.config.discriminant_decode == "tree" else None
-        return self.discriminant.frozen(levels, copy, parents)
-
     def _remember(self, x: torch.Tensor, targets: torch.Tensor, level: int, bin_id: int, sample_id: int) -> None:
         self.offered += 1
-        if self.importance is None:
-            slot = reservoir_slot(self.memory, self.offered, self.generator)
-            score = 0.0
-        else:
-            slot = balanced_importance_slot(self.memory, bin_id, self.tree.total_classes, self.config.pseudo_labels)
-            score = initial_importance(self.memory, bin_id)
+        slot, score = self.policy.place(self.memory, bin_id, self.tree.total_classes, self.offered, self.generator)
         if slot is not None:
             self.memory.write(slot, torch.as_tensor(x), targets, level, bin_id, sample_id, score)
 
@@ -233,13 +202,11 @@ class HierarchicalLearner:
         targets = torch.stack([p[1] for p in self._pending])
         levels = torch.tensor([p[2] for p in self._pending])
         first_seen = self._first_seen_of([p[3] for p in self._pending])
-        steps = int(self._updates)
-        self._updates -= steps
         skipped_before = self.nonfinite_steps
-        for _ in range(steps):
+        for _ in range(self.sampler.steps_due()):
             self._train_step(x, targets, levels, first_seen)
         self._settle()
-        if self.nonfinite_steps == skipped_before and not self.config.insert_before_training:
+        if self.nonfinite_steps == skipped_before and not self.policy.insert_before_training:
             for item in self._pending:
                 self._remember(*item)
         self._pending.clear()
@@ -248,49 +215,26 @@ class HierarchicalLearner:
         """The stream count at which each class (global id) appeared: the t_c of FMS."""
         return torch.tensor([self.first_seen[b] for b in bin_ids], dtype=torch.long)
 
-    def _stream_keep_mask(self, first_seen: torch.Tensor) -> torch.Tensor:
-        p = self._stream_share(first_seen)
-        if p is None:
-            return torch.ones(first_seen.numel(), dtype=torch.bool)
-        return torch.rand(p.shape, generator=self.generator) < p
-
-    def _stream_share(self, first_seen: torch.Tensor) -> torch.Tensor | None:
-        """FMS's keep probability of stream samples of classes first seen at ``first_seen``;
-        ``None`` when every stream sample is kept."""
-        if not self.config.flexible_sampling or self.seen <= self.config.stream_batch_size:
-            return None
-        horizon = fms_horizon(self.config.fms_horizon, self.seen)
-        return fms_keep_probability(self.seen, first_seen, self.tree.total_classes, horizon)
+    def _ramp_share(self, bin_ids: torch.Tensor) -> torch.Tensor | None:
+        """FMS's keep probability now of classes ``bin_ids`` (``None``: every sample is kept)."""
+        return self.sampler.share(self.seen, self._first_seen_of(bin_ids.tolist()), self.tree.total_classes)
 
     def _train_step(self, x: torch.Tensor, targets: torch.Tensor, levels: torch.Tensor, first_seen: torch.Tensor) -> None:
         """One gradient step on stream rows (``x`` on the device, the rest on the host) + memory.
         A step whose loss or gradient is not finite changes no weight (see ``_settle``)."""
-        keep = self._stream_keep_mask(first_seen).nonzero().flatten()  # stream rows
-        n_memory = min(self.config.batch_size - keep.numel(), self.memory.size)
-        slots = torch.randperm(self.memory.size, generator=self.generator)[:n_memory]
+        keep, slots = self.sampler.rows(self.seen, first_seen, self.tree.total_classes, self.memory.size,
+                                        self.generator)
         if keep.numel() + slots.numel() == 0:
             return
         mem = self.memory
         batch_x = torch.cat([x[keep.to(self.device, non_blocking=True)], mem.x[slots.to(self.device, non_blocking=True)]])
-        batch_levels = torch.cat([levels[keep], mem.level[slots]])
-        batch_targets = self._supervised(torch.cat([targets[keep], mem.targets[slots]]), batch_levels,
-                                         torch.cat([levels[keep], self._memory_first_levels(slots)]))
-        weights = None
-        if self.config.pseudo_loss_weight > 0:
-            pseudo = torch.cat([torch.full_like(targets[keep], -1), mem.pseudo[slots]])
-            batch_targets, weights = _merge_pseudo(batch_targets, pseudo, self.config.pseudo_loss_weight)
-        if self.config.replay_ancestor_weight != 1.0:
-            replay = torch.cat([torch.ones_like(targets[keep], dtype=torch.float), self._replay_weights(slots)])
-            weights = replay if weights is None else weights * replay
-        inputs = self.prepare(batch_x, train=True)
-        partner = lam = None
-        if self.config.cutmix and self.augments and float(torch.rand(1, generator=self.generator)) < 0.5:
-            with _global_rng_from(self.implicit_rng):  # its Beta distribution takes no generator
-                inputs, partner, lam = cutmix_within_levels(inputs, batch_levels, self.generator)
+        batch_targets, weights = self.supervision.batch(targets[keep], levels[keep], mem, slots, self._ramp_share)
+        inputs = self.augmentation.inputs(prepare_inputs(batch_x, self.is_image, self.device))
+        inputs, partner, lam = self.augmentation.mix(inputs, torch.cat([levels[keep], mem.level[slots]]))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             logits = self.net(inputs)
-        incoming = keep.numel() if self.config.asymmetric_loss else 0
-        loss = per_sample_loss(logits, batch_targets, partner, lam, weights, incoming).sum() / inputs.shape[0]
+        loss = per_sample_loss(logits, batch_targets, partner, lam, weights,
+                               self.supervision.incoming(keep.numel())).sum() / inputs.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nonfinite = self._nonfinite(loss)
@@ -298,20 +242,17 @@ class HierarchicalLearner:
         self.optimizer.step()
         self.steps += 1
         self._unsettled.append((nonfinite, slots))
-        if self.exp_reset is not None:
-            self.exp_reset.stepped()
-        if self.importance is not None:
-            self.importance.record_use(slots)
-            if self.importance.due:
-                self._settle()
-                self._rescore_memory()
+        self.lr_schedule.stepped()
+        if self.policy.record_use(slots):
+            self._settle()
+            self._rescore_memory()
 
     def _nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
         """The numerical guard: 1.0 (on the device) when the loss or any gradient holds a NaN or
         Inf, which must never reach the weights (one bad sample would turn every parameter to NaN,
         for good); the optimizer then skips the step. The gradients are checked by the kernel
-        ``torch.amp.GradScaler`` uses (one pass over all of them, scaled by exactly 1): a gradient
-        norm took 8x as long on the CPU."""
+        ``torch.amp.GradScaler`` uses (one pass over all of them, scaled by exactly 1), much
+        cheaper on the CPU than a gradient norm."""
         found = (~torch.isfinite(loss)).float()
         grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
@@ -344,95 +285,22 @@ class HierarchicalLearner:
         doomed = torch.unique(torch.cat([memory_slots, from_stream]))
         order = mem.remove(doomed)
         self.quarantined += int(doomed.numel())
-        if self.importance is not None:
-            self.importance.reorder(order)
-
-    def _supervised(self, targets: torch.Tensor, levels: torch.Tensor, first_levels: torch.Tensor) -> torch.Tensor:
-        """The targets the loss sees: all known ancestors (``path``) or the own level only,
-        which for a refined memory sample spans the levels it was labelled at
-        (``first_levels`` .. ``levels``)."""
-        if self.config.supervision == "path":
-            return targets
-        depth = torch.arange(1, targets.shape[1] + 1, device=targets.device)
-        own = (depth >= first_levels[:, None]) & (depth <= levels[:, None])
-        return torch.where(own, targets, torch.full_like(targets, -1))
-
-    def _replay_weights(self, slots: torch.Tensor) -> torch.Tensor:
-        """(len(slots), max_depth) loss weights of replayed rows: ``replay_ancestor_weight`` at
-        the levels above the one a sample was labelled at, 1 elsewhere."""
-        mem = self.memory
-        depth = torch.arange(1, mem.targets.shape[1] + 1)
-        above = depth[None, :] < mem.first_level[slots][:, None]
-        return torch.where(above, self.config.replay_ancestor_weight, 1.0)
-
-    def _memory_first_levels(self, slots: torch.Tensor) -> torch.Tensor:
-        """The coarsest level each replayed sample teaches under own-level supervision: level 1
-        with ``replay_supervision="path"``, else the level it was first labelled at; with
-        ``replay_path_after_ramp``, path supervision only once the class is past its FMS ramp."""
-        own = self.memory.first_level[slots]
-        if self.config.replay_supervision != "path":
-            return own
-        if self.config.replay_path_after_ramp:
-            share = self._stream_share(self._first_seen_of(self.memory.bin[slots].tolist()))
-            if share is not None:
-                return torch.where(share < 1, own, 1)
-        return torch.ones_like(slots)
+        self.policy.reorder(order)
 
     def _rescore_memory(self) -> None:
-        """Score the memory slots the importance rule asks for, refreshing their pseudo-labels
-        if enabled."""
-        mem = self.memory
-        slots = self.importance.slots_to_score(mem.size, self.generator)
-        losses = torch.empty(slots.numel(), device=self.device)
+        """The memory policy scores its samples with the network as it is; the learning rate
+        hears how the memory loss moved."""
         self.net.eval()
-        with torch.no_grad():
-            for start in range(0, slots.numel(), SCORING_CHUNK):
-                chunk = slots[start:start + SCORING_CHUNK]
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                    logits = self.net(self.prepare(mem.x[chunk.to(self.device, non_blocking=True)], train=False))
-                targets = self._supervised(mem.targets[chunk], mem.level[chunk], self._memory_first_levels(chunk))
-                weights = None
-                if self.config.pseudo_labels:
-                    targets, weights = _merge_pseudo(targets, mem.pseudo[chunk], 1.0)
-                losses[start:start + chunk.numel()] = per_sample_loss(logits, targets, weights=weights)
-                if self.config.pseudo_labels:
-                    self._assign_pseudo_labels(chunk, logits)
+        delta = self.policy.rescore(self.memory, self.generator, self._memory_logits,
+                                    lambda slots: self.supervision.memory_targets(self.memory, slots, self._ramp_share),
+                                    self.host_tables)
         self.net.train()
-        delta = self.importance.update(mem, slots, losses.cpu())  # the scoring's one host sync
-        if self.adaptive_lr is not None and delta is not None:
-            self.adaptive_lr.report(-delta)
+        self.lr_schedule.memory_loss_changed(delta)
 
-    def _assign_pseudo_labels(self, slots: torch.Tensor, logits: list[torch.Tensor]) -> None:
-        """Confident predictions below a memory sample's labelled level, among its class's
-        descendants only.
-
-        Coarser levels are never pseudo-labelled: the label path names them, and counting a
-        fine sample in a coarse bin would make the coarse bins the fullest for good, so that
-        eviction would strip the memory down to the newest level.
-        """
-        mem = self.memory
-        supervised = self._supervised(mem.targets[slots], mem.level[slots], self._memory_first_levels(slots))
-        own_level = mem.level[slots]
-        own_class = mem.targets[slots].gather(1, (own_level - 1)[:, None]).squeeze(1)
-        for h, level_logits in enumerate(logits):
-            foreign = torch.zeros(level_logits.shape, dtype=torch.bool)
-            for labelled in range(1, h + 1):  # samples labelled at a coarser level than h+1
-                ancestors = self.host_tables.ancestors(h + 1, labelled)
-                foreign |= (own_level == labelled)[:, None] & (ancestors[None, :] != own_class[:, None])
-            scores = level_logits.float().masked_fill(foreign.to(self.device, non_blocking=True), float("-inf"))
-            confidence, prediction = (part.cpu() for part in torch.softmax(scores, dim=1).max(dim=1))
-            eligible = (own_level <= h) & (supervised[:, h] < 0) & (confidence >= self.config.pseudo_threshold)
-            mem.pseudo[slots, h] = torch.where(eligible, prediction, -1)
-            global_ids = self.host_tables.global_ids(h + 1)[prediction]
-            mem.pseudo_bins[slots, h] = torch.where(eligible, global_ids, -1)
-
-    def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
-        inputs = prepare_inputs(x, self.is_image, self.device)
-        if train and self.augments and self.config.augment:
-            inputs = random_crop_flip(inputs, self.generator).contiguous(memory_format=torch.channels_last)
-        if train and not self.is_image and self.config.vector_dropout > 0:
-            inputs = feature_dropout(inputs, self.config.vector_dropout, self.generator)
-        return inputs
+    def _memory_logits(self, slots: torch.Tensor) -> list[torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            return self.net(prepare_inputs(self.memory.x[slots.to(self.device, non_blocking=True)], self.is_image,
+                                           self.device))
 
     # -- prediction -------------------------------------------------------------------------
     def predict_proba(self, x: torch.Tensor, chunk: int = 512) -> list[torch.Tensor]:
@@ -441,8 +309,8 @@ class HierarchicalLearner:
         if not self.net.heads:
             return []
         return level_probabilities(self.net, x, self.is_image, self.config.decode, self.tables.parents(),
-                                   self.use_amp, chunk, self._frozen_discriminant(copy=False),
-                                   self.config.discriminant_weight)
+                                   self.use_amp, chunk, self.expert.frozen(self.host_tables, self.tree.depth, copy=False),
+                                   self.expert.weight)
 
     def predict(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Most probable class index per level, coarsest first."""
@@ -480,8 +348,8 @@ class HierarchicalLearner:
             tree = LabelTree.from_state_dict(self.tree.state_dict())
             parents = TreeTables(tree, self.device).parents()
         return Predictor(self.net, tree, parents, self.input_spec, self.is_image, self.config.decode, self.use_amp,
-                         self.steps, self.config.backbone, self._frozen_discriminant(copy=True),
-                         self.config.discriminant_weight)
+                         self.steps, self.config.backbone,
+                         self.expert.frozen(self.host_tables, self.tree.depth, copy=True), self.expert.weight)
 
     # -- what it is and holds ---------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -490,7 +358,7 @@ class HierarchicalLearner:
         self.net.eval()
         try:
             with torch.no_grad():
-                self.net.backbone(self.prepare(x, train=False))
+                self.net.backbone(prepare_inputs(x, self.is_image, self.device))
         except RuntimeError as err:
             raise ValueError(f"the {self.config.backbone} backbone cannot take features of shape "
                              f"{tuple(x.shape[1:])}: {err}") from None
@@ -516,7 +384,7 @@ class HierarchicalLearner:
             memory_per_level={lv: n for lv, n in enumerate(levels) if lv > 0 and n > 0},
             memory_per_class=tuple(per_class[: self.tree.total_classes]),
             nonfinite_steps=self.nonfinite_steps, quarantined=self.quarantined,
-            discriminant_rejected=0 if self.discriminant is None else self.discriminant.rejected)
+            discriminant_rejected=self.expert.rejected)
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -535,7 +403,7 @@ class HierarchicalLearner:
             "optimizer": self.optimizer.state_dict(),
             "memory": self.memory.state_dict(),
             "first_seen": list(self.first_seen),
-            "counters": {"seen": self.seen, "offered": self.offered, "steps": self.steps, "updates": self._updates,
+            "counters": {"seen": self.seen, "offered": self.offered, "steps": self.steps, "updates": self.sampler.updates,
                          "nonfinite_steps": self.nonfinite_steps, "quarantined": self.quarantined},
             "pending": {
                 "x": torch.stack([torch.as_tensor(p[0]) for p in pending]) if pending else None,
@@ -545,14 +413,8 @@ class HierarchicalLearner:
             "generator": self.generator.get_state(),
             "torch_rng": self.implicit_rng.get_state(),
         }
-        if self.importance is not None:
-            state["importance"] = self.importance.state_dict()
-        if self.adaptive_lr is not None:
-            state["adaptive_lr"] = self.adaptive_lr.state_dict()
-        if self.exp_reset is not None:
-            state["exp_reset"] = self.exp_reset.state_dict()
-        if self.discriminant is not None:
-            state["discriminant"] = self.discriminant.state_dict()
+        for part in (self.policy, self.lr_schedule, self.expert):
+            state.update(part.state_dict())
         return state
 
     @classmethod
@@ -573,7 +435,7 @@ class HierarchicalLearner:
         self.tree = LabelTree.from_state_dict(state["tree"])
         self.tables = TreeTables(self.tree, self.device)
         self.host_tables = TreeTables(self.tree, torch.device("cpu"))
-        with _global_rng_from(self.implicit_rng):  # the saved weights replace these right away
+        with global_rng_from(self.implicit_rng):  # the saved weights replace these right away
             for level, size in enumerate(state["head_sizes"], start=1):
                 grow_head(self.net, self.optimizer, level, size)
         self.net.load_state_dict(state["net"])
@@ -581,33 +443,16 @@ class HierarchicalLearner:
         self.memory.load_state_dict(state["memory"])
         self.first_seen = list(state["first_seen"])
         counters = state["counters"]
-        self.seen, self.offered, self.steps, self._updates = (
+        self.seen, self.offered, self.steps, self.sampler.updates = (
             counters["seen"], counters["offered"], counters["steps"], counters["updates"])
         self.nonfinite_steps = counters.get("nonfinite_steps", 0)  # absent before the numerical guard
         self.quarantined = counters.get("quarantined", 0)
         pending = state["pending"]
         self._pending = [(pending["x"][i], pending["targets"][i], *meta) for i, meta in enumerate(pending["meta"])]
-        if self.importance is not None:
-            self.importance.load_state_dict(state["importance"])
-        if self.adaptive_lr is not None:
-            self.adaptive_lr.load_state_dict(state["adaptive_lr"])
-        if self.exp_reset is not None:
-            self.exp_reset.load_state_dict(state["exp_reset"])
-        if self.discriminant is not None:
-            self.discriminant.load_state_dict(state["discriminant"])
+        for part in (self.policy, self.lr_schedule, self.expert):
+            part.load_state_dict(state)
         self.generator.set_state(state["generator"])
         self.implicit_rng.set_state(state["torch_rng"])
-
-
-@contextmanager
-def _global_rng_from(generator: torch.Generator) -> Iterator[None]:
-    """Run code that draws from torch's global RNG (``nn.Linear``'s initialisation and
-    ``torch.distributions`` take no generator) on ``generator``'s stream instead, and leave the global RNG as it was: the learner
-    never seeds or consumes the process's RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.set_rng_state(generator.get_state())
-        yield
-        generator.set_state(torch.get_rng_state())
 
 
 def _one_param_group(optimizer_state: dict[str, Any]) -> dict[str, Any]:
@@ -629,9 +474,26 @@ def _padded(paths: list[list[int]]) -> torch.Tensor:
     return rows
 
 
-def _merge_pseudo(targets: torch.Tensor, pseudo: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fill unsupervised entries with pseudo-labels; weights are 1 for true, ``weight`` for pseudo."""
-    use_pseudo = (targets < 0) & (pseudo >= 0)
-    merged = torch.where(use_pseudo, pseudo, targets)
-    weights = torch.where(use_pseudo, weight, 1.0).to(torch.float32)
-    return merged, weights
+def _parts(config: LearnerConfig, input_shape: tuple[int, ...], optimizer: torch.optim.Optimizer,
+           generator: torch.Generator, implicit_rng: torch.Generator) -> tuple[
+        ReservoirPolicy | BalancedImportancePolicy, StreamSampler, Supervision, Augmentation, LearningRate,
+        DiscriminantExpert | NoExpert]:
+    """The learner's parts, each built from its own settings (``LearnerConfig``'s parts)."""
+    if config.eviction == "balanced-importance":
+        policy: ReservoirPolicy | BalancedImportancePolicy = BalancedImportancePolicy(
+            config.memory_size, config.importance_period, config.importance_ema, config.importance_probe,
+            config.importance_rule, config.pseudo_labels, config.pseudo_threshold, config.insert_before_training)
+    else:
+        policy = ReservoirPolicy(config.insert_before_training)
+    sampler = StreamSampler(config.batch_size, config.online_iter, config.flexible_sampling, config.fms_horizon)
+    supervision = Supervision(config.supervision, config.replay_supervision, config.replay_ancestor_weight,
+                              config.replay_path_after_ramp, config.pseudo_loss_weight, config.asymmetric_loss)
+    augmentation = Augmentation(input_shape, config.augmentation, config.augment, config.cutmix, config.vector_dropout,
+                                generator, implicit_rng)
+    lr_schedule = LearningRate(optimizer, config.lr, config.adaptive_lr, config.adaptive_lr_period,
+                               config.adaptive_lr_sliding, config.exp_reset_gamma)
+    expert: DiscriminantExpert | NoExpert = NoExpert()
+    if config.discriminant_weight > 0:
+        expert = DiscriminantExpert(input_shape, config.discriminant_weight, config.discriminant_shrinkage,
+                                    config.discriminant_normalise, config.discriminant_decode, config.seed)
+    return policy, sampler, supervision, augmentation, lr_schedule, expert

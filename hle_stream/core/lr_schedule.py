@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from hle_stream.core.adaptive_lr import AdaptiveLR
+
 
 class ExpResetLR:
     def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, gamma: float) -> None:
@@ -39,3 +41,37 @@ class ExpResetLR:
     def load_state_dict(self, state: dict) -> None:
         self.lr = state["lr"]
         self._apply()
+
+
+class LearningRate:
+    """The learning-rate part: CLIB's adaptive rate (moved by the memory loss's changes), the
+    released baselines' decay-and-reset, or a constant rate; the learner calls its hooks."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, adaptive: bool, adaptive_period: int,
+                 adaptive_sliding: bool, exp_reset_gamma: float | None) -> None:
+        self.adaptive = AdaptiveLR(optimizer, base_lr, period=adaptive_period, sliding=adaptive_sliding) \
+            if adaptive else None
+        self.exp_reset = ExpResetLR(optimizer, base_lr, exp_reset_gamma) if exp_reset_gamma is not None else None
+
+    def new_class(self) -> None:
+        if self.exp_reset is not None:
+            self.exp_reset.new_class()
+
+    def stepped(self) -> None:
+        if self.exp_reset is not None:
+            self.exp_reset.stepped()
+
+    def memory_loss_changed(self, delta: float | None) -> None:
+        """An importance scoring's change of the memory loss (``None``: nothing to compare yet)."""
+        if self.adaptive is not None and delta is not None:
+            self.adaptive.report(-delta)
+
+    def state_dict(self) -> dict:
+        parts = {"adaptive_lr": self.adaptive, "exp_reset": self.exp_reset}
+        return {key: part.state_dict() for key, part in parts.items() if part is not None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.adaptive is not None:
+            self.adaptive.load_state_dict(state["adaptive_lr"])
+        if self.exp_reset is not None:
+            self.exp_reset.load_state_dict(state["exp_reset"])
