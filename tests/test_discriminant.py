@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hle_stream.core.discriminant import MAX_FEATURES, LinearDiscriminant, Projection, StreamingDiscriminant
+from hle_stream.core.experts import NoExpert
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.methods import DEFAULT_METHOD, resolve_name
 from hle_stream.core.predictor import Predictor
@@ -67,7 +68,7 @@ def _learner(small_config, shape=(6,), method=METHOD):
 def test_a_method_without_the_discriminant_has_none(small_config):
     learner = HierarchicalLearner(resolve_name("pl-fms-ancestor-hint-after-ramp-colour-aug", small_config), (6,),
                                   torch.float32)
-    assert learner.discriminant is None and "discriminant" not in learner.state_dict()
+    assert isinstance(learner.expert, NoExpert) and "discriminant" not in learner.state_dict()
 
 
 @pytest.mark.parametrize("method", [METHOD, FLAT_METHOD])
@@ -86,7 +87,7 @@ def test_the_discriminant_moves_a_prediction_toward_the_class_whose_mean_is_near
     learner = HierarchicalLearner(resolve_name(METHOD, small_config), (2,), torch.float32)
     far = torch.tensor([[10.0, 0.0], [-10.0, 0.0]])
     learner.observe(far.repeat(4, 1), ["a", "b"] * 4)
-    lda = learner.discriminant.frozen([torch.tensor([0, 1])]).log_probabilities(far)[0].exp()
+    lda = learner.expert.model.frozen([torch.tensor([0, 1])]).log_probabilities(far)[0].exp()
     assert lda[0, 0] > 0.99 and lda[1, 1] > 0.99
     net_alone = learner.predictor()
     net_alone.discriminant = None
@@ -100,9 +101,10 @@ def test_a_relabelled_memory_sample_gives_its_new_finer_class_a_mean(small_confi
     x = learner.memory.x[slot].clone()
     assert learner.relabel(0, "a/w")
     gid = learner.tree.global_id("a/w")
-    assert learner.discriminant.counts[gid].item() == 1
-    assert torch.allclose(learner.discriminant.sums[gid].float(), learner.discriminant.features(x[None])[0])
-    assert learner.discriminant.counts[learner.tree.global_id("a")].item() == 12  # not counted twice
+    model = learner.expert.model
+    assert model.counts[gid].item() == 1
+    assert torch.allclose(model.sums[gid].float(), model.features(x[None])[0])
+    assert model.counts[learner.tree.global_id("a")].item() == 12  # not counted twice
 
 
 def test_an_absurd_row_is_left_out_of_the_means_and_counted_and_predictions_stay_finite():
@@ -134,7 +136,7 @@ def test_on_unit_rows_an_absurd_event_is_one_more_direction_and_predictions_stay
     learner = _learner(small_config)
     learner.observe(torch.full((2, 6), 1e20), ["a", "b"])
     assert learner.stats().discriminant_rejected == 0
-    assert torch.isfinite(learner.discriminant.sums).all()
+    assert torch.isfinite(learner.expert.model.sums).all()
     assert all(torch.isfinite(p).all() for p in learner.predict_proba(torch.randn(3, 6)))
 
 

@@ -133,8 +133,10 @@ def test_a_replayed_sample_teaches_its_ancestors_at_the_configured_weight(small_
     learner = HierarchicalLearner(resolve_name("pl-fms-ancestor-hint", small_config), (4,), torch.float32)
     learner.observe(torch.randn(3, 4), ["a", "a/b", "a/b/c"], ids=[1, 2, 3])  # remembered, not trained yet
     learner.memory.first_level[2] = 2  # "a/b/c" refined from "a/b": it teaches level 2 at full weight
-    weights = learner._replay_weights(torch.arange(3))[:, :3]
-    assert torch.equal(weights, torch.tensor([[1.0, 1.0, 1.0], [0.1, 1.0, 1.0], [0.1, 1.0, 1.0]]))
+    no_stream = torch.empty(0, learner.memory.targets.shape[1], dtype=torch.long)
+    _, weights = learner.supervision.batch(no_stream, torch.empty(0, dtype=torch.long), learner.memory,
+                                           torch.arange(3), lambda bins: None)
+    assert torch.equal(weights[:, :3], torch.tensor([[1.0, 1.0, 1.0], [0.1, 1.0, 1.0], [0.1, 1.0, 1.0]]))
 
 
 def test_a_replayed_sample_of_a_class_in_its_fms_ramp_teaches_its_own_level_only(small_config):
@@ -145,10 +147,15 @@ def test_a_replayed_sample_of_a_class_in_its_fms_ramp_teaches_its_own_level_only
     ramped = HierarchicalLearner(resolve_name("pl-fms-replay-path-after-ramp", config), (4,), torch.float32)
     ramped.observe(x, labels, train=False)
     # at t=11 with 4 classes: a/x's stream share (11-0)*4/10 >= 1, b/y's (11-10)*4/10 = 0.4
-    assert ramped._memory_first_levels(slots).tolist() == [1, 2]
+    assert _first_levels(ramped, slots) == [1, 2]
     always = HierarchicalLearner(resolve_name("pl-fms-replay-path", config), (4,), torch.float32)
     always.observe(x, labels, train=False)
-    assert always._memory_first_levels(slots).tolist() == [1, 1]
+    assert _first_levels(always, slots) == [1, 1]
+
+
+def _first_levels(learner: HierarchicalLearner, slots: torch.Tensor) -> list[int]:
+    """The coarsest level each replayed memory slot teaches now."""
+    return learner.supervision.memory_first_levels(learner.memory, slots, learner._ramp_share).tolist()
 
 
 @pytest.mark.parametrize("augmentation, shape, augments", [
@@ -157,19 +164,18 @@ def test_a_replayed_sample_of_a_class_in_its_fms_ramp_teaches_its_own_level_only
 ])
 def test_augmentation_applies_to_the_inputs_its_policy_names(small_config, augmentation, shape, augments):
     learner = HierarchicalLearner(small_config.with_(augmentation=augmentation), shape, torch.float32)
-    assert learner.augments is augments
+    assert learner.augmentation.crop_flip is learner.augmentation.cutmix is augments
     x = torch.rand(4, *shape)
-    assert torch.equal(learner.prepare(x, train=True), learner.prepare(x, train=False)) is not augments
+    assert torch.equal(learner.augmentation.inputs(x), x) is not augments
 
 
 def test_feature_dropout_zeroes_about_that_share_of_a_vectors_features_in_training_only(small_config):
     learner = HierarchicalLearner(small_config.with_(vector_dropout=0.5), (400,), torch.float32)
     x = torch.rand(50, 400) + 1.0  # no feature is zero before
-    trained = learner.prepare(x, train=True)
+    trained = learner.augmentation.inputs(x)
     dropped = trained == 0
     assert 0.45 < dropped.float().mean() < 0.55  # 20,000 draws: 0.5 ± 0.01 (one std 0.0035)
     torch.testing.assert_close(trained[~dropped], 2.0 * x[~dropped])  # the kept ones carry the dropped ones' share
-    assert torch.equal(learner.prepare(x, train=False), x)  # predictions see every feature
     images = HierarchicalLearner(small_config.with_(vector_dropout=0.5, augment=False), (1, 8, 8), torch.float32)
     picture = torch.rand(4, 1, 8, 8)
-    assert torch.equal(images.prepare(picture, train=True), images.prepare(picture, train=False))  # vectors only
+    assert torch.equal(images.augmentation.inputs(picture), picture)  # vectors only

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hle_stream.core.learner import HierarchicalLearner, IncompatibleStateError
-from hle_stream.core.methods import resolve_name
+from hle_stream.core.methods import method_config, resolve_name
 from hle_stream.service.checkpoint import decode, encode
 
 
@@ -53,8 +53,8 @@ def test_a_restored_learner_predicts_and_trains_exactly_like_one_that_never_stop
     _assert_both_learn_alike(original, restored, later, probe)
     assert torch.equal(original.memory.importance, restored.memory.importance)
     assert torch.equal(original.memory.fresh, restored.memory.fresh)
-    if original.importance is not None:
-        assert torch.equal(original.importance.probe, restored.importance.probe)
+    if hasattr(original.policy, "importance"):
+        assert torch.equal(original.policy.importance.probe, restored.policy.importance.probe)
     assert restored.tree.state_dict() == original.tree.state_dict()
     assert original.optimizer.param_groups[0]["lr"] == restored.optimizer.param_groups[0]["lr"]
 
@@ -114,3 +114,31 @@ def test_the_learner_draws_only_from_its_own_generators(small_config):
     second.observe(x, _labels(40))
     for p, q in zip(first.predict_proba(x), second.predict_proba(x)):
         assert torch.equal(p, q)
+
+
+def _tensors_equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_tensors_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize(("method", "options"), [
+    ("pl-fms", dict(pseudo_labels=True)),  # the balanced memory with importance and pseudo-labels, adaptive LR
+    ("hle", {}),  # supervision, augmentation, sampler and the discriminant expert
+    ("er-paper", {}),  # the reservoir memory and the decaying learning rate
+])
+def test_every_part_of_the_learner_keeps_its_state_through_a_checkpoint(small_config, method, options):
+    config = method_config(method, small_config.with_(memory_size=12, importance_probe=4), options)
+    torch.manual_seed(0)
+    original = HierarchicalLearner(config, (6,), torch.float32)
+    original.observe(torch.randn(45, 6), _labels(45))
+    restored = HierarchicalLearner.from_state_dict(_through_bytes(original.state_dict()))
+    for part in ("policy", "lr_schedule", "expert"):
+        saved = getattr(original, part).state_dict()
+        assert _tensors_equal(saved, getattr(restored, part).state_dict()), part
+    assert any(getattr(original, part).state_dict() for part in ("policy", "lr_schedule", "expert"))
+    assert restored.sampler.updates == original.sampler.updates

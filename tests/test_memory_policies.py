@@ -83,7 +83,7 @@ def test_a_relabelled_sample_changes_bin_and_is_supervised_from_its_first_level_
     slot = memory.slot_of(11)
     assert (int(memory.first_level[slot]), int(memory.level[slot])) == (1, 3)
     assert int(memory.bin[slot]) == learner.tree.global_id("a/x/y")
-    supervised = learner._supervised(memory.targets[:4], memory.level[:4], memory.first_level[:4])
+    supervised = learner.supervision.targets(memory.targets[:4], memory.level[:4], memory.first_level[:4])
     assert (supervised[slot, :3] >= 0).all()  # a, a/x and a/x/y all taught
     others = [s for s in range(4) if s != slot]
     assert (supervised[others, 0] >= 0).all() and (supervised[others, 1:] < 0).all()  # own level only

@@ -23,6 +23,7 @@ from hle_stream.core.methods import (
     LearnerOptionError,
     canonical,
     equivalent,
+    options_by_part,
     parse_assignment,
     resolve,
     resolve_name,
@@ -138,7 +139,7 @@ def test_options_are_read_by_name_with_their_type(text, value):
     ("vector_dropot=0", "unknown learner option 'vector_dropot'; did you mean vector_dropout?"),
     ("eviction=fifo", "eviction='fifo': expected reservoir, balanced-importance"),
     ("batch_size=2.5", "batch_size='2.5': expected int"),
-    ("cutmix=perhaps", "cutmix='perhaps': expected true | false"),
+    ("cutmix=perhaps", "cutmix='perhaps': expected true or false"),
     ("vector_dropout", "expected KEY=VALUE"),
 ])
 def test_a_bad_option_is_one_line_naming_the_key_and_what_it_takes(text, message):
@@ -193,3 +194,12 @@ def _in_memory_run(checkpoint_dir: Path, method: str = "hle", overrides: dict | 
     config = DaemonConfig(checkpoint_dir=checkpoint_dir, http_port=None, metrics=False, max_events=24,
                           processing=processing)
     return Daemon(config, lambda resume, dropped: (MemorySource("hle-events", [values], resume=resume), ListSink()))
+
+
+def test_the_method_doc_lists_every_option_with_its_default_and_every_former_name():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "method.md").read_text()
+    for part in options_by_part().values():
+        for option in part:
+            assert f"| `{option['name']}` | {option['type']} | `{option['default']}` | {option['help']} |" in doc
+    for name in FORMER_NAMES:
+        assert f"| `{name}` | `{equivalent(name)}` |" in doc

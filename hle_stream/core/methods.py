@@ -175,10 +175,10 @@ def allowed_values(key: str) -> tuple[Any, ...]:
 def describe_type(key: str) -> str:
     kind = _field_type(key)
     if typing.get_origin(kind) is Literal:
-        return " | ".join(map(str, typing.get_args(kind)))
+        return ", ".join(map(str, typing.get_args(kind)))
     args = [a for a in typing.get_args(kind) if a is not type(None)]
-    names = ["true | false" if a is bool else getattr(a, "__name__", str(a)) for a in (args or [kind])]
-    return " | ".join(names + (["none"] if args else []))
+    names = ["true or false" if a is bool else getattr(a, "__name__", str(a)) for a in (args or [kind])]
+    return " or ".join(names + (["none"] if args else []))
 
 
 def format_value(value: Any) -> str:
