@@ -369,10 +369,47 @@ def demo(
         raise typer.BadParameter(f"unknown scenario {scenario}; choose from {', '.join(SCENARIOS)}")
     overrides = _learner_option_pairs(learner)
     _check_method(method, overrides)
-    dataset_folder(dataset, data_root)
+    _find_or_fetch(dataset, data_root)
     run_demo(DemoSettings(dataset, scenario, method, seed, events, report_every_seconds, data_root, picture,
                           with_prometheus, tuple(overrides.items())),
              say=lambda line: typer.echo(line))
+
+
+def _find_or_fetch(dataset: str, data_root: Optional[Path]) -> None:
+    """The demo's data: found where ``dataset_folder`` looks, else fetched from its publisher when
+    the network allows (one line saying both ways to get it when it does not)."""
+    from hle_stream.eval.datasets import DatasetUnavailable
+    from hle_stream.eval.datasets.sources import SOURCES, FetchError, data_cache, fetch
+    from hle_stream.user_errors import UserError
+
+    try:
+        dataset_folder(dataset, data_root)
+    except DatasetUnavailable as missing:
+        if dataset not in SOURCES:
+            raise
+        console.print(f"{dataset} is not on this machine: fetching it into {data_cache()} …")
+        try:
+            fetch(dataset, timeout=20.0)
+        except FetchError as err:
+            raise UserError(f"{err}. {missing}") from None
+
+
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="The built-in datasets: fetch one from its publisher into the user cache.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="fashion-mnist.")],
+    url: Annotated[Optional[str], typer.Option(help="A mirror's folder of the files (default: the publisher's).")] = None,
+) -> None:
+    """Download a dataset into the user cache (~/.cache/hle-stream/data, or HLE_CACHE_DIR/data),
+    checked against the publisher's checksums; a complete copy already there is kept."""
+    from hle_stream.eval.datasets.sources import fetch
+
+    folder = fetch(name, url)
+    console.print(f"{name}: {folder}")
 
 
 @app.command()

@@ -3,13 +3,15 @@
 
 Exit codes: 0 done; 1 a bug in hle-stream (traceback); 2 a mistake in the command, its files or
 its settings, or a start refused (bad checkpoint, port in use); 3 the daemon stopped without its
-final checkpoint; 4 a dependency is unreachable (no Kafka broker answers).
+final checkpoint; 4 a dependency is unreachable (no Kafka broker answers, a dataset cannot be
+downloaded).
 """
 
 from __future__ import annotations
 
 from connectors.kafka_io import BrokerUnreachable
 from hle_stream.eval.datasets import DatasetFormatError, DatasetUnavailable
+from hle_stream.eval.datasets.sources import FetchError
 
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 4
@@ -27,7 +29,7 @@ def one_line(err: BaseException) -> tuple[str, int] | None:
     """The line and exit code for an error a user can fix; ``None`` for anything else (a bug)."""
     if isinstance(err, UserError):
         return str(err), err.exit_code
-    if isinstance(err, BrokerUnreachable):
+    if isinstance(err, (BrokerUnreachable, FetchError)):
         return str(err), EXIT_UNREACHABLE
     if isinstance(err, (DatasetUnavailable, DatasetFormatError)):
         return str(err), EXIT_USAGE

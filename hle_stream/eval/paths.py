@@ -1,4 +1,4 @@
-"""Where data lives: the shared datasets beside the repository, and a cache for features."""
+"""Where the repository is, and the cache for downloaded datasets and derived features."""
 
 from __future__ import annotations
 
@@ -6,11 +6,6 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def default_data_root() -> Path:
-    """``$HLE_DATA_ROOT`` if set, else ``../shared/data`` relative to the repository root."""
-    return Path(os.environ.get("HLE_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
 
 
 def default_cache_dir() -> Path:

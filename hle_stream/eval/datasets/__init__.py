@@ -10,7 +10,8 @@ from hle_stream.eval.datasets.fashion_mnist import load_fashion_mnist
 from hle_stream.eval.datasets.newsgroups import load_newsgroups
 from hle_stream.eval.datasets.synthetic import make_synthetic, make_synthetic_deep
 from hle_stream.eval.datasets.user_npz import DatasetFormatError, load_npz, save_npz
-from hle_stream.eval.paths import default_cache_dir, default_data_root
+from hle_stream.eval.datasets.sources import missing_message, search_roots
+from hle_stream.eval.paths import default_cache_dir
 
 DATASETS = ("fashion-mnist", "20news", "synthetic", "synthetic-deep", "cifar100")
 
@@ -26,19 +27,18 @@ class DatasetUnavailable(FileNotFoundError):
 
 
 def dataset_folder(name: str, data_root: Path | None = None) -> Path | None:
-    """Where built-in dataset ``name`` is read from (``None``: it needs no files); raises
-    ``DatasetUnavailable`` for an unknown name or a folder that is not there, before anything
-    slow happens."""
+    """Where built-in dataset ``name`` is read from (``None``: it needs no files): the first of
+    ``search_roots`` that holds its folder. Raises ``DatasetUnavailable`` for an unknown name or
+    a dataset found nowhere (the message says how to get it), before anything slow happens."""
     if name not in DATASETS:
         raise DatasetUnavailable(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)} or give an .npz")
     if name not in FOLDERS:
         return None
-    root = Path(data_root) if data_root else default_data_root()
-    folder = root / FOLDERS[name]
-    if not folder.is_dir():
-        raise DatasetUnavailable(f"the {name} dataset is not in {folder}; point --data-root (or HLE_DATA_ROOT) "
-                                 f"at the folder that holds {FOLDERS[name].parts[0]}/")
-    return folder
+    roots = search_roots(data_root)
+    for root in roots:
+        if (root / FOLDERS[name]).is_dir():
+            return root / FOLDERS[name]
+    raise DatasetUnavailable(missing_message(name, FOLDERS[name], roots))
 
 
 def load_dataset(
