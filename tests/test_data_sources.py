@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hle_stream.eval.datasets import DatasetUnavailable, dataset_folder
-from hle_stream.eval.datasets import sources
+from hle_stream.eval.datasets import DatasetUnavailable, dataset_folder, sources
 from hle_stream.eval.datasets.sources import SOURCES
 
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")

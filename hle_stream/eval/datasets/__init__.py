@@ -8,9 +8,9 @@ from hle_stream.eval.datasets.base import HierarchicalDataset
 from hle_stream.eval.datasets.cifar100 import load_cifar100
 from hle_stream.eval.datasets.fashion_mnist import load_fashion_mnist
 from hle_stream.eval.datasets.newsgroups import load_newsgroups
+from hle_stream.eval.datasets.sources import missing_message, search_roots
 from hle_stream.eval.datasets.synthetic import make_synthetic, make_synthetic_deep
 from hle_stream.eval.datasets.user_npz import DatasetFormatError, load_npz, save_npz
-from hle_stream.eval.datasets.sources import missing_message, search_roots
 from hle_stream.eval.paths import default_cache_dir
 
 DATASETS = ("fashion-mnist", "20news", "synthetic", "synthetic-deep", "cifar100")
