@@ -88,8 +88,7 @@ class Resolved:
 FIELDS = {f.name: f for f in fields(LearnerConfig)}
 
 
-def resolve(method: str, overrides: Mapping[str, Any] | None = None, base: LearnerConfig | None = None,
-            overrides_source: str = "--learner") -> Resolved:
+def resolve(method: str, overrides: Mapping[str, Any] | None = None, base: LearnerConfig | None = None) -> Resolved:
     """``base`` (defaults: the regime, e.g. a bench preset's memory) with method ``method``'s preset
     and then ``overrides`` applied, checked. Raises ``LearnerOptionError``."""
     if method not in PRESETS:
@@ -100,7 +99,7 @@ def resolve(method: str, overrides: Mapping[str, Any] | None = None, base: Learn
     preset = PRESETS[method]
     checked = {key: parse_option(key, value) for key, value in (overrides or {}).items()}
     sources.update({key: f"method {method}" for key in preset})
-    sources.update({key: overrides_source for key in checked})
+    sources.update({key: "--learner" for key in checked})
     config = base.with_(**{**preset, **checked})
     check_parts(config, set(checked))
     return Resolved(config, sources)
