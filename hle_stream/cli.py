@@ -248,8 +248,8 @@ def run(
     from hle_stream.service.settings import OPTIONS, SettingsError, build, render
 
     values = {option: ctx.params[option] for option in OPTIONS}
-    file_table = ctx.meta.get(LEARNER_TABLE, {})
-    values["learner"] = {**file_table, **_learner_option_pairs(learner)}
+    file_table, by_name = ctx.meta.get(LEARNER_TABLE, {}), _learner_option_pairs(learner)
+    values["learner"] = {**file_table, **by_name}
     try:
         settings, daemon_config = build(values)
     except SettingsError as err:
@@ -258,7 +258,7 @@ def run(
         names = {"COMMANDLINE": "command line", "ENVIRONMENT": "environment", "DEFAULT_MAP": f"config file {config}"}
         sources = {o: names.get(getattr(ctx.get_parameter_source(o), "name", ""), "default") for o in OPTIONS}
         learner_sources = {key: f"config file {config} [learner]" for key in file_table}
-        learner_sources.update({key: f"--learner ({sources['learner']})" for key in _learner_option_pairs(learner)})
+        learner_sources.update({key: f"--learner ({sources['learner']})" for key in by_name})
         typer.echo(render(values, sources, daemon_config.processing, learner_sources))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
