@@ -6,7 +6,7 @@ discriminant is off, so the learner calls the same hooks either way."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -28,13 +28,16 @@ class DiscriminantExpert:
         """Samples left out of the statistics as outliers."""
         return self.model.rejected
 
-    def learn(self, x: torch.Tensor, own: torch.Tensor, paths: torch.Tensor, total_classes: int) -> None:
-        """Stream samples ``x`` of global classes ``own`` with label paths ``paths`` (padded)."""
-        self.model.update(self._features(x), own, paths, total_classes)
+    def learn(self, x: torch.Tensor, labels: Sequence[str], path_of: Callable[[str], list[int]],
+              total_classes: int) -> None:
+        """Stream samples ``x`` with label paths ``labels`` (``path_of``: a label's global class
+        ids, coarsest first)."""
+        paths = [path_of(label) for label in labels]
+        self.model.update(self._features(x), torch.tensor([path[-1] for path in paths]), _padded(paths), total_classes)
 
-    def add(self, x: torch.Tensor, paths: torch.Tensor) -> None:
-        """Count samples toward the means of ``paths`` only (a refined memory sample)."""
-        self.model.add(self._features(x), paths)
+    def add(self, x: torch.Tensor, classes: list[int]) -> None:
+        """Count one sample toward the means of ``classes`` only (a refined memory sample)."""
+        self.model.add(self._features(x), _padded([classes]))
 
     def frozen(self, tables: TreeTables, depth: int, copy: bool) -> LinearDiscriminant:
         """The expert as it stands, for the classes of each of ``depth`` levels."""
@@ -58,10 +61,11 @@ class NoExpert:
     weight = 0.0
     rejected = 0
 
-    def learn(self, x: torch.Tensor, own: torch.Tensor, paths: torch.Tensor, total_classes: int) -> None:
+    def learn(self, x: torch.Tensor, labels: Sequence[str], path_of: Callable[[str], list[int]],
+              total_classes: int) -> None:
         pass
 
-    def add(self, x: torch.Tensor, paths: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, classes: list[int]) -> None:
         pass
 
     def frozen(self, tables: TreeTables, depth: int, copy: bool) -> None:
@@ -72,3 +76,11 @@ class NoExpert:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def _padded(paths: list[list[int]]) -> torch.Tensor:
+    """Lists of class ids as one tensor, each row padded with -1."""
+    rows = torch.full((len(paths), max((len(p) for p in paths), default=0)), -1, dtype=torch.long)
+    for i, path in enumerate(paths):
+        rows[i, : len(path)] = torch.tensor(path, dtype=torch.long)
+    return rows

@@ -152,8 +152,7 @@ class HierarchicalLearner:
             if len(self._pending) >= self.sampler.stream_batch_size:
                 self._train_on_pending()
         if labels:
-            paths = [self._global_path(label) for label in labels]
-            self.expert.learn(x, torch.tensor([path[-1] for path in paths]), _padded(paths), self.tree.total_classes)
+            self.expert.learn(x, labels, self._global_path, self.tree.total_classes)
 
     def relabel(self, sample_id: int, label: str) -> bool:
         """A finer label for a sample learned earlier (``sample_id`` as given to ``observe``, or
@@ -169,7 +168,7 @@ class HierarchicalLearner:
         targets, level, bin_id = self._encode(label)
         # the sample now also stands for its finer classes
         old = {self.tree.global_id_of(h + 1, int(t)) for h, t in enumerate(self.memory.targets[slot]) if t >= 0}
-        self.expert.add(self.memory.x[slot:slot + 1], _padded([[c for c in self._global_path(label) if c not in old]]))
+        self.expert.add(self.memory.x[slot:slot + 1], [c for c in self._global_path(label) if c not in old])
         self.memory.relabel(slot, targets, level, bin_id)
         return True
 
@@ -464,14 +463,6 @@ def _one_param_group(optimizer_state: dict[str, Any]) -> dict[str, Any]:
         return optimizer_state
     merged = {**groups[0], "params": [index for group in groups for index in group["params"]]}
     return {**optimizer_state, "param_groups": [merged]}
-
-
-def _padded(paths: list[list[int]]) -> torch.Tensor:
-    """Lists of class ids as one tensor, each row padded with -1."""
-    rows = torch.full((len(paths), max((len(p) for p in paths), default=0)), -1, dtype=torch.long)
-    for i, path in enumerate(paths):
-        rows[i, : len(path)] = torch.tensor(path, dtype=torch.long)
-    return rows
 
 
 def _parts(config: LearnerConfig, input_shape: tuple[int, ...], optimizer: torch.optim.Optimizer,
