@@ -14,7 +14,7 @@ RUN pip install "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.
 COPY pyproject.toml README.md ./
 COPY hle_stream ./hle_stream
 COPY connectors ./connectors
-RUN pip install .
+RUN pip install ".[s3]"
 
 RUN useradd --create-home --uid 10001 hle \
     && mkdir -p /var/lib/hle-stream \

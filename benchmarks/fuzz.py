@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from connectors.memory import ListSink, RawRecord
+from hle_stream.contract import EventError, parse_event  # noqa: E402
 from hle_stream.core.config import LearnerConfig  # noqa: E402
-from hle_stream.service.events import EventError, parse_event  # noqa: E402
 from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig  # noqa: E402
 
 DIM = 8

@@ -28,13 +28,13 @@ import torch
 from connectors.broker import LocalBroker, free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
+from hle_stream.contract import parse_event
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.methods import method_config
 from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.producer_sim import produce, simulated_events
 from hle_stream.service.daemon import DaemonConfig
-from hle_stream.service.events import parse_event
 from hle_stream.service.kafka_daemon import KafkaDaemon
 from hle_stream.service.processing import ProcessingConfig
 

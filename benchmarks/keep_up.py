@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import repo_root  # noqa: F401  (tests.support is importable after it)
 import torch
 from kafka_path import in_process  # this folder is on sys.path when the script runs
 
@@ -38,10 +39,10 @@ from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.core.config import LearnerConfig
 from hle_stream.eval.datasets import load_dataset
-from hle_stream.eval.evaluation import PrequentialAccuracy
-from hle_stream.eval.fault_injection import EXE
 from hle_stream.eval.producer_sim import produce, simulated_events
+from hle_stream.metrics.prequential import PrequentialAccuracy
 from hle_stream.service.checkpoint import decode
+from tests.support.fault_injection import EXE
 
 
 def stream_of(events: list[dict], count: int) -> list[dict]:

@@ -22,12 +22,12 @@ import json
 import torch
 
 from connectors.memory import ListSink, RawRecord
+from hle_stream.contract import encode_features
 from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.bench.runner import RunSpec, fms_horizon_for, prepare_stream, run_benchmark
 from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.evaluation import AnytimeEvaluator
 from hle_stream.eval.streams import stratified_subsample
-from hle_stream.service.events import encode_features
 from hle_stream.service.processing import REFINEMENTS, MicroBatchProcessor, ProcessingConfig
 
 

@@ -1,5 +1,5 @@
 """Fault injection against the real daemon and a real broker; prints what each fault cost (the
-scenarios are ``hle_stream.eval.fault_injection``; ``tests/test_reliability.py`` asserts on them):
+scenarios are ``tests.support.fault_injection``; ``tests/test_reliability.py`` asserts on them):
 
     python benchmarks/reliability.py --events 20000 --kills 10 --malformed-per-kind 600
 """
@@ -11,8 +11,10 @@ import json
 import shutil
 from pathlib import Path
 
+import repo_root  # noqa: F401  (tests.support is importable after it)
+
 from connectors.broker import LocalBroker
-from hle_stream.eval.fault_injection import (
+from tests.support.fault_injection import (
     adversarial_run,
     checkpoint_figures,
     kill_run,

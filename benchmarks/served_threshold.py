@@ -2,7 +2,7 @@
 
 The daemon serves each event a coarse-to-fine path that stops at the first level below its
 confidence threshold; with ``--target-precision`` that threshold follows the labels so that the
-served nodes are that precise (``hle_stream.service.served_threshold``). This script feeds a
+served nodes are that precise (``hle_stream.metrics.served_threshold``). This script feeds a
 dataset's simulated stream (the producer simulation's events, HLE order, every event labelled)
 through ``MicroBatchProcessor`` in the daemon's micro-batches (what the daemon runs between a
 poll and a checkpoint; no Kafka), with the daemon's default learner, once per target, and prints
@@ -27,7 +27,7 @@ from hle_stream.core.config import LearnerConfig
 from hle_stream.core.methods import DEFAULT_METHOD
 from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.producer_sim import simulated_events
-from hle_stream.eval.served_paths import ServedPathQuality
+from hle_stream.metrics.served_paths import ServedPathQuality
 from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
 
 

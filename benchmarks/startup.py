@@ -21,12 +21,13 @@ import tempfile
 import time
 import urllib.request
 
+import repo_root  # noqa: F401  (tests.support is importable after it)
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from connectors.broker import LocalBroker, free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
-from hle_stream.eval.fault_injection import EXE
+from tests.support.fault_injection import EXE
 
 COMMANDS = ["bench", "export-npz", "run", "serve", "demo", "broker", "produce", "tail"]
 

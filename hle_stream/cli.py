@@ -61,7 +61,7 @@ def _check_method(method: str, overrides: dict[str, object]) -> None:
 @app.command()
 def bench(
     dataset: Annotated[Optional[str], typer.Option(help=f"Built-in dataset: {', '.join(DATASETS)}.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Your own dataset as .npz (x, label[, split]); see README.", exists=True, dir_okay=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Your own dataset as .npz (x, label[, split]); see docs/events.md.", exists=True, dir_okay=False)] = None,
     scenario: Annotated[str, typer.Option(help=f"Comma-separated HLE scenarios: {', '.join(SCENARIOS)}.")] = "multi-depth",
     methods: Annotated[str, typer.Option(help=f"Comma-separated methods ({', '.join(METHODS)}) or names of --ablations specs.")] = f"er,{DEFAULT_METHOD}",
     learner: Annotated[Optional[list[str]], typer.Option(help=LEARNER_HELP + " Applies to every method of the run.")] = None,
@@ -195,7 +195,7 @@ def run(
     dedupe_window: Annotated[int, typer.Option(help="A record whose id is among this many latest ids with features is dead-lettered (duplicate_id); 0: off.", envvar="HLE_DEDUPE_WINDOW", min=0)] = 100_000,
     join_window: Annotated[int, typer.Option(help="Keep the features of this many latest events for a label event ({\"id\", \"label\"} without features) that comes later, or refines the label; 0: no label events (such a record is dead-lettered as missing_field).", envvar="HLE_JOIN_WINDOW", min=0)] = 10_000,
     join_max_age_seconds: Annotated[float, typer.Option(help="... and for at most this long; a later label is dead-lettered as label_expired.", envvar="HLE_JOIN_MAX_AGE_SECONDS", min=0.0)] = 3600.0,
-    refinements: Annotated[str, typer.Option(help="A finer label for an event learned earlier (a, then a/b): relearn (learn the sample again at its new label; its coarse copy in the replay memory stays) or upgrade (change the copy in the replay memory in place; costs the coarse level, see README).", envvar="HLE_REFINEMENTS")] = "relearn",
+    refinements: Annotated[str, typer.Option(help="A finer label for an event learned earlier (a, then a/b): relearn (learn the sample again at its new label; its coarse copy in the replay memory stays) or upgrade (change the copy in the replay memory in place; costs the coarse level, see docs/events.md).", envvar="HLE_REFINEMENTS")] = "relearn",
     max_output_bytes: Annotated[int, typer.Option(help="Every record written fits this (keep it at or below the output topics' max.message.bytes); a dead letter's copy of the input is cut to fit.", envvar="HLE_MAX_OUTPUT_BYTES", min=16_384)] = 1_000_000,
     trained_ids_log: Annotated[Optional[Path], typer.Option(help="Keep a file of the event ids in the model's lineage (one line per labelled event).", envvar="HLE_TRAINED_IDS_LOG")] = None,
     http_token: Annotated[Optional[str], typer.Option(help="Bearer token that /predict, /classes and /metrics require; needed when --http-host is not loopback.", envvar="HLE_HTTP_TOKEN")] = None,

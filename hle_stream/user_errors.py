@@ -9,6 +9,7 @@ downloaded).
 
 from __future__ import annotations
 
+from connectors.extras import MissingExtra
 from connectors.kafka_io import BrokerUnreachable
 from hle_stream.eval.datasets import DatasetFormatError, DatasetUnavailable
 from hle_stream.eval.datasets.sources import FetchError
@@ -31,7 +32,7 @@ def one_line(err: BaseException) -> tuple[str, int] | None:
         return str(err), err.exit_code
     if isinstance(err, (BrokerUnreachable, FetchError)):
         return str(err), EXIT_UNREACHABLE
-    if isinstance(err, (DatasetUnavailable, DatasetFormatError)):
+    if isinstance(err, (DatasetUnavailable, DatasetFormatError, MissingExtra)):
         return str(err), EXIT_USAGE
     if isinstance(err, FileNotFoundError) and err.filename:
         return f"file not found: {err.filename}", EXIT_USAGE

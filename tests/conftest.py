@@ -1,4 +1,6 @@
-"""Shared fixtures: small learners and datasets that make tests fast."""
+"""Shared fixtures, and the tiers: ``tests/unit`` (no subprocess, no broker, no network: the fast
+check after any change) and ``tests/integration`` (real brokers, daemons, Prometheus, the CLI as a
+user runs it). Each test is marked with its tier (``-m unit``, ``-m integration``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,13 @@ from hle_stream.core.config import LearnerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HLE_DATA_ROOT", REPO.parent / "shared" / "data"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(str(item.path)).relative_to(REPO).parts
+        if tier[:2] in (("tests", "unit"), ("tests", "integration")):
+            item.add_marker(getattr(pytest.mark, tier[1]))
 
 
 @pytest.fixture

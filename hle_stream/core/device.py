@@ -46,8 +46,8 @@ class HostStager:
 
 def default_torch_threads(cores: int | None = None) -> int:
     """Intra-op threads for a daemon: one per core, less one left to Kafka's I/O, the HTTP server
-    and a broker beside it. On 2 cores, through Kafka, 1 thread learned 110.4 events/s and 2
-    threads 93.8 (the small CNN; in process, alone, 2 threads are faster: 163.5 vs 124.0;
-    benchmarks/README.md)."""
+    and a broker beside it: on 2 cores, through Kafka, 1 thread learns faster than 2, though 2 are
+    faster in process with nothing beside them (``benchmarks/kafka_path.py``; figures in
+    docs/operating.md)."""
     cores = cores or os.cpu_count() or 1
     return max(1, cores - 1)

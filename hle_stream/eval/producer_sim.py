@@ -18,9 +18,9 @@ import numpy as np
 from kafka import KafkaProducer
 
 from connectors.settings import KafkaSettings
+from hle_stream.contract import encode_features
 from hle_stream.eval.datasets import HierarchicalDataset
 from hle_stream.eval.streams import build_stream, stratified_subsample
-from hle_stream.service.events import encode_features
 
 
 def simulated_events(

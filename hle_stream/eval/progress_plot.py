@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from connectors.extras import import_extra
+
 
 def plot_progress(points: Sequence[tuple[int, dict[int, float], tuple[int, ...]]], path: Path, title: str) -> Path:
     """``points``: (events consumed, rolling accuracy per level, known classes per level), in order."""
-    import matplotlib
-
+    matplotlib = import_extra("matplotlib", "demo", "the accuracy picture")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from connectors.ports import DeliveringSink, Source, SourceUnavailable
 from hle_stream.service.checkpoint import CheckpointNumberTaken, CheckpointStore
 from hle_stream.service.processing import MicroBatchProcessor
-from hle_stream.service.telemetry import Telemetry
+from hle_stream.service.telemetry import NO_TELEMETRY, NoTelemetry, Telemetry
 from hle_stream.service.trainer_lease import TrainerLease
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Checkpointer:
     """
 
     def __init__(self, store: CheckpointStore, processor: MicroBatchProcessor, topic: str,
-                 telemetry: Telemetry | None = None, lease: TrainerLease | None = None) -> None:
+                 telemetry: Telemetry | NoTelemetry = NO_TELEMETRY, lease: TrainerLease | None = None) -> None:
         self.store = store
         self.where = store.blobs.url
         self.processor = processor
@@ -61,8 +61,7 @@ class Checkpointer:
         if self.lease is None or self.lease.holds(source.generation()):
             return True
         log.warning("fenced: this trainer no longer holds the group's newest generation; no checkpoint, no commit")
-        if self.telemetry is not None:
-            self.telemetry.record_fenced()
+        self.telemetry.record_fenced()
         return False
 
     def checkpoint_and_commit(self, sink: DeliveringSink, source: Source, stopping: Callable[[], bool],
@@ -90,13 +89,11 @@ class Checkpointer:
             self.healthy = False
             log.error("checkpoint write failed in %s: %s; nothing committed, retrying later (not ready meanwhile)",
                       self.where, err.strerror or err)
-            if self.telemetry is not None:
-                self.telemetry.record_checkpoint_failure()
+            self.telemetry.record_checkpoint_failure()
             return False
         self.healthy = True
         seconds = time.perf_counter() - started
-        if self.telemetry is not None:
-            self.telemetry.record_checkpoint(seconds, self.store.last_size)
+        self.telemetry.record_checkpoint(seconds, self.store.last_size)
         if not self.may_write(source):  # lost the turn while writing: the new trainer's offsets rule
             return False
         held = source.assignment()  # a revoked partition's offset is not ours to move
@@ -144,9 +141,8 @@ class Checkpointer:
         """Load the newest usable checkpoint into the processor (none: a fresh start). Raises
         ``CheckpointMismatchError`` for a checkpoint of another topic or of a foreign structure."""
         state, report = self.store.load_latest()
-        if self.telemetry is not None and report.corrupt:
-            self.telemetry.record_corrupt_checkpoints(len(report.corrupt))
         if report.corrupt:
+            self.telemetry.record_corrupt_checkpoints(len(report.corrupt))
             log.error("recovered from %d unusable checkpoint(s) %s: resuming from %s", len(report.corrupt),
                       [p.name for p in report.corrupt], report.path.name if report.path else "nothing (fresh start)")
         lineage = self.processor.lineage

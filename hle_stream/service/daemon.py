@@ -29,7 +29,7 @@ from hle_stream.service.offsets import resume_offsets
 from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
 from hle_stream.service.serving import HttpLimits
 from hle_stream.service.snapshots import publish_snapshot
-from hle_stream.service.telemetry import Telemetry
+from hle_stream.service.telemetry import NO_TELEMETRY, Telemetry
 from hle_stream.service.train_budget import TrainBudget
 from hle_stream.service.trainer_lease import TrainerLease
 
@@ -117,7 +117,7 @@ class Daemon:
         self.reachable = reachable or (lambda: True)
         processing = config.processing
         self.telemetry = (Telemetry(processing.learner_config.max_depth, processing.method,
-                                    pick_device(processing.learner_config.device).type) if config.metrics else None)
+                                    pick_device(processing.learner_config.device).type) if config.metrics else NO_TELEMETRY)
         lineage = TrainedIdLog(config.trained_ids_log) if config.trained_ids_log else None
         self.processor = MicroBatchProcessor(processing, sink=None, telemetry=self.telemetry,  # type: ignore[arg-type]
                                              drift=DriftMonitor() if config.metrics else None, lineage=lineage)
@@ -285,8 +285,7 @@ class Daemon:
         learner = self.processor.learner
         steps = learner.steps if learner is not None else 0
         self.budget.record(len(records), time.perf_counter() - started, steps - steps_before)
-        if self.telemetry is not None:
-            self.telemetry.record_budget(self.budget.in_force, steps)
+        self.telemetry.record_budget(self.budget.in_force, steps)
 
     def _poll(self, source: Source) -> list[Record] | None:
         cfg = self.config
@@ -315,11 +314,10 @@ class Daemon:
                 self._snapshot_finite = self.snapshot.finite
             self._snapshot_at = time.monotonic()
         self._publish_snapshot(source)
-        if self.telemetry is not None:
-            self.telemetry.record_consumed(len(records))
-            self.telemetry.record_lag(source.lag(self.processor.next_offsets))
-            self.telemetry.refresh(learner, self.processor.prequential, self.processor.served_paths,
-                                   self.processor.confidence_threshold)
+        self.telemetry.record_consumed(len(records))
+        self.telemetry.record_lag(source.lag(self.processor.next_offsets))
+        self.telemetry.refresh(learner, self.processor.prequential, self.processor.served_paths,
+                               self.processor.confidence_threshold)
 
     def _publish_snapshot(self, source: Source) -> None:
         """A serving snapshot for predictor replicas, when a model store is set and one is due
@@ -338,8 +336,7 @@ class Daemon:
             log.warning("cannot publish a serving snapshot to %s: %s", self.blobs.url, err)
             return
         self._snapshot_published_version = learner.steps
-        if self.telemetry is not None:
-            self.telemetry.record_snapshot_published()
+        self.telemetry.record_snapshot_published()
 
     def _track_assignment(self, source: Source) -> None:
         """After a rebalance: no lag series for partitions gone, and a loud word when this daemon
@@ -350,10 +347,9 @@ class Daemon:
             return
         gone, self._assigned = self._assigned - assigned, assigned
         total = source.partition_count()
-        if self.telemetry is not None:
-            self.telemetry.forget_partitions(gone)
-            self.telemetry.record_assignment(len(assigned), total)
-            self.telemetry.trainer_active.set(1 if assigned else 0)
+        self.telemetry.forget_partitions(gone)
+        self.telemetry.record_assignment(len(assigned), total)
+        self.telemetry.record_trainer_active(bool(assigned))
         if self.lease is not None:
             if not assigned:
                 self._become_standby()
@@ -378,8 +374,7 @@ class Daemon:
         self.snapshot, self._unsaved = None, 0
 
     def _output_dropped(self, topic: str, size: int, reason: str) -> None:
-        if self.telemetry is not None:
-            self.telemetry.record_output_dropped()
+        self.telemetry.record_output_dropped()
 
     def _checkpoint_and_commit(self, source: Source, sink: DeliveringSink) -> bool:
         return self.checkpointer.checkpoint_and_commit(sink, source, lambda: self._stop, self._waiting_for_io)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from hle_stream.eval.evaluation import Outcome
+from hle_stream.metrics.prequential import Outcome
 from hle_stream.service.background_import import BackgroundImport
 
 

@@ -3,7 +3,7 @@ a poll and a checkpoint, testable without Kafka.
 
 Every record ends in exactly one of three places, whatever its bytes: a prediction (and, if it
 carries a label, a training example), a dead letter with a reason from
-``hle_stream.service.events.DEAD_LETTER_REASONS``, or, for a label event (an id and a label
+``hle_stream.contract.DEAD_LETTER_REASONS``, or, for a label event (an id and a label
 without features), one outcome of its join with the features seen earlier
 (``label_outcomes``: joined, refined, upgraded in memory, or ignored as a duplicate or conflict;
 one that finds no features is a dead letter). Nothing raises out of ``process``: a record that trips
@@ -26,21 +26,30 @@ import numpy as np
 import torch
 
 from connectors.ports import Record, Sink
+from hle_stream.contract import (
+    DEFAULT_MAX_ABS_FEATURE,
+    Event,
+    EventError,
+    LabelEvent,
+    feature_dtype,
+    parse_event,
+    prediction_document,
+    require_dtype,
+)
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.hierarchy import SEPARATOR, LabelPathError, LabelTree
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.methods import DEFAULT_METHOD, canonical, method_config
 from hle_stream.core.predictor import prediction_paths
-from hle_stream.eval.evaluation import PrequentialAccuracy
-from hle_stream.eval.served_paths import ServedPathQuality
+from hle_stream.metrics.prequential import PrequentialAccuracy
+from hle_stream.metrics.served_paths import ServedPathQuality
+from hle_stream.metrics.served_threshold import DEFAULT_CONFIDENCE_THRESHOLD, PrecisionTargetThreshold
 from hle_stream.service.background_import import BackgroundImport
 from hle_stream.service.dedupe import RecentIds
 from hle_stream.service.drift import DriftMonitor
-from hle_stream.service.events import DEFAULT_MAX_ABS_FEATURE, Event, EventError, LabelEvent, parse_event
 from hle_stream.service.join_store import JoinStore, Pending
 from hle_stream.service.lineage import TrainedIdLog
-from hle_stream.service.served_threshold import DEFAULT_CONFIDENCE_THRESHOLD, PrecisionTargetThreshold
-from hle_stream.service.telemetry import Telemetry
+from hle_stream.service.telemetry import NO_TELEMETRY, NoTelemetry, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +59,7 @@ its new label (the coarse copy in the replay memory stays until the balance evic
 dual-label benchmark); ``upgrade`` changes the copy in the memory in place (one copy, balanced by
 its new label) and learns again only a sample the memory no longer holds. Measured on the
 dual-label stream, ``upgrade`` costs the coarse level: a coarse class whose samples are all
-refined loses its memory bin (see the README)."""
+refined loses its memory bin (docs/events.md)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ class MicroBatchProcessor:
     window of recent ids and the next offset of every partition it has processed.
     """
 
-    def __init__(self, config: ProcessingConfig, sink: Sink, telemetry: Telemetry | None = None,
+    def __init__(self, config: ProcessingConfig, sink: Sink, telemetry: Telemetry | NoTelemetry = NO_TELEMETRY,
                  drift: DriftMonitor | None = None, lineage: TrainedIdLog | None = None) -> None:
         self.config = config
         self.sink = sink
@@ -146,7 +155,7 @@ class MicroBatchProcessor:
             self._features_batch(events, sources, train)
         if label_events:  # after the batch's features: a label may follow its event closely
             self._join_labels(label_events, train)
-        if self.joins is not None and self.telemetry is not None:
+        if self.joins is not None:
             self.telemetry.record_join_store(len(self.joins), self.joins.nbytes)
 
     def _features_batch(self, events: list[Event], sources: list[Record], train: bool) -> None:
@@ -169,8 +178,8 @@ class MicroBatchProcessor:
         if batch and event.x.shape != batch[0].x.shape:
             raise EventError("wrong_shape", f"shape {event.x.shape} differs from {batch[0].x.shape} in the batch")
         expected = self._expected_dtype(batch)
-        if expected is not None and _dtype(event) != expected:
-            raise EventError("wrong_type", f"features of dtype {_dtype(event)}; the model takes {expected}")
+        if expected is not None:
+            require_dtype(event, expected)
         if self.learner is None and not batch:
             self._create_learner(event)
         return event
@@ -180,12 +189,12 @@ class MicroBatchProcessor:
             return self.learner.input_spec.dtype
         if self.config.input_dtype is not None:
             return getattr(torch, self.config.input_dtype)
-        return _dtype(batch[0]) if batch else None
+        return feature_dtype(batch[0]) if batch else None
 
     def _create_learner(self, event: Event) -> None:
         """The first usable event fixes the input; a shape the backbone cannot take (an image
         too small for its pooling, say) is refused here rather than fixed for good."""
-        shape, dtype = event.x.shape, _dtype(event)
+        shape, dtype = event.x.shape, feature_dtype(event)
         self._optimizer_import.module()
         learner = HierarchicalLearner(self.config.resolved_learner_config(), shape, dtype)
         try:
@@ -256,8 +265,6 @@ class MicroBatchProcessor:
             self._record_learning(len(learned), train, time.perf_counter() - clock.get("answered", clock["started"]))
 
     def _record_learning(self, count: int, train: bool, seconds: float) -> None:
-        if self.telemetry is None:
-            return
         if train:
             self.telemetry.record_training(count, seconds)
         else:
@@ -298,8 +305,7 @@ class MicroBatchProcessor:
             if earlier is None:  # the served path is judged once, against the first label
                 self.served_paths.update(pending.served_path(self.learner.tree), event.label)
                 self._calibrate(pending.confidences, pending.guesses, event.label)
-            if self.telemetry is not None:
-                self.telemetry.record_label_delay(now - pending.arrived_at)
+            self.telemetry.record_label_delay(now - pending.arrived_at)
             if (earlier is not None and self.config.refinements == "upgrade" and pending.sample_id is not None
                     and self._upgrade(event, pending)):
                 continue
@@ -348,8 +354,7 @@ class MicroBatchProcessor:
 
     def _join_outcome(self, outcome: str) -> None:
         self.label_outcomes[outcome] += 1
-        if self.telemetry is not None:
-            self.telemetry.record_join(outcome)
+        self.telemetry.record_join(outcome)
 
     def _learn_one(self, x: torch.Tensor, label: str, record: Record, train: bool) -> bool:
         try:
@@ -364,14 +369,8 @@ class MicroBatchProcessor:
         """Every document is built before any is sent, so a failure leaves no record half-answered."""
         learner = self.learner
         paths = prediction_paths(learner.tree, probabilities, len(events), self.confidence_threshold)
-        documents = []
-        for event, path in zip(events, paths):
-            document = {"id": event.id, "model_version": learner.steps, "path": path}
-            if event.label:
-                document["label"] = event.label
-            documents.append(document)
-        if self.telemetry is not None:
-            self.telemetry.record_prediction("stream", len(events), seconds)
+        documents = [prediction_document(event.id, learner.steps, path, event.label) for event, path in zip(events, paths)]
+        self.telemetry.record_prediction("stream", len(events), seconds)
         best = [p.max(dim=1) for p in probabilities]
         confidences = [values.tolist() for values, _ in best]
         guesses = [indices.tolist() for _, indices in best]
@@ -406,13 +405,11 @@ class MicroBatchProcessor:
     def _drift_detected(self, level: int, record: Record) -> None:
         log.warning("drift detected on level %d's prequential error at %s[%d]@%d", level, record.topic,
                     record.partition, record.offset)
-        if self.telemetry is not None:
-            self.telemetry.record_drift(level)
+        self.telemetry.record_drift(level)
 
     def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
         self.dead_letters += 1
-        if self.telemetry is not None:
-            self.telemetry.record_dead_letter(reason)
+        self.telemetry.record_dead_letter(reason)
         log.warning("dead letter: %s at %s[%d]@%d: %s", reason, record.topic, record.partition, record.offset,
                     detail[:500])
         self.sink.dead_letter(record, reason, detail)
@@ -452,7 +449,3 @@ class MicroBatchProcessor:
             self.recent_ids.load_state_dict(state["recent_ids"])
         if self.joins is not None and state.get("joins") is not None:  # before label events: none
             self.joins.load_state_dict(state["joins"])
-
-
-def _dtype(event: Event) -> torch.dtype:
-    return torch.from_numpy(event.x[:0]).dtype

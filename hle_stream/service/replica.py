@@ -24,11 +24,11 @@ import torch
 
 from connectors.blob_store import BlobStore
 from connectors.ports import DeliveringSink, DeliveryAborted, Record, Source, SourceUnavailable
+from hle_stream.contract import DEFAULT_MAX_ABS_FEATURE, EventError, parse_event, prediction_document, require_dtype
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.predictor import Predictor
-from hle_stream.eval.evaluation import PrequentialAccuracy
-from hle_stream.service.events import DEFAULT_MAX_ABS_FEATURE, EventError, parse_event
-from hle_stream.service.served_threshold import DEFAULT_CONFIDENCE_THRESHOLD
+from hle_stream.metrics.prequential import PrequentialAccuracy
+from hle_stream.metrics.served_threshold import DEFAULT_CONFIDENCE_THRESHOLD
 from hle_stream.service.serving import HttpLimits, HttpServer
 from hle_stream.service.snapshots import newest_snapshot_marker, read_snapshot
 from hle_stream.service.telemetry import Telemetry
@@ -180,23 +180,18 @@ class PredictorReplica:
             try:
                 event = parse_event(record.value, snapshot.input_spec.shape, None, self.config.max_message_bytes,
                                     self.config.max_abs_feature)
+                require_dtype(event, snapshot.input_spec.dtype)
             except EventError:
                 self.telemetry.record_skipped()
                 continue
-            if torch.from_numpy(event.x[:0]).dtype == snapshot.input_spec.dtype:
-                events.append(event)
-            else:
-                self.telemetry.record_skipped()
+            events.append(event)
         if not events:
             return
         started = time.perf_counter()
         paths = snapshot.predict_paths(torch.from_numpy(np.stack([e.x for e in events])), self.confidence_threshold)
         self.telemetry.record_prediction("stream", len(events), time.perf_counter() - started)
         for event, path in zip(events, paths):
-            document = {"id": event.id, "model_version": snapshot.version, "path": path}
-            if event.label:
-                document["label"] = event.label
-            sink.prediction(document)
+            sink.prediction(prediction_document(event.id, snapshot.version, path, event.label))
         self.predicted += len(events)
 
     def _deliver_and_commit(self, source: Source, sink: DeliveringSink) -> None:

@@ -48,11 +48,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from hle_stream.contract import EventError, event_from_document, prediction_document, require_dtype
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.predictor import Predictor
-from hle_stream.eval.evaluation import PrequentialAccuracy
-from hle_stream.service.events import EventError, event_from_document
-from hle_stream.service.telemetry import Telemetry
+from hle_stream.metrics.prequential import PrequentialAccuracy
+from hle_stream.service.telemetry import NoTelemetry, Telemetry
 
 # A loop that has not ticked for this long is stuck: a poll waits at most 0.5 s and a batch of
 # 64 events trains in well under a second on a CPU, so 30 s leaves a wide margin.
@@ -78,9 +78,8 @@ BUSY_ANSWER_DELAY_S = 2.0
 """A busy ``/predict`` is answered (503, Retry-After: 1) only after this long: a client that ignores
 Retry-After and retries at once would otherwise turn refusals into a flood that costs the
 event loop, and so the trainer, more than the predictions it is refused (the loop shares the
-GIL with training: 1 s of wait left 0.74-0.84x of the learning rate under a 200-client flood,
-2 s 0.87-0.88x; benchmarks/README.md). The wait costs the server one timer, and the unread body
-stays in the socket."""
+GIL with training; ``benchmarks/http_load.py`` measures the learning rate kept under a flood for
+each wait). The wait costs the server one timer, and the unread body stays in the socket."""
 
 
 class BusyShare:
@@ -133,7 +132,7 @@ class ServedModel(Protocol):
     checkpoint_ok: bool  # the last checkpoint write succeeded
     confidence_threshold: float
     max_abs_feature: float
-    telemetry: Telemetry | None
+    telemetry: Telemetry | NoTelemetry
 
     @property
     def learner(self) -> HierarchicalLearner | None: ...
@@ -199,18 +198,16 @@ def build_app(model: ServedModel, limits: HttpLimits = HttpLimits()) -> Starlett
         try:
             events = [event_from_document(d, snapshot.input_spec.shape, max_abs_feature=model.max_abs_feature)
                       for d in documents]
+            for event in events:
+                require_dtype(event, snapshot.input_spec.dtype)
         except EventError as err:
             raise _Refused(400, err.reason, str(err)[:500]) from None
-        if any(torch.from_numpy(e.x[:0]).dtype != snapshot.input_spec.dtype for e in events):
-            raise _Refused(400, "wrong_type", f"features must be {snapshot.input_spec.dtype}")
         if not events:
             return {"predictions": []}
         started = time.perf_counter()
         paths = snapshot.predict_paths(torch.from_numpy(np.stack([e.x for e in events])), model.confidence_threshold)
-        if model.telemetry is not None:
-            model.telemetry.record_prediction("http", len(events), time.perf_counter() - started)
-        return {"predictions": [{"id": e.id, "model_version": snapshot.version, "path": path}
-                                for e, path in zip(events, paths)]}
+        model.telemetry.record_prediction("http", len(events), time.perf_counter() - started)
+        return {"predictions": [prediction_document(e.id, snapshot.version, path) for e, path in zip(events, paths)]}
 
     async def predict(request: Request) -> JSONResponse:
         nonlocal inflight
@@ -268,7 +265,7 @@ def build_app(model: ServedModel, limits: HttpLimits = HttpLimits()) -> Starlett
 
     routes = [Route("/predict", predict, methods=["POST"]), Route("/healthz", healthz), Route("/readyz", readyz),
               Route("/classes", classes)]
-    if model.telemetry is not None:
+    if model.telemetry.exported:
         routes.append(Route("/metrics", metrics))
     return Starlette(routes=routes)
 

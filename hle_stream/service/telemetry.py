@@ -26,10 +26,10 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from hle_stream.contract import DEAD_LETTER_REASONS
 from hle_stream.core.learner import HierarchicalLearner
-from hle_stream.eval.evaluation import PrequentialAccuracy
-from hle_stream.eval.served_paths import ServedPathQuality
-from hle_stream.service.events import DEAD_LETTER_REASONS
+from hle_stream.metrics.prequential import PrequentialAccuracy
+from hle_stream.metrics.served_paths import ServedPathQuality
 
 # A CPU train step on a micro-batch takes 10 ms .. 2 s; a prediction 0.5 ms .. 200 ms.
 TRAIN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -52,6 +52,8 @@ def _package_version() -> str:
 
 class Telemetry:
     """Every series the daemon exports, in a registry of its own (served on ``/metrics``)."""
+
+    exported = True
 
     def __init__(self, max_depth: int, method: str, device: str) -> None:
         self.registry = registry = CollectorRegistry()
@@ -286,6 +288,9 @@ class Telemetry:
         for partition, messages in lag.items():
             self.lag.labels(str(partition)).set(messages)
 
+    def record_trainer_active(self, active: bool) -> None:
+        self.trainer_active.set(1 if active else 0)
+
     def record_confidence_threshold(self, value: float) -> None:
         self.confidence_threshold.set(value)
 
@@ -324,3 +329,23 @@ class Telemetry:
         if learner.device.type == "cuda":
             self.gpu_allocated.set(torch.cuda.memory_allocated(learner.device))
             self.gpu_reserved.set(torch.cuda.memory_reserved(learner.device))
+
+
+def _ignore(*args: object, **kwargs: object) -> None:
+    return None
+
+
+class NoTelemetry:
+    """What a process records into when metrics are off (``--no-metrics``): every ``record_*``,
+    ``refresh`` and ``forget_partitions`` of ``Telemetry`` is accepted and dropped, so the code
+    that records never asks whether metrics are on."""
+
+    exported = False
+
+    def __getattr__(self, name: str):
+        if not name.startswith("_") and callable(getattr(Telemetry, name, None)):
+            return _ignore
+        raise AttributeError(name)
+
+
+NO_TELEMETRY = NoTelemetry()

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hle_stream.eval.served_paths import recommended_threshold
+from connectors.extras import import_extra
+from hle_stream.metrics.served_paths import recommended_threshold
 
 METRICS = ("a_auc", "a_last", "f_last")
 
@@ -151,8 +152,7 @@ def _regime(report: dict) -> str:
 
 def plot_curves(report: dict, path: Path) -> None:
     """Accuracy per level over the stream, one panel per level, mean over seeds per method."""
-    import matplotlib
-
+    matplotlib = import_extra("matplotlib", "bench", "the benchmark's accuracy.png")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -14,9 +14,10 @@ from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.methods import method_config
 from hle_stream.eval.bench.presets import Preset
 from hle_stream.eval.datasets import HierarchicalDataset
-from hle_stream.eval.evaluation import AnytimeEvaluator, PrequentialAccuracy
-from hle_stream.eval.served_paths import threshold_curve
+from hle_stream.eval.evaluation import AnytimeEvaluator
 from hle_stream.eval.streams import HLEStream, build_stream, stratified_subsample, two_level_projection
+from hle_stream.metrics.prequential import PrequentialAccuracy
+from hle_stream.metrics.served_paths import threshold_curve
 
 ProgressCallback = Callable[[int, int], None]  # (position, stream length)
 

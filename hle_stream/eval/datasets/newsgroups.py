@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from connectors.extras import import_extra
 from hle_stream.eval.datasets.base import HierarchicalDataset
 
 FEATURE_DIM = 256
@@ -38,6 +39,7 @@ def _read_posts(archive: Path) -> dict[str, tuple[list[str], list[str]]]:
 
 
 def _features(posts: dict[str, tuple[list[str], list[str]]]) -> tuple[np.ndarray, np.ndarray]:
+    import_extra("sklearn", "bench", "the 20news features (TF-IDF + SVD)")
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.preprocessing import StandardScaler
