@@ -33,7 +33,8 @@ import torch  # noqa: E402
 from connectors.memory import ListSink, RawRecord
 from hle_stream.contract import EventError, parse_event  # noqa: E402
 from hle_stream.core.config import LearnerConfig  # noqa: E402
-from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig  # noqa: E402
+from hle_stream.service.config import ProcessingConfig  # noqa: E402
+from hle_stream.service.processing import MicroBatchProcessor
 
 DIM = 8
 IMAGE = (1, 8, 8)
@@ -175,7 +176,7 @@ def fuzz(records: int, seed: int, batch: int = 64, fresh_every: int = 2048) -> d
         if start % fresh_every == 0:
             sink = ListSink()
             fuzzer.images = not fuzzer.images
-            processor, processors = MicroBatchProcessor(config, sink), processors + 1
+            processor, processors = MicroBatchProcessor(config), processors + 1
         values = [fuzzer.value() for _ in range(min(batch, records - start))]
         for value in values:  # the parser alone: EventError or an event, nothing else
             try:
@@ -187,7 +188,7 @@ def fuzz(records: int, seed: int, batch: int = 64, fresh_every: int = 2048) -> d
                 failures.append(traceback.format_exc(limit=3))
         before = (len(sink.predictions), len(sink.dead_letters), _joined(processor))
         try:
-            processor.process([RawRecord("fuzz", 0, start + i, v) for i, v in enumerate(values)])
+            processor.process([RawRecord("fuzz", 0, start + i, v) for i, v in enumerate(values)], sink)
         except Exception:
             step_escapes += 1
             failures.append(traceback.format_exc(limit=5))

@@ -34,9 +34,8 @@ from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.methods import method_config
 from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.producer_sim import produce, simulated_events
-from hle_stream.service.daemon import DaemonConfig
+from hle_stream.service.config import DaemonConfig, ProcessingConfig
 from hle_stream.service.kafka_daemon import KafkaDaemon
-from hle_stream.service.processing import ProcessingConfig
 
 BATCH = 64
 
@@ -83,7 +82,7 @@ def through_kafka(events: list[dict], learner_config: LearnerConfig, method: str
         # The daemon has stopped its loop; serve a fresh one with the trained model for latency.
         from hle_stream.service.serving import HttpServer
 
-        daemon.last_tick = time.monotonic()
+        daemon.loop.last_tick = time.monotonic()
         server = HttpServer(daemon, "127.0.0.1", port)
         server.start()
         time.sleep(1.0)

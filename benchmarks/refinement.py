@@ -28,7 +28,8 @@ from hle_stream.eval.bench.runner import RunSpec, fms_horizon_for, prepare_strea
 from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.evaluation import AnytimeEvaluator
 from hle_stream.eval.streams import stratified_subsample
-from hle_stream.service.processing import REFINEMENTS, MicroBatchProcessor, ProcessingConfig
+from hle_stream.service.config import REFINEMENTS, ProcessingConfig
+from hle_stream.service.processing import MicroBatchProcessor
 
 
 def through_the_daemon(dataset, preset, method: str, seed: int, refinements: str = "relearn") -> tuple[dict, dict]:
@@ -41,7 +42,8 @@ def through_the_daemon(dataset, preset, method: str, seed: int, refinements: str
         learner_config = learner_config.with_(backbone=preset.image_backbone)
     processor = MicroBatchProcessor(ProcessingConfig(method=method, learner_config=learner_config,
                                                      join_window=len(stream), join_max_age_seconds=1e9,
-                                                     dedupe_window=0, refinements=refinements), ListSink())
+                                                     dedupe_window=0, refinements=refinements))
+    sink = ListSink()
     seen_rows: set[int] = set()
 
     def record(position: int) -> RawRecord:
@@ -59,7 +61,7 @@ def through_the_daemon(dataset, preset, method: str, seed: int, refinements: str
     for boundary in boundaries:
         while position < boundary:
             end = min(position + batch, boundary)
-            processor.process([record(p) for p in range(position, end)])
+            processor.process([record(p) for p in range(position, end)], sink)
             position = end
         if boundary % preset.eval_period == 0:
             evaluator.evaluate(processor.learner, position)

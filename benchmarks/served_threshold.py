@@ -28,7 +28,8 @@ from hle_stream.core.methods import DEFAULT_METHOD
 from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.producer_sim import simulated_events
 from hle_stream.metrics.served_paths import ServedPathQuality
-from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
+from hle_stream.service.config import ProcessingConfig
+from hle_stream.service.processing import MicroBatchProcessor
 
 
 def _difference(now: ServedPathQuality, before: ServedPathQuality) -> ServedPathQuality:
@@ -40,14 +41,14 @@ def served_by_quarter(records: list[RawRecord], target: float, method: str, seed
                       batch: int) -> list[tuple[ServedPathQuality, float]]:
     """What was served in each quarter of ``records``, and the threshold at its end."""
     config = ProcessingConfig(method=method, learner_config=LearnerConfig(seed=seed), target_precision=target)
-    processor = MicroBatchProcessor(config, ListSink())
+    processor, sink = MicroBatchProcessor(config), ListSink()
     quarters, before = [], ServedPathQuality()
     bounds = [round(len(records) * k / 4) for k in range(1, 5)]
     start = 0
     for end in bounds:
         for first in range(start, end, batch):
-            processor.process(records[first:min(first + batch, end)])
-        now = replace(processor.served_paths)
+            processor.process(records[first:min(first + batch, end)], sink)
+        now = replace(processor.scoring.served_paths)
         quarters.append((_difference(now, before), processor.confidence_threshold))
         before, start = now, end
     return quarters

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +17,7 @@ from hle_stream.core.methods import PRESETS as METHODS
 from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.datasets import DATASETS, dataset_folder, load_dataset, save_npz
 from hle_stream.eval.streams import SCENARIOS
+from hle_stream.service.config import LEARNER_HELP
 
 # rich_markup_mode=None: plain help that never cuts an option's or a variable's name at 80 columns
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -35,8 +37,6 @@ def _split_list(value: str, allowed: tuple[str, ...] | None, what: str) -> list[
     return items
 
 
-LEARNER_HELP = ("A learner option over the method's preset, as KEY=VALUE (e.g. vector_dropout=0); repeat it for "
-                "more. 'hle-stream run --print-config' lists every option; docs/method.md says what each does.")
 
 
 def _learner_option_pairs(texts: list[str] | None) -> dict[str, object]:
@@ -160,69 +160,11 @@ def _read_config_file(ctx: typer.Context, param: typer.CallbackParam, path: Opti
     return path
 
 
-@app.command()
 def run(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings (option = value, e.g. memory-size = 500); the command line and HLE_* variables override it.", envvar="HLE_CONFIG", is_eager=True, callback=_read_config_file, dir_okay=False)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved settings, each with where it came from, as a config file, and exit.")] = False,
-    bootstrap_servers: Annotated[str, typer.Option(help="Kafka bootstrap servers, comma-separated.", envvar="HLE_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
-    input_topic: Annotated[str, typer.Option(help="Topic of labelled/unlabelled events (contract v1).", envvar="HLE_INPUT_TOPIC")] = "hle-events",
-    predictions_topic: Annotated[str, typer.Option(help="Topic the coarse-to-fine predictions go to.", envvar="HLE_PREDICTIONS_TOPIC")] = "hle-predictions",
-    dead_letter_topic: Annotated[str, typer.Option(help="Topic for events that fail to parse or validate.", envvar="HLE_DEAD_LETTER_TOPIC")] = "hle-dead-letters",
-    group_id: Annotated[str, typer.Option(help="Kafka consumer group.", envvar="HLE_GROUP_ID")] = "hle-stream",
-    input_partitions: Annotated[int, typer.Option(help="Partitions of the input topic when the daemon creates it.", envvar="HLE_INPUT_PARTITIONS", min=1)] = 1,
-    checkpoint_dir: Annotated[Path, typer.Option(help="Where checkpoints are written and resumed from.", envvar="HLE_CHECKPOINT_DIR")] = Path("checkpoints"),
-    checkpoint_every_events: Annotated[int, typer.Option(help="Checkpoint (then commit) after this many events…", envvar="HLE_CHECKPOINT_EVERY_EVENTS", min=1)] = 5000,
-    checkpoint_every_seconds: Annotated[float, typer.Option(help="…or after this many seconds, whichever comes first.", envvar="HLE_CHECKPOINT_EVERY_SECONDS")] = 60.0,
-    method: Annotated[str, typer.Option(help=f"Learner: {', '.join(METHODS)}.", envvar="HLE_METHOD")] = DEFAULT_METHOD,
-    learner: Annotated[Optional[list[str]], typer.Option(help=LEARNER_HELP + " Added to the config file's [learner] table.", envvar="HLE_LEARNER")] = None,
-    memory_size: Annotated[int, typer.Option(help="Replay memory capacity (samples).", envvar="HLE_MEMORY_SIZE", min=1)] = 500,
-    batch_size: Annotated[int, typer.Option(help="Training batch (half stream, half memory).", envvar="HLE_BATCH_SIZE", min=2)] = 16,
-    importance_probe: Annotated[int, typer.Option(help="PL-FMS: memory samples re-scored per importance update (0: all of them, the reference rule).", envvar="HLE_IMPORTANCE_PROBE", min=0)] = 64,
-    confidence_threshold: Annotated[float, typer.Option(help="Predicted path stops below this probability (with --target-precision, until the labels have calibrated one).", envvar="HLE_CONFIDENCE_THRESHOLD")] = 0.5,
-    target_precision: Annotated[float, typer.Option(help="Keep this share of served path nodes right: the threshold becomes the lowest whose precision over the last 2,000 labelled path nodes reaches it, so paths go as deep as that allows (0: --confidence-threshold stays fixed).", envvar="HLE_TARGET_PRECISION", min=0.0, max=1.0)] = 0.95,
-    max_batch: Annotated[int, typer.Option(help="Events per micro-batch (predicted, then learned).", envvar="HLE_MAX_BATCH", min=1)] = 64,
-    http_host: Annotated[str, typer.Option(help="Address of /predict, /healthz, /readyz, /metrics, /classes.", envvar="HLE_HTTP_HOST")] = "127.0.0.1",
-    http_port: Annotated[int, typer.Option(help="Port of the HTTP server (0: none).", envvar="HLE_HTTP_PORT", min=0)] = 8080,
-    no_metrics: Annotated[bool, typer.Option("--no-metrics", help="No /metrics and no drift detection (to measure their cost).", envvar="HLE_NO_METRICS")] = False,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.", envvar="HLE_DEVICE")] = "auto",
-    max_events: Annotated[Optional[int], typer.Option(help="Stop after consuming this many events (default: run until SIGTERM).", envvar="HLE_MAX_EVENTS")] = None,
-    input_shape: Annotated[Optional[str], typer.Option(help="Feature shape, e.g. 1,28,28 (default: the first valid event's).", envvar="HLE_INPUT_SHAPE")] = None,
-    input_dtype: Annotated[Optional[str], typer.Option(help="Feature dtype, float32 or uint8 (default: the first valid event's).", envvar="HLE_INPUT_DTYPE")] = None,
-    max_classes: Annotated[int, typer.Option(help="Class cap over all levels; labels past it are dead-lettered.", envvar="HLE_MAX_CLASSES", min=1)] = 10_000,
-    max_message_bytes: Annotated[int, typer.Option(help="Larger input values are dead-lettered (too_large).", envvar="HLE_MAX_MESSAGE_BYTES", min=1)] = 4 << 20,
-    max_abs_feature: Annotated[float, typer.Option(help="Float features beyond ± this are dead-lettered (out_of_range): huge values would turn the weights to NaN.", envvar="HLE_MAX_ABS_FEATURE", min=0.0)] = 1e6,
-    dedupe_window: Annotated[int, typer.Option(help="A record whose id is among this many latest ids with features is dead-lettered (duplicate_id); 0: off.", envvar="HLE_DEDUPE_WINDOW", min=0)] = 100_000,
-    join_window: Annotated[int, typer.Option(help="Keep the features of this many latest events for a label event ({\"id\", \"label\"} without features) that comes later, or refines the label; 0: no label events (such a record is dead-lettered as missing_field).", envvar="HLE_JOIN_WINDOW", min=0)] = 10_000,
-    join_max_age_seconds: Annotated[float, typer.Option(help="... and for at most this long; a later label is dead-lettered as label_expired.", envvar="HLE_JOIN_MAX_AGE_SECONDS", min=0.0)] = 3600.0,
-    refinements: Annotated[str, typer.Option(help="A finer label for an event learned earlier (a, then a/b): relearn (learn the sample again at its new label; its coarse copy in the replay memory stays) or upgrade (change the copy in the replay memory in place; costs the coarse level, see docs/events.md).", envvar="HLE_REFINEMENTS")] = "relearn",
-    max_output_bytes: Annotated[int, typer.Option(help="Every record written fits this (keep it at or below the output topics' max.message.bytes); a dead letter's copy of the input is cut to fit.", envvar="HLE_MAX_OUTPUT_BYTES", min=16_384)] = 1_000_000,
-    trained_ids_log: Annotated[Optional[Path], typer.Option(help="Keep a file of the event ids in the model's lineage (one line per labelled event).", envvar="HLE_TRAINED_IDS_LOG")] = None,
-    http_token: Annotated[Optional[str], typer.Option(help="Bearer token that /predict, /classes and /metrics require; needed when --http-host is not loopback.", envvar="HLE_HTTP_TOKEN")] = None,
-    http_max_body_bytes: Annotated[int, typer.Option(help="Larger /predict bodies are refused (413).", envvar="HLE_HTTP_MAX_BODY_BYTES", min=1)] = 1 << 20,
-    http_max_events: Annotated[int, typer.Option(help="More events in one /predict request are refused (413).", envvar="HLE_HTTP_MAX_EVENTS", min=1)] = 256,
-    http_timeout_seconds: Annotated[float, typer.Option(help="Deadline for a request's head, and again for its body (408).", envvar="HLE_HTTP_TIMEOUT_SECONDS", min=0.1)] = 10.0,
-    http_max_concurrent: Annotated[int, typer.Option(help="/predict requests in flight at once; more get 503 with Retry-After.", envvar="HLE_HTTP_MAX_CONCURRENT", min=1)] = 8,
-    http_max_connections: Annotated[int, typer.Option(help="Open HTTP connections; more are closed at once.", envvar="HLE_HTTP_MAX_CONNECTIONS", min=1)] = 512,
-    http_predict_share: Annotated[float, typer.Option(help="Share of one core's time /predict may use (over 5 s); beyond it 503, so that learning keeps its CPU.", envvar="HLE_HTTP_PREDICT_SHARE", min=0.01, max=16.0)] = 0.1,
-    serving_refresh_seconds: Annotated[float, typer.Option(help="HTTP predictions use a copy of the model at most this old (plus one micro-batch).", envvar="HLE_SERVING_REFRESH_SECONDS", min=0.0)] = 1.0,
-    security_protocol: Annotated[str, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.", envvar="HLE_SECURITY_PROTOCOL")] = "PLAINTEXT",
-    sasl_mechanism: Annotated[Optional[str], typer.Option(help="e.g. PLAIN, SCRAM-SHA-256.", envvar="HLE_SASL_MECHANISM")] = None,
-    sasl_username: Annotated[Optional[str], typer.Option(envvar="HLE_SASL_USERNAME")] = None,
-    sasl_password: Annotated[Optional[str], typer.Option(envvar="HLE_SASL_PASSWORD")] = None,
-    ssl_cafile: Annotated[Optional[str], typer.Option(envvar="HLE_SSL_CAFILE")] = None,
-    ssl_certfile: Annotated[Optional[str], typer.Option(envvar="HLE_SSL_CERTFILE")] = None,
-    ssl_keyfile: Annotated[Optional[str], typer.Option(envvar="HLE_SSL_KEYFILE")] = None,
-    session_timeout_ms: Annotated[int, typer.Option(help="Consumer group session; the local broker holds each group join for half of it, so keep it short there.", envvar="HLE_SESSION_TIMEOUT_MS")] = 6000,
-    heartbeat_interval_ms: Annotated[int, typer.Option(envvar="HLE_HEARTBEAT_INTERVAL_MS")] = 1000,
-    report_every_seconds: Annotated[float, typer.Option(help="A progress line (events, events/s, lag, classes, accuracy per level) this often; every 2 s at most on a terminal.", envvar="HLE_REPORT_EVERY_SECONDS", min=0.1)] = 30.0,
-    broker_wait_seconds: Annotated[float, typer.Option(help="At start, how long to wait for a broker before exiting with code 4 (a broker lost later is waited for, not ready meanwhile).", envvar="HLE_BROKER_WAIT_SECONDS", min=0.0)] = 5.0,
-    role: Annotated[str, typer.Option(help="single: one daemon per group (it locks its checkpoint directory). trainer: one active trainer per group, every other member a hot standby that takes over when it dies (needs a shared --model-store).", envvar="HLE_ROLE")] = "single",
-    model_store: Annotated[Optional[str], typer.Option(help="Where checkpoints and serving snapshots live, shared by trainers and predictor replicas: a directory or s3://bucket/prefix (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...). Default: --checkpoint-dir, no snapshots.", envvar="HLE_MODEL_STORE")] = None,
-    snapshot_every_seconds: Annotated[float, typer.Option(help="With --model-store: publish a serving snapshot for predictor replicas this often.", envvar="HLE_SNAPSHOT_EVERY_SECONDS", min=0.0)] = 5.0,
-    train_budget: Annotated[str, typer.Option(help="Gradient steps the daemon may take: auto (train on less while the consumer lag would take over 2 s to drain, so that predictions keep up with the stream), unlimited (every labelled event, however far behind), or a number of steps per second. Skipped events are still predicted and enter the replay memory.", envvar="HLE_TRAIN_BUDGET")] = "auto",
-    torch_threads: Annotated[int, typer.Option(help="Threads torch computes with (0: one per core, less one for Kafka I/O and HTTP).", envvar="HLE_TORCH_THREADS", min=0)] = 0,
-    no_predictions: Annotated[bool, typer.Option("--no-predictions", help="Publish no predictions (predictor replicas do); prequential accuracy is still measured.", envvar="HLE_NO_PREDICTIONS")] = False,
+    **values: Any,
 ) -> None:
     """Run the daemon: consume events, predict every one, learn from the labelled ones, checkpoint, commit.
 
@@ -245,10 +187,9 @@ def run(
     from hle_stream.service.daemon import EXIT_NO_FINAL_CHECKPOINT, EXIT_REFUSED, FinalCheckpointFailed
     from hle_stream.service.kafka_daemon import KafkaDaemon
     from hle_stream.service.serving import HttpStartError, require_auth_off_loopback
-    from hle_stream.service.settings import OPTIONS, SettingsError, build, render
+    from hle_stream.service.settings import SETTINGS, SettingsError, build, render
 
-    values = {option: ctx.params[option] for option in OPTIONS}
-    file_table, by_name = ctx.meta.get(LEARNER_TABLE, {}), _learner_option_pairs(learner)
+    file_table, by_name = ctx.meta.get(LEARNER_TABLE, {}), _learner_option_pairs(values["learner"])
     values["learner"] = {**file_table, **by_name}
     try:
         settings, daemon_config = build(values)
@@ -256,7 +197,7 @@ def run(
         raise typer.BadParameter(str(err)) from None
     if print_config:
         names = {"COMMANDLINE": "command line", "ENVIRONMENT": "environment", "DEFAULT_MAP": f"config file {config}"}
-        sources = {o: names.get(getattr(ctx.get_parameter_source(o), "name", ""), "default") for o in OPTIONS}
+        sources = {o: names.get(getattr(ctx.get_parameter_source(o), "name", ""), "default") for o in SETTINGS}
         learner_sources = {key: f"config file {config} [learner]" for key in file_table}
         learner_sources.update({key: f"--learner ({sources['learner']})" for key in by_name})
         typer.echo(render(values, sources, daemon_config.processing, learner_sources))
@@ -284,24 +225,28 @@ def run(
         raise typer.Exit(EXIT_NO_FINAL_CHECKPOINT) from None
 
 
-@app.command()
+def _with_settings_as_options(command, name: str):
+    """A command's options, one per setting of ``hle_stream.service.settings`` (declared once, as
+    fields of the settings dataclasses), after the command's own (``run``'s ``--config``)."""
+    from hle_stream.service.settings import SERVE_SETTINGS, SETTINGS
+
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    for setting in {"run": SETTINGS, "serve": SERVE_SETTINGS}[name].values():
+        names = [f"--{setting.name.replace('_', '-')}"] if setting.flag else []
+        info = typer.Option(*names, help=setting.help or None, envvar=setting.env, min=setting.min, max=setting.max)
+        own.append(inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY, default=setting.default,
+                                     annotation=Annotated[setting.type, info]))
+    command.__signature__ = inspect.Signature(own)
+    return command
+
+
+app.command()(_with_settings_as_options(run, "run"))
+
+
 def serve(
     model_store: Annotated[str, typer.Option(help="The trainer's --model-store: a directory or s3://bucket/prefix.", envvar="HLE_MODEL_STORE")],
-    bootstrap_servers: Annotated[str, typer.Option(help="Kafka bootstrap servers, comma-separated.", envvar="HLE_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
-    input_topic: Annotated[str, typer.Option(help="Topic of events to predict.", envvar="HLE_INPUT_TOPIC")] = "hle-events",
-    predictions_topic: Annotated[str, typer.Option(help="Topic the predictions go to.", envvar="HLE_PREDICTIONS_TOPIC")] = "hle-predictions",
-    group_id: Annotated[str, typer.Option(help="The replicas' consumer group (not the trainers').", envvar="HLE_SERVE_GROUP_ID")] = "hle-stream-predictors",
-    http_host: Annotated[str, typer.Option(help="Address of /predict, /healthz, /readyz, /metrics.", envvar="HLE_HTTP_HOST")] = "127.0.0.1",
-    http_port: Annotated[int, typer.Option(help="Port of the HTTP server (0: none).", envvar="HLE_HTTP_PORT", min=0)] = 8081,
-    http_token: Annotated[Optional[str], typer.Option(help="Bearer token /predict and /metrics require; needed when --http-host is not loopback.", envvar="HLE_HTTP_TOKEN")] = None,
-    http_predict_share: Annotated[float, typer.Option(help="Share of one core's time /predict may use (over 5 s); beyond it 503.", envvar="HLE_HTTP_PREDICT_SHARE", min=0.01, max=16.0)] = 0.8,
-    refresh_seconds: Annotated[float, typer.Option(help="How often the store is asked for a newer snapshot.", envvar="HLE_REFRESH_SECONDS", min=0.05)] = 1.0,
-    max_batch: Annotated[int, typer.Option(help="Events per prediction batch.", envvar="HLE_MAX_BATCH", min=1)] = 256,
-    confidence_threshold: Annotated[Optional[float], typer.Option(help="Predicted path stops below this probability (default: the trainer's, calibrated to its --target-precision and carried by its snapshot; 0.5 until then).", envvar="HLE_CONFIDENCE_THRESHOLD")] = None,
-    max_events: Annotated[Optional[int], typer.Option(help="Stop after consuming this many events (default: until SIGTERM).", envvar="HLE_MAX_EVENTS")] = None,
-    session_timeout_ms: Annotated[int, typer.Option(envvar="HLE_SESSION_TIMEOUT_MS")] = 6000,
-    heartbeat_interval_ms: Annotated[int, typer.Option(envvar="HLE_HEARTBEAT_INTERVAL_MS")] = 1000,
-    torch_threads: Annotated[int, typer.Option(help="Threads torch predicts with (0: torch's default).", envvar="HLE_TORCH_THREADS", min=0)] = 1,
+    **values: Any,
 ) -> None:
     """Run a predictor replica: predict every event of its share of the input partitions with the
     newest serving snapshot of the model store, publish the predictions, serve POST /predict.
@@ -315,22 +260,16 @@ def serve(
     import torch
 
     from connectors.blob_store import open_blob_store
-    from connectors.settings import KafkaSettings
     from hle_stream.service.kafka_daemon import replica_connector
-    from hle_stream.service.replica import PredictorReplica, ReplicaConfig
-    from hle_stream.service.serving import HttpLimits, HttpStartError, require_auth_off_loopback
+    from hle_stream.service.replica import PredictorReplica
+    from hle_stream.service.serving import HttpStartError, require_auth_off_loopback
+    from hle_stream.service.settings import build_replica
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
-    settings = KafkaSettings(bootstrap_servers=bootstrap_servers, session_timeout_ms=session_timeout_ms,
-                             heartbeat_interval_ms=heartbeat_interval_ms)
-    config = ReplicaConfig(input_topic=input_topic, predictions_topic=predictions_topic, group_id=group_id,
-                           max_batch=max_batch, refresh_seconds=refresh_seconds,
-                           confidence_threshold=confidence_threshold, http_host=http_host,
-                           http_port=http_port or None, max_events=max_events,
-                           http=HttpLimits(token=http_token or None, predict_share=http_predict_share))
+    settings, config = build_replica(values)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
     try:
         if config.http_port is not None:
             require_auth_off_loopback(config.http_host, config.http)
@@ -342,6 +281,9 @@ def serve(
     except (ValueError, HttpStartError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+
+
+app.command()(_with_settings_as_options(serve, "serve"))
 
 
 @app.command()

@@ -35,12 +35,14 @@ import binascii
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 
 from hle_stream.core.hierarchy import LabelPathError, LabelTree, normalize_label
+
+if TYPE_CHECKING:
+    import torch
 
 CONTRACT_VERSION = 1
 DTYPES = {"float32": np.float32, "uint8": np.uint8}
@@ -205,6 +207,8 @@ def encode_features(x: np.ndarray) -> dict[str, Any]:
 
 
 def feature_dtype(event: Event) -> torch.dtype:
+    import torch  # here, not at the top: the settings (and so the CLI's start) read this module's constants
+
     return torch.from_numpy(event.x[:0]).dtype
 
 

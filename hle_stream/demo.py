@@ -25,9 +25,9 @@ from hle_stream.eval.datasets import load_dataset
 from hle_stream.eval.paths import REPO_ROOT
 from hle_stream.eval.producer_sim import produce, simulated_event_count, simulated_events
 from hle_stream.eval.progress_plot import plot_progress
-from hle_stream.service.daemon import DaemonConfig, Progress
+from hle_stream.service.config import DaemonConfig, ProcessingConfig
+from hle_stream.service.daemon import Progress
 from hle_stream.service.kafka_daemon import KafkaDaemon
-from hle_stream.service.processing import ProcessingConfig
 
 
 @dataclass(frozen=True)

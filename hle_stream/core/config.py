@@ -16,10 +16,12 @@ PARTS = ("memory", "sampling", "supervision", "augmentation", "discriminant", "l
 """The parts of the learner, in the order the options are listed."""
 
 
-def option(default: Any, part: str, help: str, why: str = "") -> Any:
-    """A learner option: its default, the part it belongs to, one line of help, the measured reason."""
+def option(default: Any, part: str, help: str, why: str = "", run: dict[str, Any] | None = None) -> Any:
+    """A learner option: its default, the part it belongs to, one line of help, the measured reason.
+    ``run``: also an option of ``hle-stream run`` of the same name (``--memory-size``), with these
+    bounds (``min``, ``max``) and conversions (``hle_stream.service.config`` reads them)."""
     assert part in PARTS, part
-    return field(default=default, metadata={"part": part, "help": help, "why": why})
+    return field(default=default, metadata={"part": part, "help": help, "why": why, "run": run})
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class LearnerConfig:
     """Everything that decides how a learner trains (one option per field; see ``option``)."""
 
     # memory: what the replay memory keeps, and how its samples are scored
-    memory_size: int = option(500, "memory", "replay memory capacity, in samples")
+    memory_size: int = option(500, "memory", "replay memory capacity, in samples", run={"min": 1})
     eviction: Literal["reservoir", "balanced-importance"] = option(
         "balanced-importance", "memory",
         "which sample a full memory drops: a uniform reservoir, or the least important of the fullest class",
@@ -39,7 +41,9 @@ class LearnerConfig:
     importance_ema: float = option(0.9, "memory", "weight of a slot's previous importance when it is re-scored")
     importance_probe: int | None = option(
         64, "memory", "memory slots re-scored per importance scoring (none: the whole memory, as released)",
-        "with the EMA rule (pl-fms vs pl-fms-reference): Fashion-MNIST cpu finest A_auc 72.3 vs 71.6")
+        "with the EMA rule (pl-fms vs pl-fms-reference): Fashion-MNIST cpu finest A_auc 72.3 vs 71.6",
+        run={"min": 0, "type": int, "parse": lambda size: size or None, "shown": lambda size: size or 0,
+             "help": "memory slots re-scored per importance scoring (0: the whole memory, as released)"})
     importance_rule: Literal["ema", "released"] = option(
         "ema", "memory", "how importance moves: an EMA of the loss change, or the released running sum")
     pseudo_labels: bool = option(
@@ -47,7 +51,7 @@ class LearnerConfig:
         "eviction and importance)", "not kept: Fashion-MNIST cpu (2026-11-28) finest 71.7 vs 72.6 without, L2 78.2 vs 80.0")
     pseudo_threshold: float = option(0.75, "memory", "confidence a pseudo-label needs")
     # sampling: what a training step is made of
-    batch_size: int = option(16, "sampling", "training batch: half stream samples, half replayed")
+    batch_size: int = option(16, "sampling", "training batch: half stream samples, half replayed", run={"min": 2})
     online_iter: float = option(1.0, "sampling", "gradient steps per stream sample")
     flexible_sampling: bool = option(
         True, "sampling", "flexible memory sampling: a new class's stream samples are kept with a probability "
@@ -106,8 +110,8 @@ class LearnerConfig:
         "path: with path replay, 20 Newsgroups cpu finest 71.9 (pl-fms-replay-path) vs pl-fms 70.6")
     amp: bool = option(True, "model", "bfloat16 autocast on CUDA")
     max_depth: int = option(8, "model", "deepest label level accepted")
-    max_classes: int = option(10_000, "model", "class cap over all levels")
-    device: str = option("auto", "model", "auto (CUDA when present), cpu or cuda")
+    max_classes: int = option(10_000, "model", "class cap over all levels", run={"min": 1})
+    device: str = option("auto", "model", "auto (CUDA when present), cpu or cuda", run={})
     seed: int = option(0, "model", "seeds the weights, sampling and augmentation")
 
     @property

@@ -13,62 +13,31 @@ import logging
 import resource
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 from connectors.blob_store import DirectoryBlobStore, open_blob_store
-from connectors.ports import DeliveringSink, DeliveryAborted, Record, ResumeRule, Source, SourceUnavailable
+from connectors.ports import DeliveringSink, Record, ResumeRule, Source
 from hle_stream.core.device import pick_device
 from hle_stream.core.predictor import Predictor
 from hle_stream.service.checkpoint import CheckpointStore
 from hle_stream.service.checkpointer import Checkpointer
+from hle_stream.service.config import ROLES, DaemonConfig
 from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.lineage import TrainedIdLog
 from hle_stream.service.offsets import resume_offsets
-from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
-from hle_stream.service.serving import HttpLimits
+from hle_stream.service.processing import MicroBatchProcessor
 from hle_stream.service.snapshots import publish_snapshot
+from hle_stream.service.stream_loop import StreamLoop
 from hle_stream.service.telemetry import NO_TELEMETRY, Telemetry
 from hle_stream.service.train_budget import TrainBudget
 from hle_stream.service.trainer_lease import TrainerLease
 
 log = logging.getLogger(__name__)
 
-ROLES = ("single", "trainer")
 EXIT_REFUSED = 2  # refused to start: configuration, checkpoint directory or checkpoint unusable
 EXIT_NO_FINAL_CHECKPOINT = 3  # stopped, but the final checkpoint could not be written
 CHECKPOINT_RETRY_S = 5.0  # after a failed checkpoint write (disk full, no descriptors)
-SOURCE_RETRY_S = 0.5  # after a failed poll
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    input_topic: str = "hle-events"
-    predictions_topic: str = "hle-predictions"
-    dead_letter_topic: str = "hle-dead-letters"
-    group_id: str = "hle-stream"
-    input_partitions: int = 1  # when the daemon creates its input topic
-    checkpoint_dir: Path = Path("checkpoints")
-    checkpoint_every_events: int = 5000
-    checkpoint_every_seconds: float = 60.0
-    max_batch: int = 64
-    max_events: int | None = None  # stop after consuming this many (demos, tests)
-    report_every_seconds: float = 30.0  # a progress report (a log line, or the CLI's live line) this often
-    http_host: str = "127.0.0.1"
-    http_port: int | None = 8080  # None: no HTTP server
-    http: HttpLimits = field(default_factory=HttpLimits)
-    serving_refresh_seconds: float = 1.0  # the HTTP snapshot is at most this much older than the model
-    metrics: bool = True  # Prometheus series on /metrics and ADWIN drift detection
-    max_output_bytes: int = 1_000_000  # every record the daemon writes fits Kafka's default limit
-    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
-    trained_ids_log: Path | None = None  # record of the event ids in the model's lineage (lineage.py)
-    role: str = "single"  # or "trainer": one active trainer per group, the others hot standbys
-    model_store: str | None = None  # a directory or s3://bucket/prefix; None: checkpoint_dir
-    snapshot_every_seconds: float = 5.0  # serving snapshots for predictor replicas (with a model store)
-    publish_predictions: bool = True  # False: a trainer beside a predictor fleet (it still scores itself)
-    train_budget: str = "auto"  # auto, unlimited or steps per second (hle_stream.service.train_budget)
-    torch_threads: int = 0  # 0: hle_stream.core.device.default_torch_threads (set by the command, per process)
 
 
 class FinalCheckpointFailed(RuntimeError):
@@ -119,7 +88,7 @@ class Daemon:
         self.telemetry = (Telemetry(processing.learner_config.max_depth, processing.method,
                                     pick_device(processing.learner_config.device).type) if config.metrics else NO_TELEMETRY)
         lineage = TrainedIdLog(config.trained_ids_log) if config.trained_ids_log else None
-        self.processor = MicroBatchProcessor(processing, sink=None, telemetry=self.telemetry,  # type: ignore[arg-type]
+        self.processor = MicroBatchProcessor(processing, telemetry=self.telemetry,
                                              drift=DriftMonitor() if config.metrics else None, lineage=lineage)
         if config.role not in ROLES:
             raise ValueError(f"role {config.role!r} is not one of {', '.join(ROLES)}")
@@ -134,16 +103,16 @@ class Daemon:
         self._source: Source | None = None
         self._unsaved = 0  # events consumed since the last checkpoint
         self.budget = TrainBudget(config.train_budget)
-        self._stop = False
+        self.loop = StreamLoop(config.max_batch, config.max_events)
         self._last_reported = -1
+        self._serving = False
+        self._next_checkpoint_at = self._next_report_at = 0.0
         self.lock = threading.Lock()  # held while a micro-batch is processed (/classes reads under it)
-        self.last_tick = time.monotonic()
         self.first_record_at: float | None = None  # monotonic time of the first record (throughput)
         self.snapshot: Predictor | None = None  # what HTTP predicts with (``Predictor``)
         self._snapshot_at = float("-inf")
         self._snapshot_finite = True
         self.max_abs_feature = processing.max_abs_feature
-        self._loop_io_ok = False  # the loop's view: the sink delivers, the source holds partitions
         self._assigned: set[int] = set()  # input partitions held after the last rebalance
 
     # what HTTP serving reads
@@ -151,6 +120,8 @@ class Daemon:
     prequential = property(lambda self: self.processor.prequential)
     confidence_threshold = property(lambda self: self.processor.confidence_threshold)
     checkpoint_ok = property(lambda self: self.checkpointer.healthy)
+    last_tick = property(lambda self: self.loop.last_tick)
+    consumed = property(lambda self: self.processor.consumed)
 
     @property
     def model_finite(self) -> bool:
@@ -158,19 +129,14 @@ class Daemon:
 
     def request_stop(self) -> None:
         """Finish the batch in hand, checkpoint, commit, close (SIGTERM)."""
-        self._stop = True
+        self.loop.request_stop()
 
     @property
     def kafka_ok(self) -> bool:
         """Readiness's source check: the loop's view and the probe's, which sees a broker go away
         within a second even while the loop is blocked in a call (a commit waits up to 10 s) or
         still works through buffered records."""
-        return self._loop_io_ok and self.reachable()
-
-    def _waiting_for_io(self) -> None:
-        """Called while the loop waits for the sink or the source: alive, but not ready."""
-        self.last_tick = time.monotonic()
-        self._loop_io_ok = False
+        return self.loop.io_ok and self.reachable()
 
     def resume(self, committed: dict[int, int | None]) -> dict[int, int]:
         """The source's resume rule (``hle_stream.service.offsets``), applied to the processor's
@@ -234,46 +200,49 @@ class Daemon:
         cfg = self.config
         _raise_descriptor_limit()
         source, sink = self.connect(self.resume, self._output_dropped)
-        self._source = source
-        self.processor.sink = sink
-        self._unsaved, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
-        next_report_at = time.monotonic() + min(cfg.report_every_seconds, 2.0)  # the first soon after the start
-        final_ok = True
-        try:
-            while not self._stop and (cfg.max_events is None or self.processor.consumed < cfg.max_events):
-                if sink.delivery_failed():  # the destination went away: wait for it, not ready
-                    self._loop_io_ok = False
-                    sink.deliver_all(lambda: self._stop, self._waiting_for_io)
-                records = self._poll(source)
-                if records is None:
-                    continue
-                self._process(source, records)
-                self._after_batch(source, sink, records, serving)
-                self._unsaved += len(records)
-                if self._unsaved and (self._unsaved >= cfg.checkpoint_every_events
-                                         or time.monotonic() >= next_checkpoint_at):
-                    if self._checkpoint_and_commit(source, sink):
-                        self._unsaved, next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
-                    else:
-                        next_checkpoint_at = time.monotonic() + CHECKPOINT_RETRY_S
-                if time.monotonic() >= next_report_at:
-                    self._report(source)
-                    next_report_at = time.monotonic() + cfg.report_every_seconds
-            if not self._standby():  # a clean stop: SIGTERM or --max-events
-                final_ok = self._checkpoint_and_commit(source, sink)
-        except DeliveryAborted as err:
-            log.warning("stopping without a final checkpoint (%s): the last checkpoint stands, and the events "
-                        "after it will be consumed, predicted and learned again on restart", err)
-        finally:
-            if self.processor.consumed != self._last_reported:
-                self._report(source)
-            source.close()
-            sink.close()
-        if not final_ok:
+        self._source, self._serving = source, serving
+        self._unsaved, self._next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
+        self._next_report_at = time.monotonic() + min(cfg.report_every_seconds, 2.0)  # the first soon after the start
+        if not self.loop.run(self, source, sink):
             raise FinalCheckpointFailed("the final checkpoint could not be written; the last one on disk stands, "
                                         "and the events after it will be learned again on restart")
 
-    def _process(self, source: Source, records: list[Record]) -> None:
+    # -- the loop's role (hle_stream.service.stream_loop) --------------------------------------
+    def before_poll(self, source: Source) -> None:
+        pass
+
+    def process(self, source: Source, sink: DeliveringSink, records: list[Record]) -> None:
+        """The micro-batch, then readiness, metrics and snapshots; a checkpoint (then a commit) every
+        ``checkpoint_every_events`` or ``checkpoint_every_seconds``, retried after a failed write."""
+        cfg = self.config
+        if records and self.first_record_at is None:
+            self.first_record_at = self.loop.last_tick
+        self._process(source, sink, records)
+        self._after_batch(source, records, self._serving)
+        self._unsaved += len(records)
+        if self._unsaved and (self._unsaved >= cfg.checkpoint_every_events
+                                 or time.monotonic() >= self._next_checkpoint_at):
+            if self._checkpoint_and_commit(source, sink):
+                self._unsaved, self._next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
+            else:
+                self._next_checkpoint_at = time.monotonic() + CHECKPOINT_RETRY_S
+        if time.monotonic() >= self._next_report_at:
+            self._report(source)
+            self._next_report_at = time.monotonic() + cfg.report_every_seconds
+
+    def finish(self, source: Source, sink: DeliveringSink) -> bool:
+        """A clean stop (SIGTERM, ``max_events``): the final checkpoint and commit (a standby has none)."""
+        return self._standby() or self._checkpoint_and_commit(source, sink)
+
+    def aborted(self, err: Exception) -> None:
+        log.warning("stopping without a final checkpoint (%s): the last checkpoint stands, and the events "
+                    "after it will be consumed, predicted and learned again on restart", err)
+
+    def closing(self, source: Source) -> None:
+        if self.processor.consumed != self._last_reported:
+            self._report(source)
+
+    def _process(self, source: Source, sink: DeliveringSink, records: list[Record]) -> None:
         """One micro-batch, trained on or only predicted and remembered as the budget says."""
         learner = self.processor.learner
         steps_before = learner.steps if learner is not None else 0
@@ -281,30 +250,14 @@ class Daemon:
         train = self.budget.should_train(sum(lag.values()) if lag else None)
         started = time.perf_counter()
         with self.lock:
-            self.processor.process(records, train=train)
+            self.processor.process(records, sink, train=train)
         learner = self.processor.learner
         steps = learner.steps if learner is not None else 0
         self.budget.record(len(records), time.perf_counter() - started, steps - steps_before)
         self.telemetry.record_budget(self.budget.in_force, steps)
 
-    def _poll(self, source: Source) -> list[Record] | None:
-        cfg = self.config
-        limit = cfg.max_batch if cfg.max_events is None else min(cfg.max_batch, cfg.max_events - self.processor.consumed)
-        try:
-            records = source.poll(max_records=limit, timeout_s=0.5)
-        except SourceUnavailable as err:
-            log.warning("poll failed (%s); retrying", err)
-            self._waiting_for_io()
-            time.sleep(SOURCE_RETRY_S)
-            return None
-        self.last_tick = time.monotonic()
-        if records and self.first_record_at is None:
-            self.first_record_at = self.last_tick
-        return records
-
-    def _after_batch(self, source: Source, sink: DeliveringSink, records: list[Record], serving: bool) -> None:
-        """Readiness, metrics and the serving snapshot, once per micro-batch."""
-        self._loop_io_ok = sink.healthy and bool(source.assignment())
+    def _after_batch(self, source: Source, records: list[Record], serving: bool) -> None:
+        """The partitions held, metrics and the serving snapshot, once per micro-batch."""
         self._track_assignment(source)
         learner = self.processor.learner
         if serving and learner is not None and time.monotonic() - self._snapshot_at >= self.config.serving_refresh_seconds:
@@ -316,7 +269,7 @@ class Daemon:
         self._publish_snapshot(source)
         self.telemetry.record_consumed(len(records))
         self.telemetry.record_lag(source.lag(self.processor.next_offsets))
-        self.telemetry.refresh(learner, self.processor.prequential, self.processor.served_paths,
+        self.telemetry.refresh(learner, self.processor.prequential, self.processor.scoring.served_paths,
                                self.processor.confidence_threshold)
 
     def _publish_snapshot(self, source: Source) -> None:
@@ -330,7 +283,7 @@ class Daemon:
         if not self.checkpointer.may_write(source):
             return
         try:
-            calibrated = self.processor.served_threshold is not None
+            calibrated = self.processor.scoring.served_threshold is not None
             publish_snapshot(self.blobs, learner.predictor(), self.confidence_threshold if calibrated else None)
         except OSError as err:
             log.warning("cannot publish a serving snapshot to %s: %s", self.blobs.url, err)
@@ -377,7 +330,8 @@ class Daemon:
         self.telemetry.record_output_dropped()
 
     def _checkpoint_and_commit(self, source: Source, sink: DeliveringSink) -> bool:
-        return self.checkpointer.checkpoint_and_commit(sink, source, lambda: self._stop, self._waiting_for_io)
+        return self.checkpointer.checkpoint_and_commit(sink, source, lambda: self.loop.stopping,
+                                                       self.loop.waiting_for_io)
 
     def progress(self, source: Source | None = None) -> Progress:
         processor, learner = self.processor, self.processor.learner

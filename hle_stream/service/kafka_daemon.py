@@ -10,8 +10,8 @@ from connectors.kafka_io import KafkaSource, Publisher, broker_reachable, wait_f
 from connectors.ports import DeliveringSink, ResumeRule, Source
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
-from hle_stream.service.daemon import Daemon, DaemonConfig, ProgressReport
-from hle_stream.service.replica import ReplicaConfig
+from hle_stream.service.config import DaemonConfig, ReplicaConfig
+from hle_stream.service.daemon import Daemon, ProgressReport
 
 
 class BrokerProbe:

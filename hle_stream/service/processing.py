@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Iterable
 
 import numpy as np
@@ -27,7 +27,6 @@ import torch
 
 from connectors.ports import Record, Sink
 from hle_stream.contract import (
-    DEFAULT_MAX_ABS_FEATURE,
     Event,
     EventError,
     LabelEvent,
@@ -37,65 +36,36 @@ from hle_stream.contract import (
     require_dtype,
 )
 from hle_stream.core.config import LearnerConfig
-from hle_stream.core.hierarchy import SEPARATOR, LabelPathError, LabelTree
+from hle_stream.core.hierarchy import LabelPathError, LabelTree
 from hle_stream.core.learner import HierarchicalLearner
-from hle_stream.core.methods import DEFAULT_METHOD, canonical, method_config
+from hle_stream.core.methods import canonical
 from hle_stream.core.predictor import prediction_paths
 from hle_stream.metrics.prequential import PrequentialAccuracy
-from hle_stream.metrics.served_paths import ServedPathQuality
-from hle_stream.metrics.served_threshold import DEFAULT_CONFIDENCE_THRESHOLD, PrecisionTargetThreshold
 from hle_stream.service.background_import import BackgroundImport
+from hle_stream.service.config import ProcessingConfig
 from hle_stream.service.dedupe import RecentIds
 from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.join_store import JoinStore, Pending
 from hle_stream.service.lineage import TrainedIdLog
+from hle_stream.service.scoring import Scoring
 from hle_stream.service.telemetry import NO_TELEMETRY, NoTelemetry, Telemetry
 
 log = logging.getLogger(__name__)
-
-REFINEMENTS = ("relearn", "upgrade")
-"""What a finer label for a sample already learned does: ``relearn`` learns the sample again at
-its new label (the coarse copy in the replay memory stays until the balance evicts it, as in the
-dual-label benchmark); ``upgrade`` changes the copy in the memory in place (one copy, balanced by
-its new label) and learns again only a sample the memory no longer holds. Measured on the
-dual-label stream, ``upgrade`` costs the coarse level: a coarse class whose samples are all
-refined loses its memory bin (docs/events.md)."""
-
-
-@dataclass(frozen=True)
-class ProcessingConfig:
-    method: str = DEFAULT_METHOD
-    learner_config: LearnerConfig = field(default_factory=LearnerConfig)  # the base the method's preset goes on
-    learner_overrides: tuple[tuple[str, Any], ...] = ()  # learner options by name, over the preset
-    input_shape: tuple[int, ...] | None = None  # None: the first valid event sets it
-    input_dtype: str | None = None  # float32 or uint8; None: the first valid event sets it
-    max_message_bytes: int = 4 << 20
-    max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE
-    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD  # where a served path stops (until calibrated, with a target precision)
-    target_precision: float = 0.95  # the threshold follows the labels to keep served nodes this precise (0: fixed)
-    dedupe_window: int = 100_000  # ids with features remembered to refuse duplicates (0: off)
-    join_window: int = 10_000  # events whose features wait for a later label event (0: no label events)
-    join_max_age_seconds: float = 3600.0  # ... for at most this long
-    refinements: str = "relearn"  # a finer label for a sample: learned again (relearn) or upgraded in the memory
-
-    def resolved_learner_config(self) -> LearnerConfig:
-        """The learner's settings: the method's preset over the base, then the named overrides."""
-        return method_config(self.method, self.learner_config, dict(self.learner_overrides))
-
 
 class MicroBatchProcessor:
     """Predict every record of a micro-batch, then learn from the labelled ones (test-then-train).
 
     Owns the learner (created from the first usable event), the prequential accuracy, the
-    window of recent ids and the next offset of every partition it has processed.
+    window of recent ids and the next offset of every partition it has processed. Its output (a
+    prediction per event, dead letters) goes to the sink each ``process`` call is given: the
+    daemon restores a processor before it connects its sink.
     """
 
-    def __init__(self, config: ProcessingConfig, sink: Sink, telemetry: Telemetry | NoTelemetry = NO_TELEMETRY,
+    def __init__(self, config: ProcessingConfig, telemetry: Telemetry | NoTelemetry = NO_TELEMETRY,
                  drift: DriftMonitor | None = None, lineage: TrainedIdLog | None = None) -> None:
         self.config = config
-        self.sink = sink
         self.telemetry = telemetry
-        self.drift = drift
+        self.drift = drift  # handed to each new Scoring
         self.lineage = lineage
         # A learner's optimizer imports torch._dynamo when made (1-2 s): load it while the
         # daemon connects and joins its group, not when the first event is waiting.
@@ -111,10 +81,7 @@ class MicroBatchProcessor:
         """Forget the model and everything tied to it (a trainer taking over with no checkpoint in
         the store starts a new lineage); the counters of this process stay."""
         self.learner: HierarchicalLearner | None = None
-        self.prequential = PrequentialAccuracy()
-        self.served_paths = ServedPathQuality()
-        self.served_threshold = (PrecisionTargetThreshold(self.config.target_precision, self.config.confidence_threshold)
-                                 if self.config.target_precision > 0 else None)
+        self.scoring = Scoring(self.config, self.drift, self.telemetry)
         self.recent_ids = RecentIds(self.config.dedupe_window)
         self.next_offsets: dict[int, int] = {}
         self.model_id = uuid.uuid4().hex  # names this model's lineage (the checkpointer's record of its commits)
@@ -127,10 +94,13 @@ class MicroBatchProcessor:
 
     @property
     def confidence_threshold(self) -> float:
-        """Where served paths stop now: the fixed threshold, or the one calibrated to the target precision."""
-        return self.config.confidence_threshold if self.served_threshold is None else self.served_threshold.threshold
+        return self.scoring.confidence_threshold
 
-    def process(self, records: Iterable[Record], train: bool = True) -> None:
+    @property
+    def prequential(self) -> PrequentialAccuracy:
+        return self.scoring.prequential
+
+    def process(self, records: Iterable[Record], out: Sink, train: bool = True) -> None:
         """``train=False`` (the daemon's compute budget): the labelled events are predicted and
         remembered, but no gradient step is taken for them."""
         events, sources, label_events = [], [], []
@@ -145,28 +115,28 @@ class MicroBatchProcessor:
                     events.append(admitted)
                     sources.append(record)
             except EventError as err:
-                self._dead_letter(record, err.reason, str(err))
+                self._dead_letter(out, record, err.reason, str(err))
             except Exception as err:  # a bug of ours must not stop the stream: logged, dead-lettered
                 log.exception("internal error on %s[%d]@%d", record.topic, record.partition, record.offset)
-                self._dead_letter(record, "internal_error", f"{type(err).__name__}: {err}")
-        events, sources = self._within_class_cap(events, sources)
-        events, sources = self._first_of_each_id(events, sources)
+                self._dead_letter(out, record, "internal_error", f"{type(err).__name__}: {err}")
+        events, sources = self._within_class_cap(out, events, sources)
+        events, sources = self._first_of_each_id(out, events, sources)
         if events:
-            self._features_batch(events, sources, train)
+            self._features_batch(out, events, sources, train)
         if label_events:  # after the batch's features: a label may follow its event closely
-            self._join_labels(label_events, train)
+            self._join_labels(out, label_events, train)
         if self.joins is not None:
             self.telemetry.record_join_store(len(self.joins), self.joins.nbytes)
 
-    def _features_batch(self, events: list[Event], sources: list[Record], train: bool) -> None:
+    def _features_batch(self, out: Sink, events: list[Event], sources: list[Record], train: bool) -> None:
         try:
             x = torch.from_numpy(np.stack([e.x for e in events]))
         except Exception as err:
             log.exception("internal error stacking a batch of %d events", len(events))
             for record in sources:
-                self._dead_letter(record, "internal_error", f"prediction failed: {type(err).__name__}: {err}")
+                self._dead_letter(out, record, "internal_error", f"prediction failed: {type(err).__name__}: {err}")
             return
-        self._predict_then_learn(events, sources, x, train)
+        self._predict_then_learn(out, events, sources, x, train)
 
     # -- admission: parse, then the checks that need the batch or the model ------------------
     def _admit(self, record: Record, batch: list[Event]) -> Event | LabelEvent:
@@ -204,31 +174,31 @@ class MicroBatchProcessor:
         self.learner = learner
         log.info("learner created for inputs of shape %s (%s), method %s", shape, dtype, self.config.method)
 
-    def _within_class_cap(self, events: list[Event], sources: list[Record]) -> tuple[list[Event], list[Record]]:
+    def _within_class_cap(self, out: Sink, events: list[Event], sources: list[Record]) -> tuple[list[Event], list[Record]]:
         """Dead-letter, before predicting, the labelled events whose new classes would pass the cap
         once the earlier events of the batch are learned (each alone passed ``parse_event``)."""
         tree = self.tree
         labelled = [i for i, e in enumerate(events) if e.label]
         rejected = {labelled[j] for j in tree.over_cap([events[i].label for i in labelled])}
         for i in sorted(rejected):
-            self._dead_letter(sources[i], "bad_label", f"{events[i].label}: would exceed the cap of "
+            self._dead_letter(out, sources[i], "bad_label", f"{events[i].label}: would exceed the cap of "
                                                         f"{tree.max_classes} classes")
         keep = [i for i in range(len(events)) if i not in rejected]
         return [events[i] for i in keep], [sources[i] for i in keep]
 
-    def _first_of_each_id(self, events: list[Event], sources: list[Record]) -> tuple[list[Event], list[Record]]:
+    def _first_of_each_id(self, out: Sink, events: list[Event], sources: list[Record]) -> tuple[list[Event], list[Record]]:
         """Dead-letter the events whose id is in the window of recent ids (``hle_stream.service.dedupe``)."""
         kept = []
         for event, record in zip(events, sources):
             if self.recent_ids.admit(event.id):
                 kept.append((event, record))
             else:
-                self._dead_letter(record, "duplicate_id", f"id {event.id!r} is among the last "
+                self._dead_letter(out, record, "duplicate_id", f"id {event.id!r} is among the last "
                                                           f"{self.recent_ids.capacity} ids with features")
         return [e for e, _ in kept], [r for _, r in kept]
 
     # -- test, then train ------------------------------------------------------------------
-    def _predict_then_learn(self, events: list[Event], sources: list[Record], x: torch.Tensor, train: bool) -> None:
+    def _predict_then_learn(self, out: Sink, events: list[Event], sources: list[Record], x: torch.Tensor, train: bool) -> None:
         """The learner's prequential step; a failure before the answers are out dead-letters the
         batch, a failure of learning only the labelled events (their answers stand)."""
         labels = [e.label or None for e in events]
@@ -236,7 +206,7 @@ class MicroBatchProcessor:
         clock = {"started": time.perf_counter()}
 
         def answer(probabilities: list[torch.Tensor]) -> None:
-            self._answer(events, sources, probabilities, time.perf_counter() - clock["started"])
+            self._answer(out, events, sources, probabilities, time.perf_counter() - clock["started"])
             clock["answered"] = time.perf_counter()
 
         learned = labelled
@@ -244,13 +214,13 @@ class MicroBatchProcessor:
         try:
             self.learner.predict_then_learn(x, labels, on_predicted=answer, train=train)
         except LabelPathError:  # nothing learned (the batch is checked first), e.g. the class cap reached inside it
-            learned = [i for i in labelled if self._learn_one(x[i:i + 1], events[i].label, sources[i], train)]
+            learned = [i for i in labelled if self._learn_one(out, x[i:i + 1], events[i].label, sources[i], train)]
         except Exception as err:
             stage = "learning" if "answered" in clock else "prediction"
             log.exception("internal error in %s of a batch of %d events", stage, len(events))
             doomed = labelled if stage == "learning" else range(len(events))
             for i in doomed:
-                self._dead_letter(sources[i], "internal_error", f"{stage} failed: {type(err).__name__}: {err}")
+                self._dead_letter(out, sources[i], "internal_error", f"{stage} failed: {type(err).__name__}: {err}")
             if stage == "prediction":
                 return
             learned = []
@@ -271,7 +241,7 @@ class MicroBatchProcessor:
             self.telemetry.record_remembered_only(count)
 
     # -- label events: joined with the features they name (hle_stream.service.join_store) -------------
-    def _join_labels(self, items: list[tuple[LabelEvent, Record]], train: bool) -> None:
+    def _join_labels(self, out: Sink, items: list[tuple[LabelEvent, Record]], train: bool) -> None:
         """Score each label against the prediction served when its features arrived, then learn:
         a first label trains on the stored features; a finer one (``a`` then ``a/b``) upgrades the
         sample in the replay memory, or trains on it again when the memory no longer holds it;
@@ -284,13 +254,13 @@ class MicroBatchProcessor:
             if pending is None:
                 expired = self.joins.was_expired(event.id)
                 self._join_outcome("expired" if expired else "unknown")
-                self._dead_letter(record, "label_expired" if expired else "label_unknown_id",
+                self._dead_letter(out, record, "label_expired" if expired else "label_unknown_id",
                                   f"no features for id {event.id!r} in the join store (the last "
                                   f"{self.joins.max_entries} events, {self.joins.max_age_s:g} s)"
                                   if expired else f"no event with id {event.id!r} was seen")
                 continue
             if any(waiting is pending for _, _, waiting in to_learn):  # its earlier label is in this batch too
-                self._learn_joined(to_learn, train)
+                self._learn_joined(out, to_learn, train)
                 to_learn = []
             earlier = pending.label
             if earlier is not None and not event.label.startswith(earlier + "/"):
@@ -301,24 +271,17 @@ class MicroBatchProcessor:
                                 "with: ignored", event.label, event.id, record.topic, record.partition, record.offset,
                                 earlier)
                 continue
-            self._score_delayed(event, record, pending, from_level=1 if earlier is None else earlier.count("/") + 2)
-            if earlier is None:  # the served path is judged once, against the first label
-                self.served_paths.update(pending.served_path(self.learner.tree), event.label)
-                self._calibrate(pending.confidences, pending.guesses, event.label)
+            tree = self.learner.tree
+            self.scoring.delayed(tree, event.label, record, pending.guesses, pending.confidences,
+                                 pending.served_path(tree) if earlier is None else None,
+                                 from_level=1 if earlier is None else earlier.count("/") + 2)
             self.telemetry.record_label_delay(now - pending.arrived_at)
             if (earlier is not None and self.config.refinements == "upgrade" and pending.sample_id is not None
                     and self._upgrade(event, pending)):
                 continue
             to_learn.append((event, record, pending))
         if to_learn:
-            self._learn_joined(to_learn, train)
-
-    def _score_delayed(self, event: LabelEvent, record: Record, pending: Pending, from_level: int) -> None:
-        outcomes = self.prequential.update(self.learner.tree, [event.label],
-                                           [torch.tensor([guess]) for guess in pending.guesses], from_level)
-        if self.drift is not None:
-            for outcome in self.drift.update(outcomes):
-                self._drift_detected(outcome.level, record)
+            self._learn_joined(out, to_learn, train)
 
     def _upgrade(self, event: LabelEvent, pending: Pending) -> bool:
         """A finer label for a sample in the replay memory: upgraded in place (True)."""
@@ -333,7 +296,7 @@ class MicroBatchProcessor:
                 self.lineage.record([f"{event.id}>{event.label}"])
         return upgraded
 
-    def _learn_joined(self, items: list[tuple[LabelEvent, Record, Pending]], train: bool) -> None:
+    def _learn_joined(self, out: Sink, items: list[tuple[LabelEvent, Record, Pending]], train: bool) -> None:
         started = time.perf_counter()
         first_sample_id = self.learner.seen
         x = torch.from_numpy(np.stack([pending.x for _, _, pending in items]))
@@ -342,7 +305,7 @@ class MicroBatchProcessor:
             learned = list(range(len(items)))
         except LabelPathError:  # one label passes the class cap only alone: learn them one by one
             learned = [i for i, (event, record, _) in enumerate(items)
-                       if self._learn_one(x[i:i + 1], event.label, record, train)]
+                       if self._learn_one(out, x[i:i + 1], event.label, record, train)]
         for k, i in enumerate(learned):
             event, _, pending = items[i]
             refined = pending.label is not None
@@ -356,15 +319,15 @@ class MicroBatchProcessor:
         self.label_outcomes[outcome] += 1
         self.telemetry.record_join(outcome)
 
-    def _learn_one(self, x: torch.Tensor, label: str, record: Record, train: bool) -> bool:
+    def _learn_one(self, out: Sink, x: torch.Tensor, label: str, record: Record, train: bool) -> bool:
         try:
             self.learner.observe(x, [label], train=train)
             return True
         except LabelPathError as err:
-            self._dead_letter(record, "bad_label", str(err))
+            self._dead_letter(out, record, "bad_label", str(err))
             return False
 
-    def _answer(self, events: list[Event], sources: list[Record], probabilities: list[torch.Tensor],
+    def _answer(self, out: Sink, events: list[Event], sources: list[Record], probabilities: list[torch.Tensor],
                 seconds: float) -> None:
         """Every document is built before any is sent, so a failure leaves no record half-answered."""
         learner = self.learner
@@ -380,39 +343,20 @@ class MicroBatchProcessor:
                 self.joins.add(event.id, Pending(event.x, now, [level[row] for level in guesses], len(paths[row]),
                                                  confidences=[level[row] for level in confidences]), now)
         labelled = [i for i, e in enumerate(events) if e.label]
-        for i in labelled:
-            self.served_paths.update([node["label"] for node in paths[i]], events[i].label)
-            self._calibrate([level[i] for level in confidences], [level[i] for level in guesses], events[i].label)
         if labelled:
-            outcomes = self.prequential.update(learner.tree, [events[i].label for i in labelled],
-                                               [p[labelled].argmax(dim=1) for p in probabilities])
-            if self.drift is not None:
-                for outcome in self.drift.update(outcomes):
-                    self._drift_detected(outcome.level, sources[labelled[outcome.sample]])
+            self.scoring.served(learner.tree, [events[i].label for i in labelled], [paths[i] for i in labelled],
+                                [[level[i] for level in confidences] for i in labelled],
+                                [[level[i] for level in guesses] for i in labelled],
+                                [p[labelled] for p in probabilities], [sources[i] for i in labelled])
         for document in documents:
-            self.sink.prediction(document)
+            out.prediction(document)
 
-    def _calibrate(self, confidences: list[float], guesses: list[int], label: str) -> None:
-        """Tell the threshold calibration how the path predicted for a labelled event fared."""
-        if self.served_threshold is None:
-            return
-        truth = label.split(SEPARATOR)
-        tree = self.learner.tree
-        correct = [tree.path_of(level, guess) == SEPARATOR.join(truth[:level])
-                   for level, guess in enumerate(guesses[:len(truth)], start=1)]
-        self.served_threshold.record(confidences, correct)
-
-    def _drift_detected(self, level: int, record: Record) -> None:
-        log.warning("drift detected on level %d's prequential error at %s[%d]@%d", level, record.topic,
-                    record.partition, record.offset)
-        self.telemetry.record_drift(level)
-
-    def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
+    def _dead_letter(self, out: Sink, record: Record, reason: str, detail: str) -> None:
         self.dead_letters += 1
         self.telemetry.record_dead_letter(reason)
         log.warning("dead letter: %s at %s[%d]@%d: %s", reason, record.topic, record.partition, record.offset,
                     detail[:500])
-        self.sink.dead_letter(record, reason, detail)
+        out.dead_letter(record, reason, detail)
 
     # -- state (part of the daemon's checkpoint) ---------------------------------------------
     def settings_conflicts(self, state: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -428,8 +372,7 @@ class MicroBatchProcessor:
     def state_dict(self) -> dict[str, Any]:
         return {"learner": self.learner.state_dict() if self.learner else None, "method": self.config.method,
                 "model_id": self.model_id,
-                "prequential": self.prequential.state_dict(), "served_paths": self.served_paths.state_dict(),
-                "served_threshold": self.served_threshold.state_dict() if self.served_threshold else None,
+                **self.scoring.state_dict(),
                 "offsets": dict(self.next_offsets),
                 "recent_ids": self.recent_ids.state_dict(),
                 "joins": self.joins.state_dict() if self.joins is not None else None}
@@ -438,11 +381,7 @@ class MicroBatchProcessor:
         if state["learner"] is not None:
             self.learner = HierarchicalLearner.from_state_dict(state["learner"],
                                                                device=self.config.learner_config.device)
-        self.prequential = PrequentialAccuracy.from_state_dict(state["prequential"])
-        if "served_paths" in state:  # checkpoints before served-path quality have none
-            self.served_paths = ServedPathQuality.from_state_dict(state["served_paths"])
-        if self.served_threshold is not None and state.get("served_threshold"):  # absent before calibration
-            self.served_threshold.load_state_dict(state["served_threshold"])
+        self.scoring.load_state_dict(state)
         self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
         self.model_id = state.get("model_id", self.model_id)  # checkpoints before model ids have none
         if "recent_ids" in state:  # checkpoints before the duplicate check have none

@@ -17,40 +17,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from connectors.blob_store import BlobStore
-from connectors.ports import DeliveringSink, DeliveryAborted, Record, Source, SourceUnavailable
-from hle_stream.contract import DEFAULT_MAX_ABS_FEATURE, EventError, parse_event, prediction_document, require_dtype
+from connectors.ports import DeliveringSink, Record, Source
+from hle_stream.contract import EventError, parse_event, prediction_document, require_dtype
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.predictor import Predictor
 from hle_stream.metrics.prequential import PrequentialAccuracy
 from hle_stream.metrics.served_threshold import DEFAULT_CONFIDENCE_THRESHOLD
-from hle_stream.service.serving import HttpLimits, HttpServer
+from hle_stream.service.config import ReplicaConfig
+from hle_stream.service.serving import HttpServer
 from hle_stream.service.snapshots import newest_snapshot_marker, read_snapshot
+from hle_stream.service.stream_loop import StreamLoop
 from hle_stream.service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReplicaConfig:
-    input_topic: str = "hle-events"
-    predictions_topic: str = "hle-predictions"
-    group_id: str = "hle-stream-predictors"  # not the trainers' group: replicas split the partitions
-    max_batch: int = 256
-    refresh_seconds: float = 1.0  # how often the store is asked for a newer snapshot
-    commit_every_seconds: float = 5.0
-    confidence_threshold: float | None = None  # None: the trainer's, carried by its snapshot (else the default)
-    max_message_bytes: int = 4 << 20
-    max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE
-    http_host: str = "127.0.0.1"
-    http_port: int | None = 8081
-    http: HttpLimits = field(default_factory=lambda: HttpLimits(predict_share=0.8))  # predicting is its job
-    max_events: int | None = None  # stop after consuming this many (tests, benchmarks)
 
 
 class PredictorReplica:
@@ -65,8 +49,7 @@ class PredictorReplica:
         self.lock = threading.Lock()
         self.snapshot: Predictor | None = None
         self.snapshot_published_at = 0.0
-        self.last_tick = time.monotonic()
-        self.kafka_ok = False
+        self.loop = StreamLoop(config.max_batch, config.max_events)
         self.checkpoint_ok = True  # a replica writes no checkpoints
         self._snapshot_threshold: float | None = None  # the trainer's calibrated threshold, from the snapshot
         self.max_abs_feature = config.max_abs_feature
@@ -74,11 +57,13 @@ class PredictorReplica:
         self.consumed = 0
         self.predicted = 0
         self.next_offsets: dict[int, int] = {}
-        self._stop = False
+        self._next_commit_at = 0.0
         self._marker: dict | None = None
         self._checked_at = float("-inf")
 
     learner = property(lambda self: None)  # a replica holds no learner
+    last_tick = property(lambda self: self.loop.last_tick)
+    kafka_ok = property(lambda self: self.loop.io_ok)
 
     @property
     def confidence_threshold(self) -> float:
@@ -92,7 +77,7 @@ class PredictorReplica:
         return self.snapshot is None or self.snapshot.finite
 
     def request_stop(self) -> None:
-        self._stop = True
+        self.loop.request_stop()
 
     def refresh_snapshot(self) -> None:
         """Swap in the newest snapshot if the store has one newer than ours (a marker read; the
@@ -121,54 +106,50 @@ class PredictorReplica:
             server.start()
         try:
             self._wait_for_first_snapshot()
-            if not self._stop:
-                self._run()
+            if not self.loop.stopping:
+                source, sink = self.connect()
+                self._next_commit_at = time.monotonic() + self.config.commit_every_seconds
+                self.loop.run(self, source, sink)
         finally:
             if server is not None:
                 server.stop()
 
     def _wait_for_first_snapshot(self) -> None:
         logged = False
-        while not self._stop and self.snapshot is None:
+        while not self.loop.stopping and self.snapshot is None:
             self.refresh_snapshot()
-            self.last_tick = time.monotonic()
+            self.loop.last_tick = time.monotonic()
             if self.snapshot is None:
                 if not logged:
                     log.info("waiting for the trainer's first serving snapshot in %s", self.blobs.url)
                     logged = True
                 time.sleep(self.config.refresh_seconds)
 
-    def _run(self) -> None:
-        cfg = self.config
-        source, sink = self.connect()
-        next_commit_at = time.monotonic() + cfg.commit_every_seconds
-        try:
-            while not self._stop and (cfg.max_events is None or self.consumed < cfg.max_events):
-                if time.monotonic() - self._checked_at >= cfg.refresh_seconds:
-                    self.refresh_snapshot()
-                try:
-                    records = source.poll(max_records=cfg.max_batch, timeout_s=0.5)
-                except SourceUnavailable as err:
-                    log.warning("poll failed (%s); retrying", err)
-                    self.kafka_ok = False
-                    time.sleep(0.5)
-                    continue
-                self.last_tick = time.monotonic()
-                self.kafka_ok = sink.healthy and bool(source.assignment())
-                if records:
-                    self.predict_records(records, sink)
-                    self.telemetry.record_consumed(len(records))
-                    self.telemetry.record_lag(source.lag(self.next_offsets))
-                if time.monotonic() >= next_commit_at:
-                    self._deliver_and_commit(source, sink)
-                    next_commit_at = time.monotonic() + cfg.commit_every_seconds
-            self._deliver_and_commit(source, sink)
-        except DeliveryAborted as err:
-            log.warning("stopping with predictions undelivered (%s): their events are predicted again by the next "
-                        "owner of their partitions", err)
-        finally:
-            source.close()
-            sink.close()
+    # -- the loop's role (hle_stream.service.stream_loop) --------------------------------------
+    def before_poll(self, source: Source) -> None:
+        if time.monotonic() - self._checked_at >= self.config.refresh_seconds:
+            self.refresh_snapshot()
+
+    def process(self, source: Source, sink: DeliveringSink, records: list[Record]) -> None:
+        """Predict the batch; every ``commit_every_seconds``, deliver then commit."""
+        if records:
+            self.predict_records(records, sink)
+            self.telemetry.record_consumed(len(records))
+            self.telemetry.record_lag(source.lag(self.next_offsets))
+        if time.monotonic() >= self._next_commit_at:
+            self.loop.deliver_and_commit(source, sink, self.next_offsets)
+            self._next_commit_at = time.monotonic() + self.config.commit_every_seconds
+
+    def finish(self, source: Source, sink: DeliveringSink) -> bool:
+        self.loop.deliver_and_commit(source, sink, self.next_offsets)
+        return True
+
+    def aborted(self, err: Exception) -> None:
+        log.warning("stopping with predictions undelivered (%s): their events are predicted again by the next "
+                    "owner of their partitions", err)
+
+    def closing(self, source: Source) -> None:
+        pass
 
     def predict_records(self, records: list[Record], sink: DeliveringSink) -> None:
         """One prediction per parseable record, with the snapshot in use when the batch started."""
@@ -193,16 +174,3 @@ class PredictorReplica:
         for event, path in zip(events, paths):
             sink.prediction(prediction_document(event.id, snapshot.version, path, event.label))
         self.predicted += len(events)
-
-    def _deliver_and_commit(self, source: Source, sink: DeliveringSink) -> None:
-        sink.deliver_all(lambda: self._stop, self._waiting)
-        held = source.assignment()
-        offsets = {p: o for p, o in self.next_offsets.items() if p in held}
-        try:
-            source.commit(offsets)
-        except SourceUnavailable as err:  # the next commit catches up; at worst events are predicted twice
-            log.warning("offset commit failed: %s", err)
-
-    def _waiting(self) -> None:
-        self.last_tick = time.monotonic()
-        self.kafka_ok = False

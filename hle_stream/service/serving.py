@@ -34,7 +34,6 @@ import json
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -52,6 +51,7 @@ from hle_stream.contract import EventError, event_from_document, prediction_docu
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.predictor import Predictor
 from hle_stream.metrics.prequential import PrequentialAccuracy
+from hle_stream.service.config import HttpLimits
 from hle_stream.service.telemetry import NoTelemetry, Telemetry
 
 # A loop that has not ticked for this long is stuck: a poll waits at most 0.5 s and a batch of
@@ -59,18 +59,6 @@ from hle_stream.service.telemetry import NoTelemetry, Telemetry
 LIVENESS_WINDOW_S = 30.0
 MAX_CLASS_PAGE = 1000
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    max_body_bytes: int = 1 << 20  # about 40 Fashion-MNIST images as JSON lists, 300 in x_b64
-    max_events: int = 256
-    request_timeout_s: float = 10.0  # for the request head, and again for the body
-    max_concurrent: int = 8  # /predict requests reading a body or predicting at once
-    max_connections: int = 512
-    predict_threads: int = 1  # worker threads: predictions share the CPU with training
-    predict_share: float = 0.1  # of one core's time, over the last BUSY_WINDOW_S, that /predict may use
-    token: str | None = None
 
 
 BUSY_WINDOW_S = 5.0

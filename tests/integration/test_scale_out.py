@@ -20,8 +20,9 @@ from hle_stream.core.methods import DEFAULT_METHOD, resolve_name
 from hle_stream.core.predictor import Predictor
 from hle_stream.service.checkpoint import CheckpointStore
 from hle_stream.service.checkpointer import Checkpointer
-from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
-from hle_stream.service.replica import PredictorReplica, ReplicaConfig
+from hle_stream.service.config import ProcessingConfig, ReplicaConfig
+from hle_stream.service.processing import MicroBatchProcessor
+from hle_stream.service.replica import PredictorReplica
 from hle_stream.service.snapshots import newest_snapshot_marker, publish_snapshot, read_snapshot
 from hle_stream.service.trainer_lease import TrainerLease
 from tests.support.fault_injection import S3Emulator
@@ -121,17 +122,16 @@ def _records(start: int, count: int) -> list[RawRecord]:
 def test_a_fenced_checkpointer_writes_no_checkpoint_and_commits_nothing(tmp_path):
     blobs = DirectoryBlobStore(tmp_path)
     config = ProcessingConfig(learner_config=LearnerConfig(memory_size=16, batch_size=4, device="cpu"))
-    processor, sink = MicroBatchProcessor(config, ListSink()), ListSink()
-    processor.sink = sink
+    processor, sink = MicroBatchProcessor(config), ListSink()
     source = MemorySource("events", [[]])
     lease = TrainerLease(blobs, "g")
     checkpointer = Checkpointer(CheckpointStore(blobs, exclusive=False), processor, "events", lease=lease)
     assert lease.claim(source.generation())
-    processor.process(_records(0, 8))
+    processor.process(_records(0, 8), sink)
     assert checkpointer.checkpoint_and_commit(sink, source, lambda: False, lambda: None)
     assert source.commits == [{0: 8}] and len(CheckpointStore(blobs, exclusive=False).files()) == 1
     TrainerLease(blobs, "g").claim(source.generation() + 1)  # another trainer took over meanwhile
-    processor.process(_records(8, 8))
+    processor.process(_records(8, 8), sink)
     assert not checkpointer.checkpoint_and_commit(sink, source, lambda: False, lambda: None)
     assert source.commits == [{0: 8}] and len(CheckpointStore(blobs, exclusive=False).files()) == 1
 

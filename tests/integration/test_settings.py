@@ -1,45 +1,51 @@
-"""One settings layer for the daemon: command line > environment > config file > defaults, the
-options and the settings dataclasses agree, and a checkpoint's learner settings are not silently
+"""One settings layer for the daemon: command line > environment > config file > defaults, every
+option declared once (a field of a settings dataclass), and a checkpoint's learner settings are not silently
 overridden (nor silently override the command line)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import typer.main
 
 from connectors.memory import ListSink, MemorySource
+from connectors.settings import KafkaSettings
+from hle_stream import cli
 from hle_stream.cli import app
 from hle_stream.core.config import LearnerConfig
 from hle_stream.service.checkpointer import CheckpointMismatchError
-from hle_stream.service.daemon import Daemon, DaemonConfig
-from hle_stream.service.processing import ProcessingConfig
-from hle_stream.service.settings import OPTIONS, TARGETS, field_value
+from hle_stream.service.config import DaemonConfig, ProcessingConfig
+from hle_stream.service.daemon import Daemon
+from hle_stream.service.settings import SETTINGS, build
 
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
 
 
 def _run_options() -> dict[str, object]:
     command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
-    return {p.name: p.default for p in command.params if p.name not in ("config", "print_config")}
+    return {p.name: p for p in command.params if p.name not in ("config", "print_config")}
 
 
-def test_every_run_option_is_one_settings_field_with_the_same_default():
+def test_every_run_option_is_a_settings_field_and_its_defaults_build_the_default_settings():
     options = _run_options()
-    assert set(options) == set(OPTIONS)
-    field_defaults = {(target, f.name): f.default_factory() if callable(f.default_factory) else f.default
-                      for target, cls in TARGETS.items() for f in fields(cls)}
-    disagreeing = {option: (field_value(option, default), field_defaults[OPTIONS[option]])
-                   for option, default in options.items()
-                   if field_value(option, default) != field_defaults[OPTIONS[option]]}
-    assert disagreeing == {}
+    assert list(options) == list(SETTINGS)
+    assert {name: option.envvar for name, option in options.items()} == {name: s.env for name, s in SETTINGS.items()}
+    kafka, daemon = build({name: option.default for name, option in options.items()})
+    assert (kafka, daemon) == (KafkaSettings(), DaemonConfig())  # each option's default is its field's, converted
+
+
+def test_an_option_is_declared_once_as_a_field_and_the_command_line_takes_it_from_there():
+    """No literal option in the command's source: ``run`` has only --config and --print-config of its own."""
+    source = inspect.getsource(cli.run)
+    assert "bootstrap_servers" not in source and "typer.Option" in source
+    assert source.count("typer.Option(") == 2
 
 
 def _print_config(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

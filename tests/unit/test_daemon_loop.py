@@ -13,9 +13,9 @@ import pytest
 from connectors.memory import ListSink, MemorySource
 from hle_stream.core.config import LearnerConfig
 from hle_stream.service.checkpoint import decode
-from hle_stream.service.daemon import Daemon, DaemonConfig
+from hle_stream.service.config import DaemonConfig, ProcessingConfig
+from hle_stream.service.daemon import Daemon
 from hle_stream.service.offsets import resume_offsets
-from hle_stream.service.processing import ProcessingConfig
 
 TOPIC = "events"
 LABELS = ["a", "b", "a/x", "b/y"]

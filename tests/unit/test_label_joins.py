@@ -8,7 +8,8 @@ import json
 from connectors.memory import ListSink, RawRecord
 from hle_stream.core.config import LearnerConfig
 from hle_stream.eval.producer_sim import with_delayed_labels
-from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
+from hle_stream.service.config import ProcessingConfig
+from hle_stream.service.processing import MicroBatchProcessor
 
 DIM = 6
 
@@ -16,7 +17,7 @@ DIM = 6
 def _processor(**changes) -> tuple[MicroBatchProcessor, ListSink]:
     sink = ListSink()
     config = ProcessingConfig(learner_config=LearnerConfig(memory_size=32, batch_size=4, device="cpu"), **changes)
-    return MicroBatchProcessor(config, sink), sink
+    return MicroBatchProcessor(config), sink
 
 
 class Stream:
@@ -43,17 +44,17 @@ def _scored(processor: MicroBatchProcessor) -> dict[int, int]:
 def test_a_label_that_comes_later_is_scored_on_the_prediction_made_then_and_trains_on_the_stored_features():
     processor, sink = _processor()
     stream = Stream()
-    processor.process(stream(*[_features(i, "a/x" if i % 2 else "b/y") for i in range(8)]))
-    processor.process(stream(_features(100)))  # unlabelled: predicted, its features kept
+    processor.process(stream(*[_features(i, "a/x" if i % 2 else "b/y") for i in range(8)]), sink)
+    processor.process(stream(_features(100)), sink)  # unlabelled: predicted, its features kept
     assert [d["id"] for d in sink.predictions][-1] == "e100"
     served = list(processor.joins.entries["e100"].guesses)
     seen, scored = processor.learner.seen, _scored(processor)
-    processor.process(stream(*[_features(200 + i, "a") for i in range(8)]))  # the model moves on meanwhile
-    calibration = list(processor.served_threshold.values)
+    processor.process(stream(*[_features(200 + i, "a") for i in range(8)]), sink)  # the model moves on meanwhile
+    calibration = list(processor.scoring.served_threshold.values)
     confidences = processor.joins.entries["e100"].confidences
-    processor.process(stream({"id": "e100", "label": "b/y"}))
+    processor.process(stream({"id": "e100", "label": "b/y"}), sink)
     # the threshold's calibration judges the path served then, both levels, by its probabilities then
-    assert list(processor.served_threshold.values) == calibration + [confidences[0], min(confidences)]
+    assert list(processor.scoring.served_threshold.values) == calibration + [confidences[0], min(confidences)]
     assert processor.label_outcomes["joined"] == 1 and sink.dead_letters == []
     assert processor.learner.seen == seen + 8 + 1  # trained on the stored features
     assert _scored(processor) == {1: scored[1] + 8 + 1, 2: scored[2] + 1}
@@ -63,8 +64,8 @@ def test_a_label_that_comes_later_is_scored_on_the_prediction_made_then_and_trai
 def test_a_label_for_an_unknown_or_expired_id_is_dead_lettered_with_the_reason():
     processor, sink = _processor(join_window=3)
     stream = Stream()
-    processor.process(stream(*[_features(i) for i in range(5)]))  # e0, e1 leave the window of 3
-    processor.process(stream({"id": "e0", "label": "a"}, {"id": "nobody", "label": "a"}, {"id": "e4", "label": "a"}))
+    processor.process(stream(*[_features(i) for i in range(5)]), sink)  # e0, e1 leave the window of 3
+    processor.process(stream({"id": "e0", "label": "a"}, {"id": "nobody", "label": "a"}, {"id": "e4", "label": "a"}), sink)
     assert [reason for _, reason, _ in sink.dead_letters] == ["label_expired", "label_unknown_id"]
     assert processor.label_outcomes == {"expired": 1, "unknown": 1, "joined": 1}
 
@@ -72,12 +73,12 @@ def test_a_label_for_an_unknown_or_expired_id_is_dead_lettered_with_the_reason()
 def test_a_finer_label_relearns_the_sample_keeps_its_coarse_copy_and_scores_only_the_new_level():
     processor, sink = _processor()
     stream = Stream()
-    processor.process(stream(*[_features(i, "a" if i % 2 else "b") for i in range(6)]))
+    processor.process(stream(*[_features(i, "a" if i % 2 else "b") for i in range(6)]), sink)
     memory = processor.learner.memory
     slot = memory.slot_of(processor.joins.entries["e1"].sample_id)
     assert slot is not None and int(memory.level[slot]) == 1
     seen, scored = processor.learner.seen, _scored(processor)
-    processor.process(stream({"id": "e1", "label": "a/x"}))
+    processor.process(stream({"id": "e1", "label": "a/x"}), sink)
     assert processor.label_outcomes["refined"] == 1 and processor.learner.seen == seen + 1
     assert int(memory.level[slot]) == 1 and int(memory.bin[slot]) == processor.learner.tree.global_id("a")
     assert int(memory.level[memory.slot_of(processor.joins.entries["e1"].sample_id)]) == 2  # the fine copy
@@ -87,11 +88,11 @@ def test_a_finer_label_relearns_the_sample_keeps_its_coarse_copy_and_scores_only
 def test_with_upgrades_a_finer_label_changes_the_memory_copy_in_place_which_still_teaches_the_coarse_level():
     processor, sink = _processor(refinements="upgrade")
     stream = Stream()
-    processor.process(stream(*[_features(i, "a" if i % 2 else "b") for i in range(6)]))
+    processor.process(stream(*[_features(i, "a" if i % 2 else "b") for i in range(6)]), sink)
     memory = processor.learner.memory
     slot = memory.slot_of(processor.joins.entries["e1"].sample_id)
     seen, scored = processor.learner.seen, _scored(processor)
-    processor.process(stream({"id": "e1", "label": "a/x"}))
+    processor.process(stream({"id": "e1", "label": "a/x"}), sink)
     assert processor.label_outcomes["upgraded_in_memory"] == 1 and processor.learner.seen == seen
     assert int(memory.level[slot]) == 2 and int(memory.bin[slot]) == processor.learner.tree.global_id("a/x")
     assert int(memory.first_level[slot]) == 1  # supervised at levels 1 and 2 from now on
@@ -101,19 +102,19 @@ def test_with_upgrades_a_finer_label_changes_the_memory_copy_in_place_which_stil
 def test_a_label_that_contradicts_coarsens_or_repeats_the_earlier_one_is_ignored_and_counted():
     processor, sink = _processor()
     stream = Stream()
-    processor.process(stream(*[_features(i, "a/x") for i in range(4)]))
+    processor.process(stream(*[_features(i, "a/x") for i in range(4)]), sink)
     seen = processor.learner.seen
-    processor.process(stream({"id": "e0", "label": "b/y"}, {"id": "e1", "label": "a"}, {"id": "e2", "label": "a/x"}))
+    processor.process(stream({"id": "e0", "label": "b/y"}, {"id": "e1", "label": "a"}, {"id": "e2", "label": "a/x"}), sink)
     assert processor.label_outcomes == {"conflict": 2, "duplicate": 1}
     assert processor.learner.seen == seen and processor.joins.entries["e0"].label == "a/x"
     assert sink.dead_letters == []
 
 
 def test_a_label_and_its_refinement_in_one_batch_are_learned_in_order():
-    processor, _ = _processor()
+    processor, sink = _processor()
     stream = Stream()
-    processor.process(stream(*[_features(i, "b/y") for i in range(4)] + [_features(7)]))
-    processor.process(stream({"id": "e7", "label": "a"}, {"id": "e7", "label": "a/x"}))
+    processor.process(stream(*[_features(i, "b/y") for i in range(4)] + [_features(7)]), sink)
+    processor.process(stream({"id": "e7", "label": "a"}, {"id": "e7", "label": "a/x"}), sink)
     assert processor.label_outcomes["joined"] == 1
     assert processor.label_outcomes["refined"] + processor.label_outcomes["upgraded_in_memory"] == 1
     assert processor.joins.entries["e7"].label == "a/x"
@@ -121,19 +122,19 @@ def test_a_label_and_its_refinement_in_one_batch_are_learned_in_order():
 
 def test_without_a_join_window_a_label_alone_lacks_its_features():
     processor, sink = _processor(join_window=0)
-    processor.process(Stream()({"id": "e0", "label": "a"}))
+    processor.process(Stream()({"id": "e0", "label": "a"}), sink)
     assert [reason for _, reason, _ in sink.dead_letters] == ["missing_field"]
 
 
 def test_the_join_store_survives_a_checkpoint():
-    first, _ = _processor()
+    first, first_sink = _processor()
     stream = Stream()
-    first.process(stream(*[_features(i, "a/x") for i in range(4)] + [_features(9)]))
-    first.process(stream(_features(10)))  # predicted by a model with classes: probabilities to keep
+    first.process(stream(*[_features(i, "a/x") for i in range(4)] + [_features(9)]), first_sink)
+    first.process(stream(_features(10)), first_sink)  # predicted by a model with classes: probabilities to keep
     second, sink = _processor()
     second.load_state_dict(first.state_dict())
     assert second.joins.entries["e10"].confidences == first.joins.entries["e10"].confidences != []
-    second.process(stream({"id": "e9", "label": "a/x"}))
+    second.process(stream({"id": "e9", "label": "a/x"}), sink)
     assert second.label_outcomes == {"joined": 1} and sink.dead_letters == []
 
 

@@ -26,8 +26,8 @@ from hle_stream.core.methods import (
     resolve_name,
 )
 from hle_stream.service.checkpointer import CheckpointMismatchError
-from hle_stream.service.daemon import Daemon, DaemonConfig
-from hle_stream.service.processing import ProcessingConfig
+from hle_stream.service.config import DaemonConfig, ProcessingConfig
+from hle_stream.service.daemon import Daemon
 
 # every method name before the presets, with the settings it resolved to then (LearnerConfig()'s base)
 FORMER = json.loads((Path(__file__).resolve().parents[1] / "data" / "former_methods.json").read_text())

@@ -11,7 +11,8 @@ from connectors.memory import ListSink, RawRecord
 from hle_stream.core.config import LearnerConfig
 from hle_stream.metrics.served_paths import ServedPathQuality
 from hle_stream.metrics.served_threshold import CANDIDATES, PrecisionTargetThreshold
-from hle_stream.service.processing import MicroBatchProcessor, ProcessingConfig
+from hle_stream.service.config import ProcessingConfig
+from hle_stream.service.processing import MicroBatchProcessor
 
 # Three labelled events' predicted paths: the best class's probability per level, and whether the
 # label confirms each node. A node is served while the threshold is at most the smallest probability
@@ -86,21 +87,21 @@ def _stream(count, start, seed):
 def _served_precision(target):
     config = ProcessingConfig(learner_config=LearnerConfig(memory_size=64, batch_size=8, device="cpu"),
                               target_precision=target)
-    processor = MicroBatchProcessor(config, ListSink())
+    processor, sink = MicroBatchProcessor(config), ListSink()
     for start in range(0, 1200, 50):
-        processor.process(_stream(50, start, seed=start))
-    processor.served_paths = ServedPathQuality()  # judge what is served from here on
+        processor.process(_stream(50, start, seed=start), sink)
+    processor.scoring.served_paths = ServedPathQuality()  # judge what is served from here on
     for start in range(1200, 2000, 50):
-        processor.process(_stream(50, start, seed=start))
+        processor.process(_stream(50, start, seed=start), sink)
     return processor
 
 
 def test_with_a_target_the_served_nodes_are_as_precise_as_asked_where_the_fixed_threshold_is_not():
     calibrated, fixed = _served_precision(0.95), _served_precision(0.0)
-    assert fixed.confidence_threshold == 0.5 and fixed.served_paths.precision < 0.9  # a/x vs a/y: a coin flip (expected 0.875)
+    assert fixed.confidence_threshold == 0.5 and fixed.scoring.served_paths.precision < 0.9  # a/x vs a/y: a coin flip (expected 0.875)
     assert calibrated.confidence_threshold > 0.5
-    assert calibrated.served_paths.precision >= 0.95  # measured 0.977 at threshold 0.63
-    assert calibrated.served_paths.mean_depth >= 1.0  # level 1 is still served: precision by stopping early, not by nothing
-    restored = MicroBatchProcessor(calibrated.config, ListSink())
+    assert calibrated.scoring.served_paths.precision >= 0.95  # measured 0.977 at threshold 0.63
+    assert calibrated.scoring.served_paths.mean_depth >= 1.0  # level 1 is still served: precision by stopping early, not by nothing
+    restored = MicroBatchProcessor(calibrated.config)
     restored.load_state_dict(calibrated.state_dict())
     assert restored.confidence_threshold == calibrated.confidence_threshold

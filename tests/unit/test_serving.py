@@ -13,7 +13,8 @@ from connectors.broker import free_port
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.metrics.prequential import PrequentialAccuracy
-from hle_stream.service.serving import HttpLimits, HttpServer
+from hle_stream.service.config import HttpLimits
+from hle_stream.service.serving import HttpServer
 from hle_stream.service.telemetry import NO_TELEMETRY
 
 DIM = 4

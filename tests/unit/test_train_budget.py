@@ -12,8 +12,8 @@ from connectors.memory import ListSink, MemorySource
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.methods import DEFAULT_METHOD, resolve_name
-from hle_stream.service.daemon import Daemon, DaemonConfig
-from hle_stream.service.processing import ProcessingConfig
+from hle_stream.service.config import DaemonConfig, ProcessingConfig
+from hle_stream.service.daemon import Daemon
 from hle_stream.service.train_budget import MIN_SHARE, TrainBudget, parse_budget
 
 
