@@ -11,6 +11,12 @@ an unexpected error in hle-stream itself is dead-lettered as ``internal_error`` 
 traceback logged, so one record can neither stop the daemon nor, since its offset is passed,
 crash-loop it on restart. (The one case of two outcomes: a labelled event predicted, then not
 learned because learning failed, also gets an ``internal_error`` dead letter saying so.)
+
+Its parts: ``admission`` (which records become events: parsing, the model's input, the class cap,
+duplicate ids), ``scoring`` (what was served, judged against the labels: prequential accuracy,
+served paths, the calibrated threshold, drift), the join store of features waiting for label
+events (``join_store``); this module predicts, answers, joins labels and learns, recording the
+lineage of what was learned.
 """
 
 from __future__ import annotations
@@ -26,24 +32,16 @@ import numpy as np
 import torch
 
 from connectors.ports import Record, Sink
-from hle_stream.contract import (
-    Event,
-    EventError,
-    LabelEvent,
-    feature_dtype,
-    parse_event,
-    prediction_document,
-    require_dtype,
-)
+from hle_stream.contract import Event, EventError, LabelEvent, feature_dtype, prediction_document
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.hierarchy import LabelPathError, LabelTree
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.methods import canonical
 from hle_stream.core.predictor import prediction_paths
 from hle_stream.metrics.prequential import PrequentialAccuracy
+from hle_stream.service.admission import Admission
 from hle_stream.service.background_import import BackgroundImport
 from hle_stream.service.config import ProcessingConfig
-from hle_stream.service.dedupe import RecentIds
 from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.join_store import JoinStore, Pending
 from hle_stream.service.lineage import TrainedIdLog
@@ -55,8 +53,8 @@ log = logging.getLogger(__name__)
 class MicroBatchProcessor:
     """Predict every record of a micro-batch, then learn from the labelled ones (test-then-train).
 
-    Owns the learner (created from the first usable event), the prequential accuracy, the
-    window of recent ids and the next offset of every partition it has processed. Its output (a
+    Owns the learner (created from the first usable event), its parts (admission, scoring, the
+    join store) and the next offset of every partition it has processed. Its output (a
     prediction per event, dead letters) goes to the sink each ``process`` call is given: the
     daemon restores a processor before it connects its sink.
     """
@@ -74,15 +72,13 @@ class MicroBatchProcessor:
         self.consumed = 0
         self.dead_letters = 0
         self.label_outcomes: Counter[str] = Counter()  # label events by outcome (telemetry's JOIN_OUTCOMES)
-        # checks the first events' labels against the configured depth before a learner exists
-        self._no_classes_yet = LabelTree(config.learner_config.max_depth, config.learner_config.max_classes)
 
     def reset(self) -> None:
         """Forget the model and everything tied to it (a trainer taking over with no checkpoint in
         the store starts a new lineage); the counters of this process stay."""
         self.learner: HierarchicalLearner | None = None
         self.scoring = Scoring(self.config, self.drift, self.telemetry)
-        self.recent_ids = RecentIds(self.config.dedupe_window)
+        self.admission = Admission(self.config)
         self.next_offsets: dict[int, int] = {}
         self.model_id = uuid.uuid4().hex  # names this model's lineage (the checkpointer's record of its commits)
         cfg = self.config
@@ -90,7 +86,7 @@ class MicroBatchProcessor:
 
     @property
     def tree(self) -> LabelTree:
-        return self.learner.tree if self.learner else self._no_classes_yet
+        return self.learner.tree if self.learner else self.admission.no_classes_yet
 
     @property
     def confidence_threshold(self) -> float:
@@ -119,8 +115,9 @@ class MicroBatchProcessor:
             except Exception as err:  # a bug of ours must not stop the stream: logged, dead-lettered
                 log.exception("internal error on %s[%d]@%d", record.topic, record.partition, record.offset)
                 self._dead_letter(out, record, "internal_error", f"{type(err).__name__}: {err}")
-        events, sources = self._within_class_cap(out, events, sources)
-        events, sources = self._first_of_each_id(out, events, sources)
+        events, sources, refused = self.admission.screen(events, sources, self.tree)
+        for record, reason, detail in refused:
+            self._dead_letter(out, record, reason, detail)
         if events:
             self._features_batch(out, events, sources, train)
         if label_events:  # after the batch's features: a label may follow its event closely
@@ -138,28 +135,12 @@ class MicroBatchProcessor:
             return
         self._predict_then_learn(out, events, sources, x, train)
 
-    # -- admission: parse, then the checks that need the batch or the model ------------------
     def _admit(self, record: Record, batch: list[Event]) -> Event | LabelEvent:
-        cfg = self.config
-        event = parse_event(record.value, self.learner.input_spec.shape if self.learner else cfg.input_shape, self.tree,
-                            cfg.max_message_bytes, cfg.max_abs_feature, labels_alone=self.joins is not None)
-        if isinstance(event, LabelEvent):
-            return event
-        if batch and event.x.shape != batch[0].x.shape:
-            raise EventError("wrong_shape", f"shape {event.x.shape} differs from {batch[0].x.shape} in the batch")
-        expected = self._expected_dtype(batch)
-        if expected is not None:
-            require_dtype(event, expected)
-        if self.learner is None and not batch:
+        """The record as an event (``hle_stream.service.admission``); the first usable one creates the learner."""
+        event = self.admission.parse(record, batch, self.learner, labels_alone=self.joins is not None)
+        if isinstance(event, Event) and self.learner is None and not batch:
             self._create_learner(event)
         return event
-
-    def _expected_dtype(self, batch: list[Event]) -> torch.dtype | None:
-        if self.learner is not None:
-            return self.learner.input_spec.dtype
-        if self.config.input_dtype is not None:
-            return getattr(torch, self.config.input_dtype)
-        return feature_dtype(batch[0]) if batch else None
 
     def _create_learner(self, event: Event) -> None:
         """The first usable event fixes the input; a shape the backbone cannot take (an image
@@ -173,29 +154,6 @@ class MicroBatchProcessor:
             raise EventError("wrong_shape", str(err)) from None
         self.learner = learner
         log.info("learner created for inputs of shape %s (%s), method %s", shape, dtype, self.config.method)
-
-    def _within_class_cap(self, out: Sink, events: list[Event], sources: list[Record]) -> tuple[list[Event], list[Record]]:
-        """Dead-letter, before predicting, the labelled events whose new classes would pass the cap
-        once the earlier events of the batch are learned (each alone passed ``parse_event``)."""
-        tree = self.tree
-        labelled = [i for i, e in enumerate(events) if e.label]
-        rejected = {labelled[j] for j in tree.over_cap([events[i].label for i in labelled])}
-        for i in sorted(rejected):
-            self._dead_letter(out, sources[i], "bad_label", f"{events[i].label}: would exceed the cap of "
-                                                        f"{tree.max_classes} classes")
-        keep = [i for i in range(len(events)) if i not in rejected]
-        return [events[i] for i in keep], [sources[i] for i in keep]
-
-    def _first_of_each_id(self, out: Sink, events: list[Event], sources: list[Record]) -> tuple[list[Event], list[Record]]:
-        """Dead-letter the events whose id is in the window of recent ids (``hle_stream.service.dedupe``)."""
-        kept = []
-        for event, record in zip(events, sources):
-            if self.recent_ids.admit(event.id):
-                kept.append((event, record))
-            else:
-                self._dead_letter(out, record, "duplicate_id", f"id {event.id!r} is among the last "
-                                                          f"{self.recent_ids.capacity} ids with features")
-        return [e for e, _ in kept], [r for _, r in kept]
 
     # -- test, then train ------------------------------------------------------------------
     def _predict_then_learn(self, out: Sink, events: list[Event], sources: list[Record], x: torch.Tensor, train: bool) -> None:
@@ -374,7 +332,7 @@ class MicroBatchProcessor:
                 "model_id": self.model_id,
                 **self.scoring.state_dict(),
                 "offsets": dict(self.next_offsets),
-                "recent_ids": self.recent_ids.state_dict(),
+                "recent_ids": self.admission.recent_ids.state_dict(),
                 "joins": self.joins.state_dict() if self.joins is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -385,6 +343,6 @@ class MicroBatchProcessor:
         self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
         self.model_id = state.get("model_id", self.model_id)  # checkpoints before model ids have none
         if "recent_ids" in state:  # checkpoints before the duplicate check have none
-            self.recent_ids.load_state_dict(state["recent_ids"])
+            self.admission.recent_ids.load_state_dict(state["recent_ids"])
         if self.joins is not None and state.get("joins") is not None:  # before label events: none
             self.joins.load_state_dict(state["joins"])
