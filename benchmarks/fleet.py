@@ -1,7 +1,7 @@
 """The predictor fleet beside one trainer (Tansu on a loopback S3, the model store in that S3):
 predicted events/s with 1 and with 2 replicas on the same stream, snapshot staleness p50/p99,
 and /predict p50/p99 on a replica while the trainer trains and once it is idle; then a takeover
-(``tests.support.fleet``; tests/test_fleet.py asserts on the failover and fencing runs):
+(``tests.support.fleet``; tests/integration/test_fleet.py asserts on the failover and fencing runs):
 
     python benchmarks/fleet.py --events 40000
 """

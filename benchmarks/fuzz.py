@@ -10,7 +10,7 @@ tombstones, duplicate ids. They go through ``MicroBatchProcessor`` in micro-batc
 an in-memory sink; every so often a fresh processor starts, so that fuzzed records also arrive
 first (when they would fix the model's input). After every batch it checks: no exception
 escaped, every record ended as exactly one prediction, dead letter or label join, every output is strict
-JSON, every weight is finite. It prints one JSON line; ``tests/test_fuzz.py`` runs it small.
+JSON, every weight is finite. It prints one JSON line; ``tests/integration/test_fuzz_micro_batch.py`` runs it small.
 """
 
 from __future__ import annotations

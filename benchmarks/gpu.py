@@ -10,7 +10,7 @@ the host, as the daemon receives them from Kafka) through the learner and prints
   metrics) timed in the same run; bookkeeping = 1 - bare time / learner time;
 - host-device synchronisations per event once the replay memory is full, counted with
   ``torch.cuda.set_sync_debug_mode`` over a window of the stream (CUDA only). A step itself
-  makes none (tests/test_host_syncs.py checks that on the CPU); what is left is reading the
+  makes none (tests/unit/test_host_syncs.py checks that on the CPU); what is left is reading the
   numerical guard's verdicts once per stream batch (8 events) and the importance scoring's
   losses once per scoring (every 5 steps), about 0.4 per event for PL-FMS.
 

@@ -1,5 +1,5 @@
 """Fault injection against the real daemon and a real broker; prints what each fault cost (the
-scenarios are ``tests.support.fault_injection``; ``tests/test_reliability.py`` asserts on them):
+scenarios are ``tests.support.fault_injection``; ``tests/integration/test_reliability.py`` asserts on them):
 
     python benchmarks/reliability.py --events 20000 --kills 10 --malformed-per-kind 600
 """

@@ -18,7 +18,7 @@ earlier, or a finer label for it (``parse_event(..., labels_alone=True)`` return
 Anything else is rejected with one reason from ``EventError.REASONS``; the daemon sends the
 original bytes, the reason and the source offset to the dead-letter topic and goes on. Parsing
 is total: whatever the bytes, ``parse_event`` returns an ``Event`` or raises ``EventError``
-(``tests/test_fuzz.py`` holds it to that).
+(``tests/unit/test_fuzz.py`` holds it to that).
 
 Limits, each a dead letter when broken: the whole value ``max_bytes`` (``too_large``); ``id``
 at most ``MAX_ID_CHARS`` characters and valid Unicode, an integer id within 64 bits

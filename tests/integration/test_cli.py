@@ -159,7 +159,7 @@ def _one_line_error(done: subprocess.CompletedProcess, code: int, text: str) -> 
 
 
 def test_a_dataset_found_nowhere_is_one_line_with_what_to_do(tmp_path):
-    # (Fashion-MNIST's own message and its download: tests/test_data_sources.py)
+    # (Fashion-MNIST's own message and its download: tests/integration/test_data_sources.py)
     done = _hle_stream("bench", "--dataset", "cifar100", "--data-root", str(tmp_path), cwd=tmp_path)
     _one_line_error(done, 2, f"the cifar100 dataset is not in any of {tmp_path / 'cifar100' / 'cifar-100-python'}, ")
     assert "point --data-root (or HLE_DATA_ROOT) at the folder that holds cifar100/" in done.stderr

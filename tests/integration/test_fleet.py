@@ -17,7 +17,7 @@ def test_a_trainer_paused_past_its_session_writes_and_commits_nothing_once_resum
     result = fencing_run(tmp_path, events=3000)
     print("fleet fencing:", result)
     # (whether it tried to write before its consumer rejoined is a race, so its refusals are only
-    # reported; tests/test_scale_out.py fences a checkpointer deterministically)
+    # reported; tests/integration/test_scale_out.py fences a checkpointer deterministically)
     assert result["a_checkpoints_in_store_after_resume"] == 0 and result["a_commits_after_resume"] == 0
     assert result["lost"] == 0 and result["trained_twice"] == 0
     assert result["exits"] == [0, 0]  # the fenced one stops as a standby, with nothing to save

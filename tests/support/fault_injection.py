@@ -1,5 +1,5 @@
 """Fault injection against the real daemon (``hle-stream run`` processes) and a real broker: the
-scenarios ``benchmarks/reliability.py`` prints figures for and ``tests/test_reliability.py``
+scenarios ``benchmarks/reliability.py`` prints figures for and ``tests/integration/test_reliability.py``
 asserts on, in one place.
 
 - kills: N SIGKILLs at random moments during a stream of M labelled events (one checkpoint

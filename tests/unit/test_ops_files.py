@@ -1,5 +1,5 @@
 """ops/ files that no engine runs here: the dashboard, provisioning and compose file stay consistent
-with what the daemon exports and with each other. (tests/test_observability.py runs the PromQL.)"""
+with what the daemon exports and with each other. (tests/integration/test_observability.py runs the PromQL.)"""
 
 import json
 import re
