@@ -9,15 +9,19 @@ from kafka.errors import TopicAlreadyExistsError
 from connectors.settings import KafkaSettings
 
 
-def ensure_topics(settings: KafkaSettings, partitions: dict[str, int]) -> list[str]:
-    """Create each missing topic with its partition count; returns the names created."""
+def ensure_topics(settings: KafkaSettings, partitions: dict[str, int],
+                  configs: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """Create each missing topic with its partition count (and its topic ``configs``, e.g.
+    ``max.message.bytes``); returns the names created. A topic that exists is left as it is."""
     admin = KafkaAdminClient(**settings.client())
     try:
         existing = set(admin.list_topics())
         missing = {name: n for name, n in partitions.items() if name not in existing}
         for name, count in missing.items():
+            spec = {"num_partitions": count, "replication_factor": 1, **({"configs": configs[name]}
+                                                                        if configs and name in configs else {})}
             try:
-                admin.create_topics({name: {"num_partitions": count, "replication_factor": 1}})
+                admin.create_topics({name: spec})
             except TopicAlreadyExistsError:  # created meanwhile by someone else: fine
                 pass
         return sorted(missing)

@@ -5,6 +5,7 @@ user runs it). Each test is marked with its tier (``-m unit``, ``-m integration`
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -18,11 +19,55 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HLE_DATA_ROOT", REPO.parent / "shared" / "data"))
 
 
+BROKERS = ("tansu", "apache-kafka")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--broker", choices=BROKERS, default=os.environ.get("HLE_TEST_BROKER", "tansu"),
+                     help="the Kafka-protocol broker the integration tests run against: tansu (the local broker "
+                          "hle-stream ships) or apache-kafka (Apache Kafka 4.x from Maven Central, see "
+                          "tests/support/apache_kafka.py); env HLE_TEST_BROKER")
+
+
+@pytest.fixture(scope="session")
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    return request.config.getoption("--broker")
+
+
+@pytest.fixture(scope="session")
+def start_broker(broker_kind: str):
+    """``with start_broker(log_path) as broker:`` a running broker of the chosen kind, stopped after.
+    Apache Kafka that cannot start fails the test with the reason, never skips it."""
+    @contextlib.contextmanager
+    def running(log_path: Path):
+        if broker_kind == "tansu":
+            from connectors.broker import LocalBroker
+
+            broker = LocalBroker(log_path=log_path)
+            broker.start()
+        else:
+            from tests.support.apache_kafka import ApacheKafka, ApacheKafkaUnavailable
+
+            broker = ApacheKafka(log_path=log_path)
+            try:
+                broker.start()
+            except ApacheKafkaUnavailable as err:
+                pytest.fail(f"--broker apache-kafka was asked for and it cannot start: {err}", pytrace=False)
+        try:
+            yield broker
+        finally:
+            broker.stop()
+    return running
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks each test with its tier, and with ``broker`` when it talks to the broker ``--broker`` chooses."""
     for item in items:
         tier = Path(str(item.path)).relative_to(REPO).parts
         if tier[:2] in (("tests", "unit"), ("tests", "integration")):
             item.add_marker(getattr(pytest.mark, tier[1]))
+        if "start_broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
 
 
 @pytest.fixture

@@ -47,8 +47,10 @@ class KafkaDaemon(Daemon):
     def _connect(self, resume: ResumeRule, on_dropped: Callable[[str, int, str], None]) -> tuple[Source, DeliveringSink]:
         cfg = self.config
         wait_for_broker(self.settings, self.settings.broker_wait_seconds)
+        # an input topic it creates takes every record the daemon would (Apache Kafka's default is 1 MB)
         ensure_topics(self.settings, {cfg.input_topic: cfg.input_partitions, cfg.predictions_topic: 1,
-                                      cfg.dead_letter_topic: 1})
+                                      cfg.dead_letter_topic: 1},
+                      configs={cfg.input_topic: {"max.message.bytes": str(cfg.processing.max_message_bytes)}})
         source = KafkaSource(self.settings, cfg.group_id, cfg.input_topic, resume, one_active=cfg.role == "trainer")
         sink = Publisher(self.settings, cfg.predictions_topic, cfg.dead_letter_topic, cfg.max_output_bytes,
                          on_dropped=on_dropped, publish_predictions=cfg.publish_predictions)

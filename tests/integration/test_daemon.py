@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from connectors.broker import LocalBroker
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.service.checkpoint import decode
@@ -23,8 +22,8 @@ EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-strea
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with LocalBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+def broker(tmp_path_factory, start_broker):
+    with start_broker(tmp_path_factory.mktemp("broker") / "broker.log") as running:
         yield running
 
 

@@ -5,7 +5,6 @@ import json
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
-from connectors.broker import LocalBroker
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.contract import parse_event
@@ -15,8 +14,8 @@ TEST_SETTINGS = dict(session_timeout_ms=2000, heartbeat_interval_ms=500)
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with LocalBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+def broker(tmp_path_factory, start_broker):
+    with start_broker(tmp_path_factory.mktemp("broker") / "broker.log") as running:
         yield running
 
 

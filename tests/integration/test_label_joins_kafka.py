@@ -9,12 +9,11 @@ DIM = 6
 
 
 
-def test_through_kafka_every_label_within_the_window_is_joined_and_exactly_the_late_ones_expire(tmp_path):
+def test_through_kafka_every_label_within_the_window_is_joined_and_exactly_the_late_ones_expire(tmp_path, start_broker):
     import subprocess
 
     from kafka import KafkaProducer
 
-    from connectors.broker import LocalBroker
     from connectors.kafka_io import read_topic
     from connectors.settings import KafkaSettings
     from connectors.topics import ensure_topics
@@ -29,7 +28,7 @@ def test_through_kafka_every_label_within_the_window_is_joined_and_exactly_the_l
         order.append((i, {k: v for k, v in event.items() if k != "label"}))
         order.append((i + (2600 if event["id"] in late else 500) + 0.5, {"id": event["id"], "label": event["label"]}))
     records = [record for _, record in sorted(order, key=lambda pair: pair[0])]
-    with LocalBroker(log_path=tmp_path / "broker.log") as broker:
+    with start_broker(tmp_path / "broker.log") as broker:
         settings = KafkaSettings(broker.bootstrap_servers)
         ensure_topics(settings, {"in": 1, "out": 1, "dlq": 1})
         producer = KafkaProducer(**settings.client(), linger_ms=20, batch_size=262_144)

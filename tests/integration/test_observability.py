@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from connectors.broker import LocalBroker, free_port
+from connectors.broker import free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.core.methods import DEFAULT_METHOD
@@ -101,10 +101,10 @@ def _prometheus_config(tmp: Path, daemon_port: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, start_broker):
     prometheus_bin = _binary("prometheus")
     tmp = tmp_path_factory.mktemp("observability")
-    with LocalBroker(log_path=tmp / "tansu.log") as broker:
+    with start_broker(tmp / "broker.log") as broker:
         settings = KafkaSettings(broker.bootstrap_servers)
         ensure_topics(settings, {TOPIC: 1, f"{TOPIC}-pred": 1, f"{TOPIC}-dlq": 1})
         daemon_port, prometheus_port = free_port(), free_port()

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from connectors.broker import LocalBroker, free_port
+from connectors.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with LocalBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+def broker(tmp_path_factory, start_broker):
+    with start_broker(tmp_path_factory.mktemp("broker") / "broker.log") as running:
         yield running
 
 

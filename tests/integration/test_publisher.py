@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from connectors.broker import LocalBroker
 from connectors.kafka_io import Publisher, dead_letter_value
 from connectors.memory import RawRecord
 from connectors.settings import KafkaSettings
@@ -26,8 +25,8 @@ def test_a_dead_letter_fits_the_limit_and_keeps_as_much_of_the_value_as_fits(siz
     assert document["value_truncated"] == (size >= 800_000)  # 700 kB still fits once base64-encoded
 
 
-def test_a_record_too_large_for_kafka_is_dropped_and_counted_and_delivery_goes_on(tmp_path):
-    with LocalBroker(log_path=tmp_path / "tansu.log") as broker:
+def test_a_record_too_large_for_kafka_is_dropped_and_counted_and_delivery_goes_on(tmp_path, start_broker):
+    with start_broker(tmp_path / "broker.log") as broker:
         settings = KafkaSettings(broker.bootstrap_servers)
         ensure_topics(settings, {"pred": 1, "dlq": 1})
         dropped = []

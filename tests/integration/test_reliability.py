@@ -3,13 +3,12 @@
 
 import pytest
 
-from connectors.broker import LocalBroker
 from tests.support import fault_injection as faults
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    with LocalBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+def broker(tmp_path_factory, start_broker):
+    with start_broker(tmp_path_factory.mktemp("broker") / "broker.log") as running:
         yield running
 
 

@@ -75,7 +75,10 @@ class DaemonRun:
 
     def __post_init__(self) -> None:
         self.settings = KafkaSettings(self.broker.bootstrap_servers)
-        ensure_topics(self.settings, {self.topic: 1, self.predictions: 1, self.dead_letters: 1})
+        # the input topic takes records larger than the daemon's limit (the adversarial scenario sends 4.5 MB):
+        # Apache Kafka's default limit is 1 MB
+        ensure_topics(self.settings, {self.topic: 1, self.predictions: 1, self.dead_letters: 1},
+                      configs={self.topic: {"max.message.bytes": str(8 << 20)}})
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     predictions = property(lambda self: f"{self.topic}-pred")

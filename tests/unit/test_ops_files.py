@@ -79,3 +79,13 @@ def test_the_fleet_compose_file_runs_a_trainer_pair_two_replicas_and_a_store_all
                for t in job["static_configs"][0]["targets"]}
     ports = {n: ("8081" if n in replicas else "8080") for n in [*trainers, *replicas]}
     assert scraped == {f"{name}:{port}" for name, port in ports.items()}
+
+
+def test_the_compose_kafka_runs_the_version_and_settings_the_tests_run_against():
+    from tests.support.apache_kafka import BROKER_SETTINGS, VERSION
+
+    kafka = yaml.safe_load((OPS / "docker-compose.yml").read_text())["services"]["kafka"]
+    assert kafka["image"] == f"apache/kafka:{VERSION}"
+    environment = {key: str(value) for key, value in kafka["environment"].items()}
+    expected = {"KAFKA_" + key.upper().replace(".", "_"): value for key, value in BROKER_SETTINGS.items()}
+    assert {key: environment.get(key) for key in expected} == expected
