@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 
-DIM = 6
+from kafka import KafkaProducer
 
+from connectors.kafka_io import read_topic
+from connectors.settings import KafkaSettings
+from connectors.topics import ensure_topics
+from hle_stream.metrics.prequential import PrequentialAccuracy
+from hle_stream.service.checkpoint import decode
+from tests.support.fault_injection import EXE, FAST_GROUP, labelled_stream
 
 
 def test_through_kafka_every_label_within_the_window_is_joined_and_exactly_the_late_ones_expire(tmp_path, start_broker):
-    import subprocess
-
-    from kafka import KafkaProducer
-
-    from connectors.kafka_io import read_topic
-    from connectors.settings import KafkaSettings
-    from connectors.topics import ensure_topics
-    from hle_stream.metrics.prequential import PrequentialAccuracy
-    from hle_stream.service.checkpoint import decode
-    from tests.support.fault_injection import EXE, FAST_GROUP, labelled_stream
-
     events = labelled_stream(3000)
     late = {e["id"] for i, e in enumerate(events) if i % 10 == 0 and i < 300}  # 2,600 events late: past the window
     order: list[tuple[int, dict]] = []  # (position among the features, record)
