@@ -70,11 +70,11 @@ def fingerprint(method: str, learner_changes: dict) -> dict:
     state = processor.state_dict()
     state.pop("model_id")
     state["joins"].pop("arrived_at")  # wall-clock times; everything else in the join store counts
-    learner = io.BytesIO()
-    torch.save(state.pop("learner"), learner)
+    learner_bytes = io.BytesIO()
+    torch.save(state.pop("learner"), learner_bytes)
     return {"predictions": _sha(sink.predictions), "dead_letters": _sha([(r, d) for _, r, d in sink.dead_letters]),
             "outcomes": dict(processor.label_outcomes), "state": _sha(state), "state_keys": list(state),
-            "learner": hashlib.sha256(learner.getvalue()).hexdigest()}
+            "learner": hashlib.sha256(learner_bytes.getvalue()).hexdigest()}
 
 
 def main() -> int:
