@@ -18,8 +18,9 @@ def ensure_topics(settings: KafkaSettings, partitions: dict[str, int],
         existing = set(admin.list_topics())
         missing = {name: n for name, n in partitions.items() if name not in existing}
         for name, count in missing.items():
-            spec = {"num_partitions": count, "replication_factor": 1, **({"configs": configs[name]}
-                                                                        if configs and name in configs else {})}
+            spec = {"num_partitions": count, "replication_factor": 1}
+            if configs and name in configs:
+                spec["configs"] = configs[name]
             try:
                 admin.create_topics({name: spec})
             except TopicAlreadyExistsError:  # created meanwhile by someone else: fine

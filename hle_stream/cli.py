@@ -17,7 +17,8 @@ from hle_stream.core.methods import PRESETS as METHODS
 from hle_stream.eval.bench.presets import PRESETS
 from hle_stream.eval.datasets import DATASETS, dataset_folder, load_dataset, save_npz
 from hle_stream.eval.streams import SCENARIOS
-from hle_stream.service.config import LEARNER_HELP
+from hle_stream.service.config import LEARNER_HELP, CommandSetting
+from hle_stream.service.settings import SERVE_SETTINGS, SETTINGS
 
 # rich_markup_mode=None: plain help that never cuts an option's or a variable's name at 80 columns
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -187,7 +188,7 @@ def run(
     from hle_stream.service.daemon import EXIT_NO_FINAL_CHECKPOINT, EXIT_REFUSED, FinalCheckpointFailed
     from hle_stream.service.kafka_daemon import KafkaDaemon
     from hle_stream.service.serving import HttpStartError, require_auth_off_loopback
-    from hle_stream.service.settings import SETTINGS, SettingsError, build, render
+    from hle_stream.service.settings import SettingsError, build, render
 
     file_table, by_name = ctx.meta.get(LEARNER_TABLE, {}), _learner_option_pairs(values["learner"])
     values["learner"] = {**file_table, **by_name}
@@ -225,14 +226,12 @@ def run(
         raise typer.Exit(EXIT_NO_FINAL_CHECKPOINT) from None
 
 
-def _with_settings_as_options(command, name: str):
-    """A command's options, one per setting of ``hle_stream.service.settings`` (declared once, as
-    fields of the settings dataclasses), after the command's own (``run``'s ``--config``)."""
-    from hle_stream.service.settings import SERVE_SETTINGS, SETTINGS
-
+def _with_settings_as_options(command, settings: dict[str, CommandSetting]):
+    """A command's options, one per setting (declared once, as fields of the settings dataclasses:
+    ``hle_stream.service.settings``), after the command's own (``run``'s ``--config``)."""
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
            if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    for setting in {"run": SETTINGS, "serve": SERVE_SETTINGS}[name].values():
+    for setting in settings.values():
         names = [f"--{setting.name.replace('_', '-')}"] if setting.flag else []
         info = typer.Option(*names, help=setting.help or None, envvar=setting.env, min=setting.min, max=setting.max)
         own.append(inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY, default=setting.default,
@@ -241,7 +240,7 @@ def _with_settings_as_options(command, name: str):
     return command
 
 
-app.command()(_with_settings_as_options(run, "run"))
+app.command()(_with_settings_as_options(run, SETTINGS))
 
 
 def serve(
@@ -283,7 +282,7 @@ def serve(
         raise typer.Exit(2) from None
 
 
-app.command()(_with_settings_as_options(serve, "serve"))
+app.command()(_with_settings_as_options(serve, SERVE_SETTINGS))
 
 
 @app.command()
