@@ -187,8 +187,10 @@ def run(
     from hle_stream.service.checkpointer import CheckpointMismatchError
     from hle_stream.service.daemon import EXIT_NO_FINAL_CHECKPOINT, EXIT_REFUSED, FinalCheckpointFailed
     from hle_stream.service.kafka_daemon import KafkaDaemon
+    from hle_stream.service.lineage import LineageMismatchError
     from hle_stream.service.serving import HttpStartError, require_auth_off_loopback
     from hle_stream.service.settings import SettingsError, build, render
+    from hle_stream.service.store_owner import StoreOwnedError
 
     file_table, by_name = ctx.meta.get(LEARNER_TABLE, {}), _learner_option_pairs(values["learner"])
     values["learner"] = {**file_table, **by_name}
@@ -218,7 +220,7 @@ def run(
     except KeyboardInterrupt:
         pass
     except (ValueError, IncompatibleCheckpointError, CheckpointMismatchError, CheckpointDirLockedError,
-            UnreadableCheckpointError, HttpStartError) as err:  # refused, not guessed at
+            UnreadableCheckpointError, HttpStartError, LineageMismatchError, StoreOwnedError) as err:  # refused
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_REFUSED) from None
     except FinalCheckpointFailed as err:

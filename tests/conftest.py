@@ -14,12 +14,10 @@ import pytest
 import torch
 
 from hle_stream.core.config import LearnerConfig
+from tests.support.brokers import BROKERS, running_broker
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HLE_DATA_ROOT", REPO.parent / "shared" / "data"))
-
-
-BROKERS = ("tansu", "apache-kafka")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,27 +34,18 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def start_broker(broker_kind: str):
-    """``with start_broker(log_path) as broker:`` a running broker of the chosen kind, stopped after.
-    Apache Kafka that cannot start fails the test with the reason, never skips it."""
+    """``with start_broker(log_path) as broker:`` a running broker of the chosen kind, stopped after;
+    ``durable=True`` keeps its log across ``broker.kill()`` and ``broker.start()``. Apache Kafka
+    that cannot start fails the test with the reason, never skips it."""
+    from tests.support.apache_kafka import ApacheKafkaUnavailable
+
     @contextlib.contextmanager
-    def running(log_path: Path):
-        if broker_kind == "tansu":
-            from connectors.broker import LocalBroker
-
-            broker = LocalBroker(log_path=log_path)
-            broker.start()
-        else:
-            from tests.support.apache_kafka import ApacheKafka, ApacheKafkaUnavailable
-
-            broker = ApacheKafka(log_path=log_path)
-            try:
-                broker.start()
-            except ApacheKafkaUnavailable as err:
-                pytest.fail(f"--broker apache-kafka was asked for and it cannot start: {err}", pytrace=False)
+    def running(log_path: Path, durable: bool = False):
         try:
-            yield broker
-        finally:
-            broker.stop()
+            with running_broker(broker_kind, log_path, durable) as broker:
+                yield broker
+        except ApacheKafkaUnavailable as err:
+            pytest.fail(f"--broker apache-kafka was asked for and it cannot start: {err}", pytrace=False)
     return running
 
 

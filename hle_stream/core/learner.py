@@ -338,16 +338,17 @@ class HierarchicalLearner:
                          None if ids is None else [ids[i] for i in labelled], train=train)
         return probabilities
 
-    def predictor(self, previous: Predictor | None = None) -> Predictor:
+    def predictor(self, previous: Predictor | None = None, version: int | None = None) -> Predictor:
         """A frozen copy to predict with while training goes on (``previous``'s label tree is
-        reused when no class was added since: classes only ever grow)."""
+        reused when no class was added since: classes only ever grow); ``version`` defaults to the
+        train steps."""
         if previous is not None and previous.tree.total_classes == self.tree.total_classes:
             tree, parents = previous.tree, previous.parents
         else:
             tree = LabelTree.from_state_dict(self.tree.state_dict())
             parents = TreeTables(tree, self.device).parents()
         return Predictor(self.net, tree, parents, self.input_spec, self.is_image, self.config.decode, self.use_amp,
-                         self.steps, self.config.backbone,
+                         self.steps if version is None else version, self.config.backbone,
                          self.expert.frozen(self.host_tables, self.tree.depth, copy=True), self.expert.weight)
 
     # -- what it is and holds ---------------------------------------------------------------

@@ -36,16 +36,25 @@ class InputSpec:
 
 def prediction_paths(tree: LabelTree, probabilities: list[torch.Tensor], rows: int,
                      threshold: float) -> list[list[dict[str, Any]]]:
-    """For each of ``rows`` samples: the best class of each level, coarsest first, stopping before
-    the first level whose best probability is below ``threshold`` or not finite (the output is
-    strict JSON, never ``NaN``). ``probabilities``: per level, rows × known classes."""
-    best = [p.max(dim=1) for p in probabilities]
+    """For each of ``rows`` samples a path of the tree, coarsest first: level 1's most probable
+    class, then at each finer level the most probable child of the class chosen above (so ``a``
+    is never followed by ``b/z``), stopping before the first level whose chosen probability is
+    below ``threshold`` or not finite (the output is strict JSON, never ``NaN``), or where the
+    chosen class has no children. ``probabilities``: per level, rows × known classes."""
+    chosen: list[tuple[torch.Tensor, torch.Tensor]] = []  # per level: (probability, index) per row
+    for level, p in enumerate(probabilities, start=1):
+        if level == 1:
+            chosen.append(p.max(dim=1))
+            continue
+        parent_of = torch.tensor([tree.parent_index(level, i) for i in range(p.shape[1])], dtype=torch.long)
+        is_child = parent_of.unsqueeze(0) == chosen[-1][1].unsqueeze(1)  # rows × classes of this level
+        chosen.append(torch.where(is_child, p, torch.full_like(p, -1.0)).max(dim=1))  # -1: no child
     paths = []
     for row in range(rows):
         path = []
-        for level, (values, indices) in enumerate(best, start=1):
+        for level, (values, indices) in enumerate(chosen, start=1):
             probability = float(values[row])
-            if not math.isfinite(probability) or probability < threshold:
+            if not math.isfinite(probability) or probability < max(threshold, 0.0):
                 break
             path.append({"level": level, "label": tree.path_of(level, int(indices[row])), "probability": probability})
         paths.append(path)

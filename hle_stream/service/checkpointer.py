@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from connectors.ports import DeliveringSink, Source, SourceUnavailable
 from hle_stream.service.checkpoint import CheckpointNumberTaken, CheckpointStore
+from hle_stream.service.lineage import LineageMismatchError
 from hle_stream.service.processing import MicroBatchProcessor
 from hle_stream.service.telemetry import NO_TELEMETRY, NoTelemetry, Telemetry
 from hle_stream.service.trainer_lease import TrainerLease
@@ -55,13 +56,18 @@ class Checkpointer:
         self.healthy = True
         self.model_finite = True
         self.own_commits: dict[int, int] = {}
+        self.fenced = False  # the last write was refused: the store names a newer trainer
 
     def may_write(self, source: Source) -> bool:
-        """False when this trainer has lost its turn (fenced): nothing to write, nothing to commit."""
+        """False when this trainer has lost its turn (fenced): nothing to write, nothing to commit;
+        it is then neither active nor ready until the group makes it a standby or the active one."""
         if self.lease is None or self.lease.holds(source.generation()):
+            self.fenced = False
             return True
         log.warning("fenced: this trainer no longer holds the group's newest generation; no checkpoint, no commit")
+        self.fenced = True
         self.telemetry.record_fenced()
+        self.telemetry.record_trainer_active(False)
         return False
 
     def checkpoint_and_commit(self, sink: DeliveringSink, source: Source, stopping: Callable[[], bool],
@@ -169,7 +175,10 @@ class Checkpointer:
                                           f"({type(err).__name__}: {err}); move it away to start from the one "
                                           "before, or use an empty --checkpoint-dir") from None
         if lineage is not None and state.get("trained_ids") is not None:
-            dropped = lineage.truncate_to(state["trained_ids"])
+            try:
+                dropped = lineage.truncate_to(state["trained_ids"])
+            except LineageMismatchError as err:
+                raise CheckpointMismatchError(str(err)) from None
             log.info("trained-ids log: %d ids after the checkpoint dropped (they will be learned again)", dropped)
         self.own_commits = self._read_commits()
         log.info("restored checkpoint %s: offsets %s", report.path.name, self.processor.next_offsets)

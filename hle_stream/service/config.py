@@ -188,7 +188,11 @@ class DaemonConfig:
         "dead letter's copy of the input is cut to fit.", min=16_384)
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
     trained_ids_log: Path | None = setting(
-        None, "Keep a file of the event ids in the model's lineage (one line per labelled event).")
+        None, "Keep a file of the event ids in the model's lineage (JSON lines: a header, then one id per labelled "
+        "event). Trainers of one model store keep the same file, on shared storage.")
+    take_over_store: bool = setting(
+        False, "Write a model store (or checkpoint directory) that another consumer group owns, or whose trainers "
+        "keep another trained-ids log: this daemon's group and log become its owners.", flag=True)
     role: str = setting(
         "single", "single: one daemon per group (it locks its checkpoint directory). trainer: one active trainer per "
         "group, every other member a hot standby that takes over when it dies (needs a shared --model-store).",

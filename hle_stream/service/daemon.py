@@ -21,13 +21,14 @@ from connectors.ports import DeliveringSink, Record, ResumeRule, Source
 from hle_stream.core.device import pick_device
 from hle_stream.core.predictor import Predictor
 from hle_stream.service.checkpoint import CheckpointStore
-from hle_stream.service.checkpointer import Checkpointer
+from hle_stream.service.checkpointer import Checkpointer, CheckpointMismatchError
 from hle_stream.service.config import ROLES, DaemonConfig
 from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.lineage import TrainedIdLog
 from hle_stream.service.offsets import resume_offsets
 from hle_stream.service.processing import MicroBatchProcessor
-from hle_stream.service.snapshots import publish_snapshot
+from hle_stream.service.snapshots import newest_snapshot_marker, publish_snapshot
+from hle_stream.service.store_owner import bind_store
 from hle_stream.service.stream_loop import StreamLoop
 from hle_stream.service.telemetry import NO_TELEMETRY, Telemetry
 from hle_stream.service.train_budget import TrainBudget
@@ -114,12 +115,14 @@ class Daemon:
         self._snapshot_finite = True
         self.max_abs_feature = processing.max_abs_feature
         self._assigned: set[int] = set()  # input partitions held after the last rebalance
+        self._refused: CheckpointMismatchError | None = None  # a takeover found a store it cannot continue
 
     # what HTTP serving reads
     learner = property(lambda self: self.processor.learner)
     prequential = property(lambda self: self.processor.prequential)
     confidence_threshold = property(lambda self: self.processor.confidence_threshold)
     checkpoint_ok = property(lambda self: self.checkpointer.healthy)
+    writer_ok = property(lambda self: not self.checkpointer.fenced)
     last_tick = property(lambda self: self.loop.last_tick)
     consumed = property(lambda self: self.processor.consumed)
 
@@ -163,20 +166,35 @@ class Daemon:
         if continuing:
             return
         self.processor.reset()
-        self.checkpointer.restore()
+        try:
+            self.checkpointer.restore()
+        except CheckpointMismatchError as err:  # in the rebalance callback: stop the loop, never run on
+            log.error("cannot take over: %s", err)
+            self._refused = err
+            self.lease.release()  # a standby: no final checkpoint of the empty model in hand
+            self.loop.request_stop()
+            return
+        self.checkpointer.fenced = False
+        self._continue_versions()
         learner = self.processor.learner
-        self.snapshot = learner.predictor() if learner is not None and self.config.http_port is not None else None
+        self.snapshot = self._predictor() if learner is not None and self.config.http_port is not None else None
         log.info("took over as the active trainer (generation %d) in %.2f s: %d events in the model's lineage",
                  generation, time.monotonic() - started, learner.seen if learner else 0)
 
     def run(self) -> None:
         """The loop. Raises ``FinalCheckpointFailed`` if it stopped without its last checkpoint."""
         server = None
+        lineage = self.processor.lineage
         try:
+            bind_store(self.blobs, self.config.group_id, lineage.log_id if lineage else None,
+                       self.config.take_over_store)
             if self.lease is None:  # a trainer with standbys restores when it takes over
                 self.checkpointer.restore()
+                self._continue_versions()
             server = self._serve_http()
             self._run(serving=server is not None)
+            if self._refused is not None:
+                raise self._refused
         finally:
             if server is not None:
                 server.stop()
@@ -191,7 +209,7 @@ class Daemon:
         from hle_stream.service.serving import HttpServer
 
         if self.processor.learner is not None:  # a restored model serves at once
-            self.snapshot = self.processor.learner.predictor()
+            self.snapshot = self._predictor()
         server = HttpServer(self, cfg.http_host, cfg.http_port, cfg.http)
         server.start()
         return server
@@ -261,22 +279,23 @@ class Daemon:
         self._track_assignment(source)
         learner = self.processor.learner
         if serving and learner is not None and time.monotonic() - self._snapshot_at >= self.config.serving_refresh_seconds:
-            if self.snapshot is None or self.snapshot.version != learner.steps or \
+            if self.snapshot is None or self.snapshot.version != self.processor.model_version or \
                     self.snapshot.tree.total_classes != learner.tree.total_classes:
-                self.snapshot = learner.predictor(self.snapshot)
+                self.snapshot = self._predictor(self.snapshot)
                 self._snapshot_finite = self.snapshot.finite
             self._snapshot_at = time.monotonic()
         self._publish_snapshot(source)
         self.telemetry.record_consumed(len(records))
         self.telemetry.record_lag(source.lag(self.processor.next_offsets))
         self.telemetry.refresh(learner, self.processor.prequential, self.processor.scoring.served_paths,
-                               self.processor.confidence_threshold)
+                               self.processor.confidence_threshold, self.processor.model_version)
 
     def _publish_snapshot(self, source: Source) -> None:
         """A serving snapshot for predictor replicas, when a model store is set and one is due
         (a fenced trainer publishes none; a failed write is logged and tried at the next)."""
         learner = self.processor.learner
-        if self.config.model_store is None or learner is None or learner.steps == self._snapshot_published_version \
+        version = self.processor.model_version
+        if self.config.model_store is None or learner is None or version == self._snapshot_published_version \
                 or time.monotonic() - self._snapshot_published_at < self.config.snapshot_every_seconds:
             return
         self._snapshot_published_at = time.monotonic()
@@ -284,12 +303,29 @@ class Daemon:
             return
         try:
             calibrated = self.processor.scoring.served_threshold is not None
-            publish_snapshot(self.blobs, learner.predictor(), self.confidence_threshold if calibrated else None)
+            publish_snapshot(self.blobs, self._predictor(), self.confidence_threshold if calibrated else None)
         except OSError as err:
             log.warning("cannot publish a serving snapshot to %s: %s", self.blobs.url, err)
             return
-        self._snapshot_published_version = learner.steps
+        self._snapshot_published_version = version
         self.telemetry.record_snapshot_published()
+
+    def _predictor(self, previous: Predictor | None = None) -> Predictor:
+        return self.processor.learner.predictor(previous, version=self.processor.model_version)
+
+    def _continue_versions(self) -> None:
+        """After a restore, with a model store: the model may be older than the newest snapshot a
+        predecessor published (snapshots are taken every few seconds, checkpoints less often), so
+        its versions continue above that one: replicas never see a version go back, and a version
+        never names two models."""
+        marker = newest_snapshot_marker(self.blobs) if self.config.model_store is not None else None
+        if marker is None:
+            return
+        restored = self.processor.model_version
+        if self.processor.continue_versions_above(int(marker["version"])):
+            log.warning("the restored model (version %d) is not newer than the newest published snapshot (version %d): "
+                        "what was learned after its checkpoint is learned again, as versions %d and up",
+                        restored, int(marker["version"]), self.processor.model_version)
 
     def _track_assignment(self, source: Source) -> None:
         """After a rebalance: no lag series for partitions gone, and a loud word when this daemon

@@ -32,17 +32,17 @@ class Pending:
     x: np.ndarray
     arrived_at: float  # wall-clock seconds
     guesses: list[int]  # the predicted class index per level when the features arrived
-    served_depth: int = 0  # levels of the path served then (it stopped below the confidence threshold)
+    served: list[int] = field(default_factory=list)  # the class index per level of the path served then
     label: str | None = None  # the label it was trained with so far
     sample_id: int | None = None  # its id in the learner's memory, once trained
     confidences: list[float] = field(default_factory=list)  # the best class's probability per level
 
     def served_path(self, tree: LabelTree) -> list[str]:
-        return [tree.path_of(level, self.guesses[level - 1]) for level in range(1, self.served_depth + 1)]
+        return [tree.path_of(level, index) for level, index in enumerate(self.served, start=1)]
 
     @property
     def nbytes(self) -> int:
-        return self.x.nbytes + 8 * (len(self.guesses) + len(self.confidences)) + 64
+        return self.x.nbytes + 8 * (len(self.guesses) + len(self.served) + len(self.confidences)) + 64
 
 
 class JoinStore:
@@ -90,7 +90,7 @@ class JoinStore:
         return {"ids": list(self.entries), "x": [torch.from_numpy(p.x.copy()) for p in self.entries.values()],
                 "arrived_at": [p.arrived_at for p in self.entries.values()],
                 "guesses": [list(p.guesses) for p in self.entries.values()],
-                "served_depths": [p.served_depth for p in self.entries.values()],
+                "served": [list(p.served) for p in self.entries.values()],
                 "labels": [p.label for p in self.entries.values()],
                 "sample_ids": [p.sample_id for p in self.entries.values()],
                 "confidences": [list(p.confidences) for p in self.entries.values()], "expired": list(self.expired)}
@@ -98,12 +98,14 @@ class JoinStore:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.entries.clear()
         self.nbytes = 0
-        served_depths = state.get("served_depths", [len(g) for g in state["guesses"]])  # absent before served paths
+        # before tree-consistent paths: each level's best class, down to the served depth
+        served = state.get("served") or [g[:depth] for g, depth in
+                                          zip(state["guesses"], state.get("served_depths", map(len, state["guesses"])))]
         confidences = state.get("confidences", [[] for _ in state["ids"]])  # absent before threshold calibration
-        for event_id, x, arrived_at, guesses, served_depth, label, sample_id, confidence in zip(
-                state["ids"], state["x"], state["arrived_at"], state["guesses"], served_depths, state["labels"],
+        for event_id, x, arrived_at, guesses, path, label, sample_id, confidence in zip(
+                state["ids"], state["x"], state["arrived_at"], state["guesses"], served, state["labels"],
                 state["sample_ids"], confidences):
-            pending = Pending(x.numpy(), float(arrived_at), [int(g) for g in guesses], int(served_depth), label,
+            pending = Pending(x.numpy(), float(arrived_at), [int(g) for g in guesses], [int(i) for i in path], label,
                               sample_id, [float(c) for c in confidence])
             self.entries[event_id] = pending
             self.nbytes += pending.nbytes

@@ -81,6 +81,7 @@ class MicroBatchProcessor:
         self.admission = Admission(self.config)
         self.next_offsets: dict[int, int] = {}
         self.model_id = uuid.uuid4().hex  # names this model's lineage (the checkpointer's record of its commits)
+        self.version_base = 0  # added to the train steps: see model_version
         cfg = self.config
         self.joins = JoinStore(cfg.join_window, cfg.join_max_age_seconds) if cfg.join_window else None
 
@@ -91,6 +92,20 @@ class MicroBatchProcessor:
     @property
     def confidence_threshold(self) -> float:
         return self.scoring.confidence_threshold
+
+    @property
+    def model_version(self) -> int:
+        """The ``model_version`` predictions and snapshots carry: the train steps, plus a base that
+        a trainer raises when it restores a checkpoint older than a snapshot already published
+        (``continue_versions_above``), so a version never names two models and never goes back."""
+        return (self.learner.steps if self.learner else 0) + self.version_base
+
+    def continue_versions_above(self, published: int) -> bool:
+        """Raise the base so the next version is above ``published``; False when it already is."""
+        if self.model_version > published:
+            return False
+        self.version_base += published + 1 - self.model_version
+        return True
 
     @property
     def prequential(self) -> PrequentialAccuracy:
@@ -290,7 +305,8 @@ class MicroBatchProcessor:
         """Every document is built before any is sent, so a failure leaves no record half-answered."""
         learner = self.learner
         paths = prediction_paths(learner.tree, probabilities, len(events), self.confidence_threshold)
-        documents = [prediction_document(event.id, learner.steps, path, event.label) for event, path in zip(events, paths)]
+        documents = [prediction_document(event.id, self.model_version, path, event.label)
+                     for event, path in zip(events, paths)]
         self.telemetry.record_prediction("stream", len(events), seconds)
         best = [p.max(dim=1) for p in probabilities]
         confidences = [values.tolist() for values, _ in best]
@@ -298,7 +314,8 @@ class MicroBatchProcessor:
         if self.joins is not None:  # what was served, for the label that may come later
             now = time.time()
             for row, event in enumerate(events):
-                self.joins.add(event.id, Pending(event.x, now, [level[row] for level in guesses], len(paths[row]),
+                served = [learner.tree.locate(step["label"])[1] for step in paths[row]]
+                self.joins.add(event.id, Pending(event.x, now, [level[row] for level in guesses], served,
                                                  confidences=[level[row] for level in confidences]), now)
         labelled = [i for i, e in enumerate(events) if e.label]
         if labelled:
@@ -325,11 +342,18 @@ class MicroBatchProcessor:
         requested = self.config.resolved_learner_config()
         fields = set(asdict(requested))
         saved = asdict(canonical(LearnerConfig(**{k: v for k, v in state["learner"]["config"].items() if k in fields})))
-        return {name: (saved[name], value) for name, value in asdict(canonical(requested)).items()
-                if name != "device" and saved[name] != value}
+        conflicts = {name: (saved[name], value) for name, value in asdict(canonical(requested)).items()
+                     if name != "device" and saved[name] != value}
+        learner = state["learner"]  # the input the model takes, when this run names one
+        if self.config.input_shape is not None and tuple(learner["input_shape"]) != tuple(self.config.input_shape):
+            conflicts["input_shape"] = (",".join(map(str, learner["input_shape"])),
+                                        ",".join(map(str, self.config.input_shape)))
+        if self.config.input_dtype is not None and learner["input_dtype"] != self.config.input_dtype:
+            conflicts["input_dtype"] = (learner["input_dtype"], self.config.input_dtype)
+        return conflicts
     def state_dict(self) -> dict[str, Any]:
         return {"learner": self.learner.state_dict() if self.learner else None, "method": self.config.method,
-                "model_id": self.model_id,
+                "model_id": self.model_id, "version_base": self.version_base,
                 **self.scoring.state_dict(),
                 "offsets": dict(self.next_offsets),
                 "recent_ids": self.admission.recent_ids.state_dict(),
@@ -342,6 +366,7 @@ class MicroBatchProcessor:
         self.scoring.load_state_dict(state)
         self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
         self.model_id = state.get("model_id", self.model_id)  # checkpoints before model ids have none
+        self.version_base = int(state.get("version_base", 0))  # absent before monotonic versions
         if "recent_ids" in state:  # checkpoints before the duplicate check have none
             self.admission.recent_ids.load_state_dict(state["recent_ids"])
         if self.joins is not None and state.get("joins") is not None:  # before label events: none

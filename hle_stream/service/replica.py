@@ -50,7 +50,7 @@ class PredictorReplica:
         self.snapshot: Predictor | None = None
         self.snapshot_published_at = 0.0
         self.loop = StreamLoop(config.max_batch, config.max_events)
-        self.checkpoint_ok = True  # a replica writes no checkpoints
+        self.checkpoint_ok = self.writer_ok = True  # a replica writes no checkpoints
         self._snapshot_threshold: float | None = None  # the trainer's calibrated threshold, from the snapshot
         self.max_abs_feature = config.max_abs_feature
         self.prequential = PrequentialAccuracy()  # empty: /classes of a replica lists no accuracy
@@ -87,7 +87,13 @@ class PredictorReplica:
         swapped = False
         if marker is not None and marker != self._marker:
             snapshot = read_snapshot(self.blobs)
-            if snapshot is not None:
+            serving = self.snapshot.version if self.snapshot is not None else -1
+            if snapshot is not None and snapshot.predictor.version < serving:
+                self._marker = marker  # read once: the trainer's next snapshot is a new marker
+                self.telemetry.record_snapshot_regression()
+                log.warning("refused snapshot version %d: it is older than version %d, which this replica serves",
+                            snapshot.predictor.version, self.snapshot.version)
+            elif snapshot is not None:
                 self.snapshot, self.snapshot_published_at = snapshot.predictor, snapshot.published_at
                 self._snapshot_threshold = snapshot.confidence_threshold
                 self.telemetry.record_confidence_threshold(self.confidence_threshold)
@@ -96,8 +102,9 @@ class PredictorReplica:
                 log.info("serving snapshot version %d (%d bytes)", snapshot.predictor.version, snapshot.size_bytes)
         if self.snapshot is not None:
             newest = int(marker["version"]) if marker else self.snapshot.version
-            self.telemetry.record_snapshot_served(max(0.0, time.time() - self.snapshot_published_at),
-                                                  max(0, newest - self.snapshot.version), swapped)
+            self.telemetry.record_snapshot_served(
+                self.snapshot.version, max(0.0, time.time() - self.snapshot_published_at),
+                max(0, newest - self.snapshot.version), swapped)
 
     def run(self) -> None:
         server = None

@@ -118,6 +118,7 @@ class ServedModel(Protocol):
     kafka_ok: bool
     model_finite: bool
     checkpoint_ok: bool  # the last checkpoint write succeeded
+    writer_ok: bool  # not fenced: the model store still names this trainer (a replica: always)
     confidence_threshold: float
     max_abs_feature: float
     telemetry: Telemetry | NoTelemetry
@@ -229,7 +230,8 @@ def build_app(model: ServedModel, limits: HttpLimits = HttpLimits()) -> Starlett
     async def readyz(request: Request) -> JSONResponse:
         checks = {"model": model.snapshot is not None or model.learner is not None,
                   "loop": time.monotonic() - model.last_tick < LIVENESS_WINDOW_S,
-                  "kafka": model.kafka_ok, "finite": model.model_finite, "checkpoint": model.checkpoint_ok}
+                  "kafka": model.kafka_ok, "finite": model.model_finite, "checkpoint": model.checkpoint_ok,
+                  "not_fenced": model.writer_ok}
         ready = all(checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 

@@ -77,8 +77,9 @@ class Telemetry:
                                        buckets=TRAIN_BUCKETS, registry=registry)
         self.predict_seconds = Histogram("hle_predict_duration_seconds", "Prediction time per call.", ["source"],
                                          buckets=PREDICT_BUCKETS, registry=registry)
-        self.train_steps = Gauge("hle_model_version", "Train steps taken: the model_version in predictions.",
-                                 registry=registry)
+        self.model_version = Gauge("hle_model_version", "The model_version in predictions: train steps, continued "
+                                   "above every published snapshot after a takeover; a replica's is the one it serves.",
+                                   registry=registry)
         self.throughput = Gauge("hle_throughput_events_per_second",
                                 f"Events consumed per second over the last {THROUGHPUT_WINDOW_S:.0f} s or more.",
                                 registry=registry)
@@ -174,6 +175,9 @@ class Telemetry:
                                        "(skipped; the trainer dead-letters them).", registry=registry)
         self.snapshot_swaps = Counter("hle_snapshot_swaps_total", "Snapshots this replica swapped in.",
                                       registry=registry)
+        self.snapshot_regressions = Counter("hle_snapshot_regressions_refused_total", "Snapshots this replica "
+                                            "refused because their version is below the one it serves.",
+                                            registry=registry)
         # Mirrors of the learner's own counters (they survive restarts in its checkpoint).
         self.nonfinite_steps = Gauge("hle_nonfinite_steps_skipped", "Train steps skipped by the numerical guard "
                                      "(a NaN or Inf loss or gradient), over the model's lineage.", registry=registry)
@@ -263,11 +267,15 @@ class Telemetry:
     def record_snapshot_published(self) -> None:
         self.snapshot_published.set(time.time())
 
-    def record_snapshot_served(self, age_s: float, staleness_versions: int, swapped: bool) -> None:
+    def record_snapshot_served(self, version: int, age_s: float, staleness_versions: int, swapped: bool) -> None:
+        self.model_version.set(version)
         self.snapshot_age.set(age_s)
         self.snapshot_staleness.set(staleness_versions)
         if swapped:
             self.snapshot_swaps.inc()
+
+    def record_snapshot_regression(self) -> None:
+        self.snapshot_regressions.inc()
 
     def record_corrupt_checkpoints(self, count: int) -> None:
         self.checkpoint_corruptions.inc(count)
@@ -296,7 +304,7 @@ class Telemetry:
 
     # -- state gauges, once per micro-batch ---------------------------------------------------
     def refresh(self, learner: HierarchicalLearner | None, prequential: PrequentialAccuracy,
-                served_paths: ServedPathQuality, confidence_threshold: float) -> None:
+                served_paths: ServedPathQuality, confidence_threshold: float, model_version: int) -> None:
         self.record_confidence_threshold(confidence_threshold)
         for level, value in prequential.rolling_accuracy().items():
             self.rolling_accuracy.labels(str(level)).set(value)
@@ -310,7 +318,7 @@ class Telemetry:
         if learner is None:
             return
         stats = learner.stats()
-        self.train_steps.set(stats.version)
+        self.model_version.set(model_version)
         self.nonfinite_steps.set(stats.nonfinite_steps)
         self.quarantined.set(stats.quarantined)
         self.discriminant_rejected.set(stats.discriminant_rejected)

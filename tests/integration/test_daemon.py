@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.service.checkpoint import decode
+from hle_stream.service.lineage import read_ids
 
 FAST_GROUP = dict(session_timeout_ms=2000, heartbeat_interval_ms=500)
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
@@ -132,7 +133,7 @@ def test_the_daemon_serves_predictions_health_and_readiness_over_http(broker, tm
 
         assert call("/healthz")[0] == 200
         assert call("/readyz") == (200, {"ready": True, "model": True, "loop": True, "kafka": True, "finite": True,
-                                         "checkpoint": True})
+                                         "checkpoint": True, "not_fenced": True})
         status, answer = call("/predict", json.dumps([{"id": "q1", "x": [0.0] * 32}, {"id": "q2", "x": [1.0] * 32}]).encode())
         assert status == 200
         assert [p["id"] for p in answer["predictions"]] == ["q1", "q2"]
@@ -294,7 +295,7 @@ def test_four_partitions_and_a_member_joining_and_leaving_mid_stream_lose_nothin
         assert record_committed() == {p: 500 for p in range(4)}
     finally:
         admin.close()
-    ids = trained_log.read_text().split()
+    ids = read_ids(trained_log)
     assert read_by_member > 0  # the member really read partitions the daemon had been reading
     assert set(ids) == set(produced)  # 0 lost
     assert len(ids) == len(set(ids))  # 0 trained twice

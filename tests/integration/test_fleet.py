@@ -1,20 +1,27 @@
-"""Scale-out through the real parts: Tansu on a loopback S3 (moto), the model store in that S3,
-trainers and predictor replicas run as ``hle-stream run --role trainer`` and ``hle-stream serve``."""
+"""Scale-out through the real parts: the broker ``--broker`` chooses, the model store in a loopback
+S3 (moto), trainers and predictor replicas run as ``hle-stream run --role trainer`` and ``hle-stream serve``."""
 
 from tests.support.fleet import failover_run, fencing_run
 
 
-def test_a_standby_takes_over_from_a_killed_trainer_and_replicas_predict_every_event(tmp_path):
-    result = failover_run(tmp_path, events=2400)
-    print("fleet failover:", result)
+def test_a_standby_takes_over_from_a_killed_trainer_and_replicas_predict_every_event(start_broker, broker_kind,
+                                                                                      tmp_path):
+    with start_broker(tmp_path / "broker.log") as broker:
+        result = failover_run(broker.bootstrap_servers, tmp_path / "fleet", events=2400)
+    print(f"fleet failover on {broker_kind}:", result)  # takeover_s: from the SIGKILL to the standby's takeover
     assert result["lost"] == 0 and result["trained_twice"] == 0  # the lineage has every event exactly once
     assert result["not_predicted"] == 0  # the replicas predicted every event at least once
     assert result["trainer_exit"] == 0 and result["replica_exits"] == [0, 0]
     assert result["takeover_generation"] > 0
+    # what the replicas serve never goes back (the successor continues above the newest snapshot),
+    # and every served path is a path of the tree
+    assert result["served_version_regressions"] == 0 and result["snapshots_refused"] == 0
+    assert result["non_nested_paths"] == 0 and min(result["snapshots_swapped"]) > 1
 
 
-def test_a_trainer_paused_past_its_session_writes_and_commits_nothing_once_resumed(tmp_path):
-    result = fencing_run(tmp_path, events=3000)
+def test_a_trainer_paused_past_its_session_writes_and_commits_nothing_once_resumed(start_broker, tmp_path):
+    with start_broker(tmp_path / "broker.log") as broker:
+        result = fencing_run(broker.bootstrap_servers, tmp_path / "fleet", events=3000)
     print("fleet fencing:", result)
     # (whether it tried to write before its consumer rejoined is a race, so its refusals are only
     # reported; tests/integration/test_scale_out.py fences a checkpointer deterministically)

@@ -1,4 +1,4 @@
-"""Against a real Kafka-protocol broker (Tansu) on 127.0.0.1, with kafka-python."""
+"""Against a real Kafka-protocol broker (the one `--broker` chooses) on 127.0.0.1, with kafka-python."""
 
 import json
 
@@ -83,3 +83,20 @@ def test_the_producer_command_streams_a_dataset_in_hle_order(broker, tmp_path):
     assert 60 < len(labels) < 110  # about a quarter held back
     depths = [len(label.split("/")) for label in labels]
     assert depths == sorted(depths)  # multi-depth: coarse labels first, finer later
+
+
+def test_committed_offsets_round_trip_and_apache_kafka_keeps_their_metadata(broker, broker_kind):
+    """Why ``committed-offsets.json`` stays (docs/operating.md): Tansu drops a commit's metadata,
+    Apache Kafka keeps it. The daemon relies on neither; this records what each broker does."""
+    settings = KafkaSettings(broker.bootstrap_servers, **TEST_SETTINGS)
+    ensure_topics(settings, {"metadata": 1})
+    partition = TopicPartition("metadata", 0)
+    consumer = KafkaConsumer(**settings.consumer("metadata-group"))
+    consumer.assign([partition])
+    consumer.commit({partition: OffsetAndMetadata(7, "model 1234", -1)})
+    committed = consumer.committed(partition, metadata=True)
+    consumer.close()
+    print(f"{broker_kind} returns the commit as {committed}")
+    assert committed.offset == 7
+    if broker_kind == "apache-kafka":
+        assert committed.metadata == "model 1234"

@@ -57,8 +57,9 @@ def test_sigterm_at_full_speed_exits_cleanly_with_a_checkpoint(broker, tmp_path)
     assert result["lost"] == 0 and result["trained_twice"] == 0
 
 
-def test_a_broker_outage_makes_the_daemon_unready_then_it_resumes_with_nothing_lost(tmp_path):
-    result = faults.outage_run(tmp_path, events=4000, outage_s=8.0)
+def test_a_broker_outage_makes_the_daemon_unready_then_it_resumes_with_nothing_lost(start_broker, tmp_path):
+    with start_broker(tmp_path / "broker.log", durable=True) as durable:
+        result = faults.outage_run(durable, tmp_path / "outage", events=4000, outage_s=8.0)
     print(result)
     assert result["unready_after_s"] is not None and result["unready_after_s"] < 3.0
     assert result["ready_probes_after_unready"] == 0 and result["probes_during_outage"] > 10

@@ -134,6 +134,7 @@ def test_a_fenced_checkpointer_writes_no_checkpoint_and_commits_nothing(tmp_path
     processor.process(_records(8, 8), sink)
     assert not checkpointer.checkpoint_and_commit(sink, source, lambda: False, lambda: None)
     assert source.commits == [{0: 8}] and len(CheckpointStore(blobs, exclusive=False).files()) == 1
+    assert checkpointer.fenced  # so /readyz answers 503 ("not_fenced": false) and hle_trainer_active is 0
 
 
 # -- serving snapshots and a replica ------------------------------------------------------------
@@ -184,6 +185,37 @@ def test_a_replica_predicts_every_parseable_record_and_swaps_in_a_newer_snapshot
     publish_snapshot(blobs, learner.predictor())
     replica.refresh_snapshot()
     assert replica.snapshot.version == learner.steps and replica.snapshot.tree.num_classes(2) == 3
+
+
+def test_a_replica_never_swaps_to_an_older_version_and_counts_each_refusal(tmp_path):
+    blobs = DirectoryBlobStore(tmp_path)
+    learner = _learner()
+    older = learner.predictor()
+    learner.observe(torch.randn(4, DIM), ["a", "a/x", "b", "b/z"])
+    replica = PredictorReplica(ReplicaConfig(http_port=None), blobs, connect=None)
+    publish_snapshot(blobs, learner.predictor())
+    replica.refresh_snapshot()
+    publish_snapshot(blobs, older)  # a trainer that went back: an older checkpoint, published again
+    replica.refresh_snapshot()
+    replica.refresh_snapshot()  # read once, refused once
+    assert replica.snapshot.version == learner.steps > older.version
+    assert replica.telemetry.registry.get_sample_value("hle_snapshot_regressions_refused_total") == 1
+    assert replica.telemetry.registry.get_sample_value("hle_model_version") == learner.steps  # what it serves
+
+
+def test_a_restored_model_continues_its_versions_above_the_newest_published_snapshot():
+    processor = MicroBatchProcessor(ProcessingConfig(learner_config=LearnerConfig(memory_size=16, device="cpu")))
+    processor.process(_records(0, 20), ListSink())
+    restored = processor.model_version
+    assert processor.continue_versions_above(restored + 40)  # a predecessor published 40 steps beyond
+    assert processor.model_version == restored + 41
+    assert not processor.continue_versions_above(restored)  # already above: nothing to do
+    sink = ListSink()
+    processor.process(_records(20, 5), sink)
+    assert {d["model_version"] for d in sink.predictions} == {restored + 41}
+    again = MicroBatchProcessor(processor.config)
+    again.load_state_dict(processor.state_dict())  # the base travels in the checkpoint
+    assert again.model_version == processor.model_version
 
 
 def test_a_replica_serves_with_the_trainers_calibrated_threshold_unless_given_its_own(tmp_path):

@@ -108,6 +108,33 @@ def test_a_checkpoint_trained_with_other_learner_settings_is_refused_by_name(tmp
     _in_memory_run(tmp_path, "pl-fms", 16).run()  # the same settings resume
 
 
+def test_the_cli_refuses_a_checkpoint_for_another_input_shape_or_dtype_in_one_line(tmp_path):
+    _in_memory_run(tmp_path, "pl-fms", 16).run()  # 4 float32 features
+    for option, value, named in (("--input-shape", "8", "input_shape '4' (this run: '8')"),
+                                 ("--input-dtype", "uint8", "input_dtype 'float32' (this run: 'uint8')")):
+        done = subprocess.run([EXE, "run", "--checkpoint-dir", str(tmp_path), "--method", "pl-fms", "--memory-size",
+                               "16", "--batch-size", "4", option, value, "--http-port", "0",
+                               "--bootstrap-servers", "127.0.0.1:1"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert named in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_daemon_of_another_group_is_refused_a_store_it_does_not_own_unless_told_to_take_it_over(tmp_path):
+    _in_memory_run(tmp_path, "pl-fms", 16).run()  # group hle-stream owns the directory now
+    common = ["--checkpoint-dir", str(tmp_path), "--method", "pl-fms", "--memory-size", "16", "--batch-size", "4",
+              "--http-port", "0", "--bootstrap-servers", "127.0.0.1:1", "--max-events", "0"]
+    done = subprocess.run([EXE, "run", "--group-id", "hle-stream-typo", *common], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "belongs to consumer group 'hle-stream', not 'hle-stream-typo'" in done.stderr
+    owner = json.loads((tmp_path / "store-owner.json").read_text())
+    assert owner["group"] == "hle-stream"  # the refused one changed nothing
+    done = subprocess.run([EXE, "run", "--group-id", "hle-stream-typo", "--take-over-store", *common],
+                          capture_output=True, text=True, timeout=120)
+    assert "now belongs to group 'hle-stream-typo'" in done.stderr
+    assert json.loads((tmp_path / "store-owner.json").read_text())["group"] == "hle-stream-typo"
+
+
 def test_the_cli_refuses_a_checkpoint_of_other_learner_settings_with_exit_code_2(tmp_path):
     _in_memory_run(tmp_path, "pl-fms", 16).run()
     done = subprocess.run([EXE, "run", "--checkpoint-dir", str(tmp_path), "--memory-size", "32", "--http-port", "0",

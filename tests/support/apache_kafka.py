@@ -98,16 +98,11 @@ class ApacheKafka:
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
     def start(self) -> "ApacheKafka":
+        """Start on fresh storage, or, after ``kill()``, again on the same port and storage."""
         classpath = f"{broker_jars()}/*"
-        self.workdir = Path(tempfile.mkdtemp(prefix="apache-kafka-"))
+        if self.workdir is None:
+            self.workdir = self._format(classpath)
         properties = self.workdir / "server.properties"
-        properties.write_text(self._properties(self.workdir / "data"))
-        cluster_id = _cluster_id()
-        formatted = subprocess.run(["java", "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-                                    "-t", cluster_id, "-c", str(properties)], capture_output=True, text=True,
-                                   timeout=120)
-        if formatted.returncode != 0:
-            raise ApacheKafkaUnavailable(f"formatting the broker's storage failed: {formatted.stderr[-2000:]}")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(["java", "-Xmx512m", "-cp", classpath, "kafka.Kafka", str(properties)],
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -123,6 +118,18 @@ class ApacheKafka:
         raise ApacheKafkaUnavailable(f"the broker did not answer on {self.bootstrap_servers} within "
                                      f"{START_TIMEOUT_S:.0f} s (log: {self.log_path})")
 
+    def _format(self, classpath: str) -> Path:
+        workdir = Path(tempfile.mkdtemp(prefix="apache-kafka-"))
+        properties = workdir / "server.properties"
+        properties.write_text(self._properties(workdir / "data"))
+        formatted = subprocess.run(["java", "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+                                    "-t", _cluster_id(), "-c", str(properties)], capture_output=True, text=True,
+                                   timeout=120)
+        if formatted.returncode != 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise ApacheKafkaUnavailable(f"formatting the broker's storage failed: {formatted.stderr[-2000:]}")
+        return workdir
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -136,7 +143,7 @@ class ApacheKafka:
             self.workdir = None
 
     def kill(self) -> None:
-        """Stop abruptly (SIGKILL), as a crashed broker would."""
+        """Stop abruptly (SIGKILL), as a crashed broker would; its storage stays for ``start()``."""
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()

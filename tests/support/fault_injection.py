@@ -47,6 +47,7 @@ from connectors.topics import ensure_topics
 from hle_stream.eval.datasets.synthetic import make_synthetic
 from hle_stream.eval.producer_sim import simulated_events, with_delayed_labels
 from hle_stream.service.checkpoint import decode
+from hle_stream.service.lineage import read_ids
 
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
 DIM = 32  # the synthetic features
@@ -108,7 +109,7 @@ class DaemonRun:
         resource.prlimit(self.process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
     def trained(self) -> int:
-        return sum(1 for _ in open(self.lineage, "rb")) if self.lineage.exists() else 0
+        return len(read_ids(self.lineage))
 
     def wait_trained(self, at_least: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -153,7 +154,7 @@ class DaemonRun:
         return values
 
     def lineage_ids(self) -> list[str]:
-        return self.lineage.read_text().splitlines()
+        return read_ids(self.lineage)
 
     def last_checkpoint(self) -> dict:
         return decode(sorted(self.checkpoints.glob("checkpoint-*.pt"))[-1].read_bytes())
@@ -544,49 +545,44 @@ def _ready(port: int) -> bool:
         return False
 
 
-def outage_run(workdir: Path, events: int, outage_s: float) -> dict:
-    """Half the stream learned, the broker killed for ``outage_s`` seconds and restarted on the
-    same port and storage, then the other half produced and learned."""
+def outage_run(broker, workdir: Path, events: int, outage_s: float) -> dict:
+    """Half the stream learned, the durable ``broker`` (``tests.support.brokers.running_broker``)
+    killed for ``outage_s`` seconds and restarted on the same port and storage, then the other
+    half produced and learned."""
     workdir.mkdir(parents=True, exist_ok=True)
-    s3 = S3Emulator(workdir)
-    broker = LocalBroker(log_path=workdir / "tansu.log", storage="s3://tansu/", env=s3.env).start()
-    try:
-        port = free_port()
-        run = DaemonRun(broker, workdir, "outage", ["--checkpoint-every-seconds", "1", "--http-port", str(port)])
-        stream = labelled_stream(events)
-        half = events // 2
-        run.produce([json.dumps(e).encode() for e in stream[:half]])
-        run.start()
-        run.wait_trained(half // 2, timeout=300)
-        broker.kill()
-        went_away = time.monotonic()
-        readiness = []  # (seconds since the broker went away, /readyz said ready)
-        while time.monotonic() - went_away < outage_s:
-            readiness.append((time.monotonic() - went_away, _ready(port)))
-            time.sleep(0.25)
-        unready = [t for t, ok in readiness if not ok]
-        broker.start()
-        back = time.monotonic()
-        while not _ready(port) and time.monotonic() - back < 120:
-            time.sleep(0.1)
-        ready_again_s = time.monotonic() - back
-        run.produce([json.dumps(e).encode() for e in stream[half:]])
-        run.wait_trained(events, timeout=300)
-        learning_again_s = time.monotonic() - back
-        code, _ = run.terminate()
-        return {
-            "events": events, "outage_s": outage_s, "exit_code": code,
-            "unready_after_s": round(unready[0], 2) if unready else None,
-            "ready_probes_after_unready": sum(ok for t, ok in readiness if unready and t > unready[0]),
-            "probes_during_outage": len(readiness),
-            "ready_again_after_s": round(ready_again_s, 2),
-            "all_learned_after_s": round(learning_again_s, 2),
-            **_accounting(run, stream),
-            "producers_replaced": (workdir / "daemon.log").read_text().count("new producer and retry"),
-        }
-    finally:
-        broker.stop()
-        s3.stop()
+    port = free_port()
+    run = DaemonRun(broker, workdir, "outage", ["--checkpoint-every-seconds", "1", "--http-port", str(port)])
+    stream = labelled_stream(events)
+    half = events // 2
+    run.produce([json.dumps(e).encode() for e in stream[:half]])
+    run.start()
+    run.wait_trained(half // 2, timeout=300)
+    broker.kill()
+    went_away = time.monotonic()
+    readiness = []  # (seconds since the broker went away, /readyz said ready)
+    while time.monotonic() - went_away < outage_s:
+        readiness.append((time.monotonic() - went_away, _ready(port)))
+        time.sleep(0.25)
+    unready = [t for t, ok in readiness if not ok]
+    broker.start()
+    back = time.monotonic()
+    while not _ready(port) and time.monotonic() - back < 120:
+        time.sleep(0.1)
+    ready_again_s = time.monotonic() - back
+    run.produce([json.dumps(e).encode() for e in stream[half:]])
+    run.wait_trained(events, timeout=300)
+    learning_again_s = time.monotonic() - back
+    code, _ = run.terminate()
+    return {
+        "events": events, "outage_s": outage_s, "exit_code": code,
+        "unready_after_s": round(unready[0], 2) if unready else None,
+        "ready_probes_after_unready": sum(ok for t, ok in readiness if unready and t > unready[0]),
+        "probes_during_outage": len(readiness),
+        "ready_again_after_s": round(ready_again_s, 2),
+        "all_learned_after_s": round(learning_again_s, 2),
+        **_accounting(run, stream),
+        "producers_replaced": (workdir / "daemon.log").read_text().count("new producer and retry"),
+    }
 
 
 def checkpoint_figures(workdir: Path, memory_size: int) -> dict:

@@ -1,7 +1,7 @@
-"""The scale-out topology on one machine, for tests and benchmarks: a persistent broker (Tansu on
-a loopback S3), a model store in that S3, trainer candidates and predictor replicas, each the
-``hle-stream`` command a user runs, and the checks that matter (every event predicted, the
-lineage exactly once, the takeover time, fencing).
+"""The scale-out topology on one machine, for tests and benchmarks: on a running broker (either
+kind, ``tests.support.brokers``), a model store in a loopback S3, trainer candidates and predictor
+replicas, each the ``hle-stream`` command a user runs, and the checks that matter (every event
+predicted, the lineage exactly once, the takeover time, fencing).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from connectors.blob_store import S3BlobStore
-from connectors.broker import LocalBroker, free_port
+from connectors.broker import free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
 from hle_stream.service.checkpoint import decode
+from hle_stream.service.lineage import read_ids
 from tests.support.fault_injection import EXE, FAST_GROUP, S3Emulator, labelled_stream
 
 TOOK_OVER = re.compile(r"^(\S+ \S+) INFO .*took over as the active trainer \(generation (\d+)\) in ([\d.]+) s")
@@ -53,9 +54,11 @@ class Member:
 
 @dataclass
 class Fleet:
-    """``with Fleet(workdir) as fleet:`` a broker and S3 up; then start trainers and replicas."""
+    """``with Fleet(workdir, broker.bootstrap_servers) as fleet:`` topics made and S3 up; then start
+    trainers and replicas."""
 
     workdir: Path
+    bootstrap_servers: str
     partitions: int = 4
     topic: str = "fleet"
     trainer_args: list[str] = field(default_factory=list)
@@ -70,8 +73,7 @@ class Fleet:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.s3 = S3Emulator(self.workdir)
         self.s3.create_bucket(MODEL_BUCKET)
-        self.broker = LocalBroker(storage="s3://tansu/", env=self.s3.env, log_path=self.workdir / "broker.log").start()
-        self.settings = KafkaSettings(self.broker.bootstrap_servers)
+        self.settings = KafkaSettings(self.bootstrap_servers)
         ensure_topics(self.settings, {self.topic: self.partitions, self.predictions: 1, self.dead_letters: 1})
         return self
 
@@ -81,7 +83,6 @@ class Fleet:
                 member.process.send_signal(signal.SIGCONT)
                 member.process.kill()
                 member.process.wait()
-        self.broker.stop()
         self.s3.stop()
 
     def _env(self) -> dict[str, str]:
@@ -90,7 +91,7 @@ class Fleet:
     def start_trainer(self, name: str) -> Member:
         log = self.workdir / f"{name}.log"
         args = [EXE, "run", "--role", "trainer", "--model-store", self.store_url,
-                "--bootstrap-servers", self.broker.bootstrap_servers, "--input-topic", self.topic,
+                "--bootstrap-servers", self.bootstrap_servers, "--input-topic", self.topic,
                 "--predictions-topic", self.predictions, "--dead-letter-topic", self.dead_letters,
                 "--group-id", f"{self.topic}-trainers", "--trained-ids-log", str(self.lineage), "--no-predictions",
                 "--http-port", "0", "--no-metrics", *FAST_GROUP, *self.trainer_args]
@@ -101,7 +102,7 @@ class Fleet:
     def start_replica(self, name: str, http: bool = True) -> Member:
         log = self.workdir / f"{name}.log"
         port = free_port() if http else None
-        args = [EXE, "serve", "--model-store", self.store_url, "--bootstrap-servers", self.broker.bootstrap_servers,
+        args = [EXE, "serve", "--model-store", self.store_url, "--bootstrap-servers", self.bootstrap_servers,
                 "--input-topic", self.topic, "--predictions-topic", self.predictions,
                 "--group-id", f"{self.topic}-replicas", "--http-port", str(port or 0), "--refresh-seconds", "0.5",
                 *FAST_GROUP]
@@ -117,7 +118,7 @@ class Fleet:
         producer.close()
 
     def trained(self) -> list[str]:
-        return self.lineage.read_text().splitlines() if self.lineage.exists() else []
+        return read_ids(self.lineage)
 
     def wait(self, condition, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -129,16 +130,20 @@ class Fleet:
                 raise TimeoutError(f"{what} within {timeout} s; logs in {self.workdir}")
             time.sleep(0.2)
 
-    def predicted_ids(self, timeout_s: float = 2.0) -> list[str]:
+    def predictions_served(self, timeout_s: float = 2.0) -> list[dict]:
+        """Every prediction document in the predictions topic, in order."""
         consumer = KafkaConsumer(**self.settings.client(), auto_offset_reset="earliest", fetch_max_wait_ms=100)
         consumer.assign([TopicPartition(self.predictions, 0)])
-        ids, quiet_since = [], time.monotonic()
+        documents, quiet_since = [], time.monotonic()
         while time.monotonic() - quiet_since < timeout_s:
             for records in consumer.poll(timeout_ms=300).values():
-                ids += [json.loads(r.value)["id"] for r in records]
+                documents += [json.loads(r.value) for r in records]
                 quiet_since = time.monotonic()
         consumer.close()
-        return ids
+        return documents
+
+    def predicted_ids(self, timeout_s: float = 2.0) -> list[str]:
+        return [document["id"] for document in self.predictions_served(timeout_s)]
 
     def store_checkpoints(self) -> dict[int, dict]:
         """Every checkpoint in the model store by number, decoded."""
@@ -155,12 +160,15 @@ class Fleet:
         return urllib.request.urlopen(f"http://127.0.0.1:{member.http_port}/metrics", timeout=10).read().decode()
 
 
-def failover_run(workdir: Path, events: int = 2400, seed: int = 0) -> dict:
+def failover_run(bootstrap_servers: str, workdir: Path, events: int = 2400, seed: int = 0) -> dict:
     """An active trainer, a standby, two replicas and a producer on a 4-partition topic; the active
     trainer is SIGKILLed once a third of the stream is learned. Returns the accounting."""
     stream = labelled_stream(events, seed)
     produced = {e["id"] for e in stream}
-    with Fleet(workdir, trainer_args=["--checkpoint-every-events", "300"]) as fleet:
+    # snapshots every second, checkpoints every 300 events: the successor restores a model older
+    # than the newest snapshot its predecessor published
+    trainer_args = ["--checkpoint-every-events", "300", "--snapshot-every-seconds", "1"]
+    with Fleet(workdir, bootstrap_servers, trainer_args=trainer_args) as fleet:
         first = fleet.start_trainer("trainer-a")
         fleet.wait(lambda: first.takeovers(), 60, "trainer-a did not become active")
         second = fleet.start_trainer("trainer-b")
@@ -176,23 +184,30 @@ def failover_run(workdir: Path, events: int = 2400, seed: int = 0) -> dict:
         second.process.send_signal(signal.SIGTERM)
         trainer_exit = second.process.wait(60)
         fleet.wait(lambda: set(fleet.predicted_ids(0.5)) >= produced, 300, "not every event was predicted")
-        lineage, predicted = fleet.trained(), fleet.predicted_ids()
+        lineage, documents = fleet.trained(), fleet.predictions_served()
+        predicted = [document["id"] for document in documents]
         replica_exits = []
         for replica in replicas:
             replica.process.send_signal(signal.SIGTERM)
             replica_exits.append(replica.process.wait(60))
+        served = [_served_versions(replica.lines()) for replica in replicas]
         return {"events": events, "trained": len(lineage), "trained_twice": len(lineage) - len(set(lineage)),
                 "lost": len(produced - set(lineage)), "not_predicted": len(produced - set(predicted)),
                 "predictions": len(predicted), "takeover_s": round(took_over_at - killed_at, 2),
-                "takeover_generation": generation, "trainer_exit": trainer_exit, "replica_exits": replica_exits}
+                "takeover_generation": generation, "trainer_exit": trainer_exit, "replica_exits": replica_exits,
+                "snapshots_swapped": [len(versions) for versions in served],
+                "served_version_regressions": sum(b < a for versions in served for a, b in zip(versions, versions[1:])),
+                "snapshots_refused": sum("refused snapshot version" in line for r in replicas for line in r.lines()),
+                "non_nested_paths": sum(not _nested(document["path"]) for document in documents)}
 
 
-def fencing_run(workdir: Path, events: int = 3000, seed: int = 0) -> dict:
+def fencing_run(bootstrap_servers: str, workdir: Path, events: int = 3000, seed: int = 0) -> dict:
     """The active trainer is SIGSTOPped past the session timeout, the standby takes over, then the
     paused one is resumed: it must write no checkpoint and commit nothing afterwards."""
     stream = labelled_stream(events, seed)
     produced = {e["id"] for e in stream}
-    with Fleet(workdir, trainer_args=["--checkpoint-every-events", "100", "--checkpoint-every-seconds", "1"]) as fleet:
+    with Fleet(workdir, bootstrap_servers,
+               trainer_args=["--checkpoint-every-events", "100", "--checkpoint-every-seconds", "1"]) as fleet:
         first = fleet.start_trainer("trainer-a")
         fleet.wait(lambda: first.takeovers(), 60, "trainer-a did not become active")
         second = fleet.start_trainer("trainer-b")
@@ -221,6 +236,17 @@ def fencing_run(workdir: Path, events: int = 3000, seed: int = 0) -> dict:
         return {"events": events, "exits": exits, "a_checkpoints_in_store_after_resume": len(writes_after),
                 "a_commits_after_resume": len(commits_after), "a_fenced_log_lines": len(fenced_lines),
                 "trained_twice": len(lineage) - len(set(lineage)), "lost": len(produced - set(lineage))}
+
+
+def _served_versions(lines: list[str]) -> list[int]:
+    """The versions a replica swapped in, in order (its "serving snapshot version N" lines)."""
+    return [int(match.group(1)) for line in lines if (match := re.search(r"serving snapshot version (\d+)", line))]
+
+
+def _nested(path: list[dict]) -> bool:
+    """Whether a served path is a path of the tree: each level's class under the one above."""
+    labels = [step["label"] for step in path]
+    return all(child.rpartition("/")[0] == parent for parent, child in zip(labels, labels[1:]))
 
 
 def _committed_checkpoint(line: str) -> int | None:
@@ -261,7 +287,7 @@ def _predict_latencies(port: int, body: bytes, until) -> list[float]:
     return latencies
 
 
-def throughput_run(workdir: Path, events: int, replicas: int, seed: int = 0) -> dict:
+def throughput_run(bootstrap_servers: str, workdir: Path, events: int, replicas: int, seed: int = 0) -> dict:
     """One trainer and ``replicas`` predictor replicas on a 4-partition topic holding ``events``
     labelled events, all produced before the replicas start: the replicas' predicted events/s
     together (from their first prediction to the last, so their group join is not counted),
@@ -270,7 +296,7 @@ def throughput_run(workdir: Path, events: int, replicas: int, seed: int = 0) -> 
     stream = labelled_stream(events, seed)
     # checkpoints every 2 s: the lineage file, which tells when training is done, trails by at most that
     trainer_args = ["--snapshot-every-seconds", "1", "--checkpoint-every-seconds", "2"]
-    with Fleet(workdir, topic=f"bench{replicas}", trainer_args=trainer_args) as fleet:
+    with Fleet(workdir, bootstrap_servers, topic=f"bench{replicas}", trainer_args=trainer_args) as fleet:
         trainer = fleet.start_trainer("trainer")
         fleet.wait(lambda: trainer.takeovers(), 60, "the trainer did not become active")
         fleet.produce(stream)

@@ -15,6 +15,7 @@ from hle_stream.core.config import LearnerConfig
 from hle_stream.service.checkpoint import decode
 from hle_stream.service.config import DaemonConfig, ProcessingConfig
 from hle_stream.service.daemon import Daemon
+from hle_stream.service.lineage import read_ids
 from hle_stream.service.offsets import resume_offsets
 
 TOPIC = "events"
@@ -85,7 +86,7 @@ def _run(tmp_path: Path, partitions, committed: dict[int, int], script=None,
 
 
 def _trained(tmp_path) -> list[str]:
-    return (tmp_path / "trained.log").read_text().split()
+    return read_ids(tmp_path / "trained.log")
 
 
 def _never_backwards(history: list[dict[int, int]]) -> bool:

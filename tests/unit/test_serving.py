@@ -30,7 +30,7 @@ class Model:
         self._learner.observe(torch.randn(8, DIM), ["a", "a/x", "b", "b/y"] * 2)
         self.snapshot = self._learner.predictor()
         self.last_tick = time.monotonic()
-        self.kafka_ok = self.model_finite = self.checkpoint_ok = True
+        self.kafka_ok = self.model_finite = self.checkpoint_ok = self.writer_ok = True
         self.confidence_threshold = 0.0
         self.max_abs_feature = 1e6
         self.telemetry = NO_TELEMETRY

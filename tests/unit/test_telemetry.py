@@ -27,12 +27,12 @@ def test_a_thousand_new_classes_add_no_series(small_config):
     prequential = PrequentialAccuracy()
     telemetry = Telemetry(small_config.max_depth, "er", "cpu")
     _learn(learner, prequential, ["a/a0", "b/b0"] * 4)
-    telemetry.refresh(learner, prequential, ServedPathQuality(), 0.5)
+    telemetry.refresh(learner, prequential, ServedPathQuality(), 0.5, learner.steps)
     before = _series(telemetry)
 
     for start in range(0, 1000, 50):
         _learn(learner, prequential, [f"{'ab'[i % 2]}/c{start + i}" for i in range(50)])
-    telemetry.refresh(learner, prequential, ServedPathQuality(), 0.5)
+    telemetry.refresh(learner, prequential, ServedPathQuality(), 0.5, learner.steps)
     assert learner.tree.num_classes(2) >= 1000
     assert _series(telemetry) == before
     assert {labels for name, labels in before if name == "hle_known_classes"} == {(("level", "1"),), (("level", "2"),)}

@@ -14,6 +14,7 @@ from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.methods import DEFAULT_METHOD, resolve_name
 from hle_stream.service.config import DaemonConfig, ProcessingConfig
 from hle_stream.service.daemon import Daemon
+from hle_stream.service.lineage import read_ids
 from hle_stream.service.train_budget import MIN_SHARE, TrainBudget, parse_budget
 
 
@@ -120,7 +121,7 @@ def test_a_daemon_with_a_tiny_budget_predicts_and_remembers_every_event_but_step
     assert [d["id"] for d in sink.predictions] == [d["id"] for d in full_sink.predictions]  # every event answered
     assert budgeted.learner.stats().seen == unlimited.learner.stats().seen == 96
     assert budgeted.learner.steps < unlimited.learner.steps
-    trained = (tmp_path / "0.001.log").read_text().split()
+    trained = read_ids(tmp_path / "0.001.log")
     assert len(trained) == len(set(trained)) == 96  # in the model's lineage: remembered, once
 
 
