@@ -14,7 +14,7 @@ from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, 
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from connectors.assignors import OneActiveMemberAssignor
-from connectors.ports import DeliveryAborted, Record, ResumeRule, SourceUnavailable
+from connectors.ports import EARLIEST, LATEST, DeliveryAborted, Record, ResumeRule, SourceUnavailable
 from connectors.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,12 @@ class _ResumeOnAssignment(AsyncConsumerRebalanceListener):
                      for tp in assigned}
         by_partition = {tp.partition: tp for tp in assigned}
         for partition, offset in self.resume(committed).items():
-            self.consumer.seek(by_partition[partition], offset)
+            if offset == EARLIEST:
+                self.consumer.seek_to_beginning(by_partition[partition])
+            elif offset == LATEST:
+                self.consumer.seek_to_end(by_partition[partition])
+            else:
+                self.consumer.seek(by_partition[partition], offset)
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         pass  # the daemon commits only what it holds after each checkpoint; nothing to flush here

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from connectors.ports import Record, ResumeRule, SourceUnavailable
+from connectors.ports import EARLIEST, LATEST, Record, ResumeRule, SourceUnavailable
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,10 @@ class MemorySource:
         new = partitions - set(self.positions)
         self.generation_id += 1
         start = self.resume({p: self.committed.get(p) for p in sorted(new)})
+        ends = {EARLIEST: lambda p: 0, LATEST: lambda p: len(self.partitions[p])}
         for p in new:
-            self.positions[p] = start.get(p, self.committed.get(p, 0))
+            offset = start.get(p, self.committed.get(p, 0))
+            self.positions[p] = ends[offset](p) if offset in ends else offset
 
     def revoke(self, partitions: set[int]) -> None:
         """Partitions taken away (a rebalance): their unread records stay for the next owner."""

@@ -20,8 +20,11 @@ class Record(Protocol):
 
 ResumeRule = Callable[[dict[int, int | None]], dict[int, int]]
 """Given the partitions just assigned and the group's committed offset of each (``None``: none),
-where to start reading each one; a partition left out starts at the committed offset, or at the
-earliest when there is none."""
+where to start reading each one (an offset, or ``EARLIEST`` / ``LATEST``: that end of the
+partition); a partition left out starts at the committed offset, or at the earliest when there is
+none."""
+
+EARLIEST, LATEST = -2, -1  # Kafka's own codes for the two ends of a partition (ListOffsets)
 
 
 class SourceUnavailable(RuntimeError):

@@ -28,3 +28,19 @@ def ensure_topics(settings: KafkaSettings, partitions: dict[str, int],
         return sorted(missing)
     finally:
         admin.close()
+
+
+NO_TOPIC_ID = "00000000-0000-0000-0000-000000000000"  # what a broker without topic ids answers
+
+
+def topic_identity(settings: KafkaSettings, topic: str) -> dict[str, str | None]:
+    """Where offsets of ``topic`` are valid: the cluster's id and the topic's id (a new one each
+    time a topic of that name is made, on any broker). ``None`` for what the broker does not say."""
+    admin = KafkaAdminClient(**settings.client())
+    try:
+        cluster_id = admin.describe_cluster().get("cluster_id")
+        described = admin.describe_topics([topic])
+        topic_id = str(described[0].get("topic_id")) if described else None
+        return {"cluster_id": cluster_id, "topic_id": None if topic_id in (None, NO_TOPIC_ID) else topic_id}
+    finally:
+        admin.close()

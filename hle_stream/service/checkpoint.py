@@ -123,6 +123,10 @@ class CheckpointStore:
     def files(self) -> list[PurePath]:
         return [self.blobs.location(key) for key in self._own()]
 
+    def quarantined(self) -> list[PurePath]:
+        """Checkpoints found unusable by an earlier load (renamed ``*.corrupt``)."""
+        return [self.blobs.location(key) for key in self.blobs.keys(PREFIX) if key.endswith(".corrupt")]
+
     def close(self) -> None:
         """Release the directory (the OS releases it too when the process dies)."""
         if self._lock is not None:

@@ -57,6 +57,9 @@ class Checkpointer:
         self.model_finite = True
         self.own_commits: dict[int, int] = {}
         self.fenced = False  # the last write was refused: the store names a newer trainer
+        self.input_identity: dict | None = None  # where the offsets are valid now (connectors.topics.topic_identity)
+        self.restored_identity: dict | None = None  # where the restored checkpoint's offsets were valid
+        self.lost_every_checkpoint = False  # the last restore found checkpoints, none of them usable
 
     def may_write(self, source: Source) -> bool:
         """False when this trainer has lost its turn (fenced): nothing to write, nothing to commit;
@@ -138,19 +141,32 @@ class Checkpointer:
         state["topic"] = self.topic
         lineage = self.processor.lineage
         state["trained_ids"] = lineage.commit() if lineage is not None else None
+        state["input_identity"] = self.input_identity
         state["writer"] = {"host": socket.gethostname(), "pid": os.getpid(),  # which trainer wrote it, for operators
                            "generation": self.lease.generation if self.lease is not None else None,
                            "written_at": time.time()}
         return state
 
-    def restore(self) -> None:
+    def restore(self, fresh_start_allowed: bool = False) -> None:
         """Load the newest usable checkpoint into the processor (none: a fresh start). Raises
-        ``CheckpointMismatchError`` for a checkpoint of another topic or of a foreign structure."""
+        ``CheckpointMismatchError`` for a checkpoint of another topic or of a foreign structure, and
+        when every checkpoint is unusable unless ``fresh_start_allowed`` (then ``lost_every_checkpoint``:
+        the caller reads the topic from an end it chose, not from the group's offsets, whose events
+        are in no model now)."""
         state, report = self.store.load_latest()
         if report.corrupt:
             self.telemetry.record_corrupt_checkpoints(len(report.corrupt))
+        # unusable ones found now, or by a start that was refused (they were moved aside then)
+        unusable = (report.corrupt or self.store.quarantined()) if state is None else []
+        self.restored_identity, self.lost_every_checkpoint = None, bool(unusable)
+        if unusable and not fresh_start_allowed:
+            raise CheckpointMismatchError(
+                f"every checkpoint in {self.where} is unusable ({', '.join(sorted(p.name for p in unusable))}): "
+                "--reset-offsets earliest starts a new model from the topic's earliest offset (latest: from its "
+                "end), or move them away")
+        if report.corrupt:
             log.error("recovered from %d unusable checkpoint(s) %s: resuming from %s", len(report.corrupt),
-                      [p.name for p in report.corrupt], report.path.name if report.path else "nothing (fresh start)")
+                      [p.name for p in report.corrupt], report.path.name if report.path else "nothing (a new model)")
         lineage = self.processor.lineage
         if state is None:
             log.info("no checkpoint in %s: starting fresh", self.where)
@@ -181,6 +197,7 @@ class Checkpointer:
                 raise CheckpointMismatchError(str(err)) from None
             log.info("trained-ids log: %d ids after the checkpoint dropped (they will be learned again)", dropped)
         self.own_commits = self._read_commits()
+        self.restored_identity = state.get("input_identity")  # absent before identities were recorded
         log.info("restored checkpoint %s: offsets %s", report.path.name, self.processor.next_offsets)
 
     def close(self) -> None:

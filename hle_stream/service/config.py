@@ -86,6 +86,12 @@ def _dtype(text: str | None) -> str | None:
     return text
 
 
+def _offset_reset(text: str | None) -> str | None:
+    if text not in (None, "earliest", "latest"):
+        raise SettingsError(f"--reset-offsets {text!r}: earliest or latest")
+    return text
+
+
 def learner_overrides(value: Any) -> tuple[tuple[str, Any], ...]:
     """``--learner KEY=VALUE`` strings, or a config file's ``[learner]`` table, as typed pairs."""
     try:
@@ -190,6 +196,10 @@ class DaemonConfig:
     trained_ids_log: Path | None = setting(
         None, "Keep a file of the event ids in the model's lineage (JSON lines: a header, then one id per labelled "
         "event). Trainers of one model store keep the same file, on shared storage.")
+    reset_offsets: str | None = setting(
+        None, "earliest or latest: where to read when the checkpoint's offsets cannot be trusted (the broker's input "
+        "topic is another one: a new cluster, a topic made anew) or every checkpoint is unusable (a new model). "
+        "Without it such a start is refused.", parse=_offset_reset)
     take_over_store: bool = setting(
         False, "Write a model store (or checkpoint directory) that another consumer group owns, or whose trainers "
         "keep another trained-ids log: this daemon's group and log become its owners.", flag=True)

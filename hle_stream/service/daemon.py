@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from connectors.blob_store import DirectoryBlobStore, open_blob_store
-from connectors.ports import DeliveringSink, Record, ResumeRule, Source
+from connectors.ports import EARLIEST, LATEST, DeliveringSink, Record, ResumeRule, Source
 from hle_stream.core.device import pick_device
 from hle_stream.core.predictor import Predictor
 from hle_stream.service.checkpoint import CheckpointStore
@@ -116,6 +116,7 @@ class Daemon:
         self.max_abs_feature = processing.max_abs_feature
         self._assigned: set[int] = set()  # input partitions held after the last rebalance
         self._refused: CheckpointMismatchError | None = None  # a takeover found a store it cannot continue
+        self._read_from: int | None = None  # EARLIEST or LATEST: where the next assignment starts, once
 
     # what HTTP serving reads
     learner = property(lambda self: self.processor.learner)
@@ -147,6 +148,12 @@ class Daemon:
         A trainer with standbys takes over here first: claim the store, load its newest checkpoint."""
         if self.lease is not None:
             self._take_over()
+        if self._read_from is not None:  # offsets not to be trusted, or no model left: --reset-offsets
+            start, self._read_from = dict.fromkeys(committed, self._read_from), None
+            for partition in start:
+                log.info("partition %d resumes at its %s offset (--reset-offsets)", partition,
+                         self.config.reset_offsets)
+            return start
         start = resume_offsets(self.processor.next_offsets, committed, self.checkpointer.own_commits)
         self.processor.next_offsets.update(start)
         for partition, offset in start.items():
@@ -167,7 +174,7 @@ class Daemon:
             return
         self.processor.reset()
         try:
-            self.checkpointer.restore()
+            self._restore()
         except CheckpointMismatchError as err:  # in the rebalance callback: stop the loop, never run on
             log.error("cannot take over: %s", err)
             self._refused = err
@@ -189,7 +196,7 @@ class Daemon:
             bind_store(self.blobs, self.config.group_id, lineage.log_id if lineage else None,
                        self.config.take_over_store)
             if self.lease is None:  # a trainer with standbys restores when it takes over
-                self.checkpointer.restore()
+                self.checkpointer.restore(fresh_start_allowed=self.config.reset_offsets is not None)
                 self._continue_versions()
             server = self._serve_http()
             self._run(serving=server is not None)
@@ -219,6 +226,8 @@ class Daemon:
         _raise_descriptor_limit()
         source, sink = self.connect(self.resume, self._output_dropped)
         self._source, self._serving = source, serving
+        if self.lease is None:  # a trainer checks when it takes over
+            self._check_offsets_valid()
         self._unsaved, self._next_checkpoint_at = 0, time.monotonic() + cfg.checkpoint_every_seconds
         self._next_report_at = time.monotonic() + min(cfg.report_every_seconds, 2.0)  # the first soon after the start
         if not self.loop.run(self, source, sink):
@@ -309,6 +318,34 @@ class Daemon:
             return
         self._snapshot_published_version = version
         self.telemetry.record_snapshot_published()
+
+    def _restore(self) -> None:
+        """A trainer's restore at takeover, checked as a single daemon's is at start."""
+        self.checkpointer.restore(fresh_start_allowed=self.config.reset_offsets is not None)
+        self._check_offsets_valid()
+
+    def _check_offsets_valid(self) -> None:
+        """The restored checkpoint's offsets are positions in the input topic it read; when the
+        broker's topic of that name is another one (a new cluster, a topic made anew: its ids
+        differ) they would skip or repeat events silently, so the start is refused unless
+        ``--reset-offsets`` says where to read instead (also the start of a new model when every
+        checkpoint was unusable: the group's offsets then count events no model holds)."""
+        cp = self.checkpointer
+        saved, now = cp.restored_identity, cp.input_identity
+        moved = saved is not None and now is not None and saved != now
+        if moved:
+            reason = (f"the checkpoint's offsets are positions in topic {self.config.input_topic!r} of cluster "
+                      f"{saved.get('cluster_id')} (topic id {saved.get('topic_id')}), and the broker's topic of that "
+                      f"name is another (cluster {now.get('cluster_id')}, topic id {now.get('topic_id')})")
+            if self.config.reset_offsets is None:
+                raise CheckpointMismatchError(f"{reason}: --reset-offsets earliest|latest continues this model from "
+                                              "that end of the topic, or use an empty --checkpoint-dir for a new model")
+            log.warning("%s: the model continues from the topic's %s offsets (--reset-offsets)", reason,
+                        self.config.reset_offsets)
+        if moved or cp.lost_every_checkpoint:
+            self.processor.next_offsets.clear()
+            cp.own_commits = {}
+            self._read_from = EARLIEST if self.config.reset_offsets == "earliest" else LATEST
 
     def _predictor(self, previous: Predictor | None = None) -> Predictor:
         return self.processor.learner.predictor(previous, version=self.processor.model_version)

@@ -9,7 +9,7 @@ from typing import Callable
 from connectors.kafka_io import KafkaSource, Publisher, broker_reachable, wait_for_broker
 from connectors.ports import DeliveringSink, ResumeRule, Source
 from connectors.settings import KafkaSettings
-from connectors.topics import ensure_topics
+from connectors.topics import ensure_topics, topic_identity
 from hle_stream.service.config import DaemonConfig, ReplicaConfig
 from hle_stream.service.daemon import Daemon, ProgressReport
 
@@ -51,6 +51,7 @@ class KafkaDaemon(Daemon):
         ensure_topics(self.settings, {cfg.input_topic: cfg.input_partitions, cfg.predictions_topic: 1,
                                       cfg.dead_letter_topic: 1},
                       configs={cfg.input_topic: {"max.message.bytes": str(cfg.processing.max_message_bytes)}})
+        self.checkpointer.input_identity = topic_identity(self.settings, cfg.input_topic)
         source = KafkaSource(self.settings, cfg.group_id, cfg.input_topic, resume, one_active=cfg.role == "trainer")
         sink = Publisher(self.settings, cfg.predictions_topic, cfg.dead_letter_topic, cfg.max_output_bytes,
                          on_dropped=on_dropped, publish_predictions=cfg.publish_predictions)

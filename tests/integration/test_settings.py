@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
+from connectors.blob_store import DirectoryBlobStore
 from connectors.memory import ListSink, MemorySource
 from connectors.settings import KafkaSettings
 from hle_stream import cli
@@ -23,7 +24,9 @@ from hle_stream.core.config import LearnerConfig
 from hle_stream.service.checkpointer import CheckpointMismatchError
 from hle_stream.service.config import DaemonConfig, ProcessingConfig
 from hle_stream.service.daemon import Daemon
+from hle_stream.service.lineage import TrainedIdLog
 from hle_stream.service.settings import SETTINGS, build
+from hle_stream.service.store_owner import bind_store
 
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
 
@@ -133,6 +136,17 @@ def test_a_daemon_of_another_group_is_refused_a_store_it_does_not_own_unless_tol
                           capture_output=True, text=True, timeout=120)
     assert "now belongs to group 'hle-stream-typo'" in done.stderr
     assert json.loads((tmp_path / "store-owner.json").read_text())["group"] == "hle-stream-typo"
+
+
+def test_a_trainer_with_its_own_trained_ids_log_is_refused_a_store_whose_trainers_share_another(tmp_path):
+    first = TrainedIdLog(tmp_path / "shared.log")  # the first trainer's, recorded as the store's
+    bind_store(DirectoryBlobStore(tmp_path / "store"), "trainers", first.log_id)
+    common = ["--role", "trainer", "--model-store", str(tmp_path / "store"), "--group-id", "trainers",
+              "--http-port", "0", "--bootstrap-servers", "127.0.0.1:1"]
+    done = subprocess.run([EXE, "run", *common, "--trained-ids-log", str(tmp_path / "own.log")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"keep the trained-ids log {first.log_id}" in done.stderr and "keeps another" in done.stderr
 
 
 def test_the_cli_refuses_a_checkpoint_of_other_learner_settings_with_exit_code_2(tmp_path):
