@@ -209,8 +209,8 @@ class DaemonConfig:
         parse=_one_of(ROLES, "role"))
     model_store: str | None = setting(
         None, "Where checkpoints and serving snapshots live, shared by trainers and predictor replicas: a directory "
-        "or s3://bucket/prefix (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...). Default: "
-        "--checkpoint-dir, no snapshots.")
+        "or s3://bucket/prefix (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...). Without it: "
+        "--checkpoint-dir, and no snapshots; not both.")
     snapshot_every_seconds: float = setting(
         5.0, "With --model-store: publish a serving snapshot for predictor replicas this often.", min=0.0)
     publish_predictions: bool = setting(

@@ -182,11 +182,15 @@ class Daemon:
             self.loop.request_stop()
             return
         self.checkpointer.fenced = False
-        self._continue_versions()
+        marker = self._continue_versions()
         learner = self.processor.learner
         self.snapshot = self._predictor() if learner is not None and self.config.http_port is not None else None
-        log.info("took over as the active trainer (generation %d) in %.2f s: %d events in the model's lineage",
-                 generation, time.monotonic() - started, learner.seen if learner else 0)
+        # the group reassigns a session timeout after a failure; the predecessor's last snapshot
+        # bounds when it was last seen alive (within --snapshot-every-seconds)
+        since = f", {time.time() - float(marker['published_at']):.1f} s after the previous trainer's last snapshot" \
+            if marker is not None and "published_at" in marker else ""
+        log.info("took over as the active trainer (generation %d) in %.2f s%s: %d events in the model's lineage",
+                 generation, time.monotonic() - started, since, learner.seen if learner else 0)
 
     def run(self) -> None:
         """The loop. Raises ``FinalCheckpointFailed`` if it stopped without its last checkpoint."""
@@ -350,19 +354,20 @@ class Daemon:
     def _predictor(self, previous: Predictor | None = None) -> Predictor:
         return self.processor.learner.predictor(previous, version=self.processor.model_version)
 
-    def _continue_versions(self) -> None:
+    def _continue_versions(self) -> dict | None:
         """After a restore, with a model store: the model may be older than the newest snapshot a
         predecessor published (snapshots are taken every few seconds, checkpoints less often), so
         its versions continue above that one: replicas never see a version go back, and a version
-        never names two models."""
+        never names two models. Returns the newest snapshot's marker (``None``: none)."""
         marker = newest_snapshot_marker(self.blobs) if self.config.model_store is not None else None
         if marker is None:
-            return
+            return None
         restored = self.processor.model_version
         if self.processor.continue_versions_above(int(marker["version"])):
             log.warning("the restored model (version %d) is not newer than the newest published snapshot (version %d): "
                         "what was learned after its checkpoint is learned again, as versions %d and up",
                         restored, int(marker["version"]), self.processor.model_version)
+        return marker
 
     def _track_assignment(self, source: Source) -> None:
         """After a rebalance: no lag series for partitions gone, and a loud word when this daemon

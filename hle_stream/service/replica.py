@@ -45,7 +45,7 @@ class PredictorReplica:
         self.config = config
         self.blobs = blobs
         self.connect = connect  # () -> (Source, DeliveringSink), called once HTTP serves
-        self.telemetry = Telemetry(LearnerConfig().max_depth, "replica", "cpu")
+        self.telemetry = Telemetry(LearnerConfig().max_depth, "replica", "cpu", role="replica")
         self.lock = threading.Lock()
         self.snapshot: Predictor | None = None
         self.snapshot_published_at = 0.0

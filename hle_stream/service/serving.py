@@ -285,17 +285,31 @@ def class_report(learner: HierarchicalLearner | None, prequential: PrequentialAc
 def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
     """uvicorn's h11 protocol with two guards it lacks: a deadline for each request head (a
     client that opens a connection and trickles bytes is cut off) and a cap on open connections
-    (idle sockets must not exhaust the descriptors the checkpoint writer needs)."""
+    (idle sockets must not exhaust the descriptors the checkpoint writer needs). At the cap, a new
+    connection closes the oldest one that is not being answered, so a flood of idle or slow
+    connections cannot lock out a health probe (or anyone) that sends its request at once."""
 
     class GuardedH11Protocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
+        _opened_at = 0.0
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            if len(self.connections) > limits.max_connections:
+            self._opened_at = self.loop.time()
+            if len(self.connections) > limits.max_connections and not self._close_oldest_waiting():
                 transport.close()
                 return
             self._arm_head_deadline()
+
+        def _close_oldest_waiting(self) -> bool:
+            """Close the oldest other connection with no request in progress; False when every one
+            is being answered."""
+            waiting = [c for c in self.connections if c is not self and isinstance(c, GuardedH11Protocol)
+                       and (c.cycle is None or c.cycle.response_complete) and not c.transport.is_closing()]
+            if not waiting:
+                return False
+            min(waiting, key=lambda c: c._opened_at).transport.close()
+            return True
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._head_timer is not None:  # the timer holds this connection and its buffers

@@ -54,6 +54,9 @@ def build(values: dict[str, Any]) -> tuple[KafkaSettings, DaemonConfig]:
     except LearnerOptionError as err:
         raise SettingsError(str(err)) from None
     daemon = DaemonConfig(processing=processing, http=HttpLimits(**parts["http"]), **parts["daemon"])
+    if daemon.model_store is not None and daemon.checkpoint_dir != DaemonConfig.checkpoint_dir:
+        raise SettingsError(f"--checkpoint-dir {daemon.checkpoint_dir} and --model-store {daemon.model_store} name two "
+                            "places for the model: give one (the model store holds the checkpoints)")
     return KafkaSettings(**parts["kafka"]), daemon
 
 

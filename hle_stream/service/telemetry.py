@@ -55,8 +55,12 @@ class Telemetry:
 
     exported = True
 
-    def __init__(self, max_depth: int, method: str, device: str) -> None:
+    def __init__(self, max_depth: int, method: str, device: str, role: str = "daemon") -> None:
+        """``role``: ``daemon`` (a single daemon or a trainer) or ``replica``; each exports only its
+        own series (a series it never sets would read 0 and mislead a dashboard or an alert)."""
         self.registry = registry = CollectorRegistry()
+        trainer = registry if role == "daemon" else None  # None: recorded into, never exported
+        replica = registry if role == "replica" else None
         ProcessCollector(registry=registry)  # process_resident_memory_bytes, cpu seconds, fds
         PlatformCollector(registry=registry)
         self.max_depth = max_depth
@@ -67,14 +71,14 @@ class Telemetry:
         self.consumed = Counter("hle_events_consumed_total", "Records read from the input topic.", registry=registry)
         self.predicted = Counter("hle_events_predicted_total", "Events predicted (stream and HTTP).", ["source"],
                                  registry=registry)
-        self.trained = Counter("hle_events_trained_total", "Labelled events given to the learner.", registry=registry)
+        self.trained = Counter("hle_events_trained_total", "Labelled events given to the learner.", registry=trainer)
         self.dead_letters = Counter("hle_dead_letters_total", "Records sent to the dead-letter topic, by reason.",
-                                    ["reason"], registry=registry)
+                                    ["reason"], registry=trainer)
         self.drift = Counter("hle_drift_detections_total",
-                             "ADWIN detections on the prequential error, per level.", ["level"], registry=registry)
+                             "ADWIN detections on the prequential error, per level.", ["level"], registry=trainer)
         self.train_seconds = Histogram("hle_train_batch_duration_seconds",
                                        "Learner update time per micro-batch (its train steps included).",
-                                       buckets=TRAIN_BUCKETS, registry=registry)
+                                       buckets=TRAIN_BUCKETS, registry=trainer)
         self.predict_seconds = Histogram("hle_predict_duration_seconds", "Prediction time per call.", ["source"],
                                          buckets=PREDICT_BUCKETS, registry=registry)
         self.model_version = Gauge("hle_model_version", "The model_version in predictions: train steps, continued "
@@ -85,36 +89,36 @@ class Telemetry:
                                 registry=registry)
         self.rolling_accuracy = Gauge("hle_prequential_accuracy_ratio",
                                       "Prequential accuracy over the last window of labelled events, per level.",
-                                      ["level"], registry=registry)
+                                      ["level"], registry=trainer)
         self.anytime_accuracy = Gauge("hle_anytime_accuracy_ratio",
                                       "Mean of the rolling prequential accuracy since the level appeared "
-                                      "(the online counterpart of A_auc), per level.", ["level"], registry=registry)
+                                      "(the online counterpart of A_auc), per level.", ["level"], registry=trainer)
         self.served_precision = Gauge("hle_served_node_precision_ratio",
                                       "Share of the served path's nodes that the label confirms (nodes at levels "
-                                      "the label names), since the start of the model.", registry=registry)
+                                      "the label names), since the start of the model.", registry=trainer)
         self.served_depth = Gauge("hle_served_depth_mean", "Mean number of levels in a served path (it stops below "
-                                  "--confidence-threshold), over the labelled events.", registry=registry)
+                                  "--confidence-threshold), over the labelled events.", registry=trainer)
         self.mistake_severity = Gauge("hle_served_mistake_severity_mean",
                                       "Mean tree distance from a wrong deepest served node to the true node of its "
-                                      "level (2: a sibling, 4: a cousin, ...).", registry=registry)
+                                      "level (2: a sibling, 4: a cousin, ...).", registry=trainer)
         self.confidence_threshold = Gauge("hle_confidence_threshold",
                                           "Probability below which a served path stops: --confidence-threshold, or "
                                           "the one calibrated to --target-precision.", registry=registry)
-        self.known_classes = Gauge("hle_known_classes", "Classes known per level.", ["level"], registry=registry)
+        self.known_classes = Gauge("hle_known_classes", "Classes known per level.", ["level"], registry=trainer)
         # A counter that exists from the start, so increase() marks every expansion; a new level's
         # gauge series is born with all the classes that arrived before the next scrape, and its
         # changes() would miss it. After a restart the restored classes count once.
         self.classes_discovered = Counter("hle_classes_discovered_total", "Classes added to the label tree.",
-                                          registry=registry)
+                                          registry=trainer)
         self._classes_counted = 0
         self.memory_samples = Gauge("hle_replay_memory_samples", "Replay memory samples by labelled level.",
-                                    ["level"], registry=registry)
+                                    ["level"], registry=trainer)
         self.memory_share = Gauge("hle_replay_memory_share_ratio", "Share of the replay memory per labelled level.",
-                                  ["level"], registry=registry)
+                                  ["level"], registry=trainer)
         self.memory_capacity = Gauge("hle_replay_memory_capacity_samples", "Replay memory capacity.",
-                                     registry=registry)
+                                     registry=trainer)
         self.memory_bytes = Gauge("hle_replay_memory_bytes", "Bytes held by the replay memory's tensors.",
-                                  registry=registry)
+                                  registry=trainer)
         self.lag = Gauge("hle_consumer_lag_messages",
                          "Fetch high watermark minus the next offset to read, per input partition.", ["partition"],
                          registry=registry)
@@ -123,69 +127,69 @@ class Telemetry:
                                          "group member trains a separate model on the rest).", registry=registry)
         self.partitions_total = Gauge("hle_input_partitions", "Partitions of the input topic.", registry=registry)
         self.checkpoint_seconds = Histogram("hle_checkpoint_duration_seconds", "Time to write a checkpoint.",
-                                            buckets=CHECKPOINT_BUCKETS, registry=registry)
+                                            buckets=CHECKPOINT_BUCKETS, registry=trainer)
         self.checkpoint_time = Gauge("hle_checkpoint_last_success_timestamp_seconds",
-                                     "Unix time of the last checkpoint written.", registry=registry)
+                                     "Unix time of the last checkpoint written.", registry=trainer)
         self.checkpoint_corruptions = Counter("hle_checkpoint_corruptions_total",
                                               "Unusable checkpoints found at start (quarantined; an older one used).",
-                                              registry=registry)
+                                              registry=trainer)
         self.checkpoint_bytes = Gauge("hle_checkpoint_size_bytes", "Size of the last checkpoint written.",
-                                      registry=registry)
+                                      registry=trainer)
         self.checkpoint_failures = Counter("hle_checkpoint_failures_total",
                                            "Checkpoint writes that failed (disk full, no descriptors); retried.",
-                                           registry=registry)
+                                           registry=trainer)
         self.output_dropped = Counter("hle_output_dropped_total",
                                       "Output records Kafka refused as too large (permanent; never retried).",
                                       registry=registry)
         # Label events joined with earlier features (delayed and refined labels)
         self.label_delay = Histogram("hle_label_delay_seconds", "Seconds from an event's features to its label "
-                                     "event (and to each finer label).", buckets=LABEL_DELAY_BUCKETS, registry=registry)
+                                     "event (and to each finer label).", buckets=LABEL_DELAY_BUCKETS, registry=trainer)
         self.joins = Counter("hle_label_joins_total", "Label events by outcome: joined (first label, trained), "
                              "refined (a finer label, trained again), upgraded_in_memory (a finer label for a sample "
                              "in the replay memory), duplicate and conflict (ignored), expired and unknown "
-                             "(dead-lettered).", ["outcome"], registry=registry)
+                             "(dead-lettered).", ["outcome"], registry=trainer)
         self.join_entries = Gauge("hle_join_store_entries", "Events whose features wait for a (finer) label.",
-                                  registry=registry)
-        self.join_bytes = Gauge("hle_join_store_bytes", "Bytes held by the join store's features.", registry=registry)
+                                  registry=trainer)
+        self.join_bytes = Gauge("hle_join_store_bytes", "Bytes held by the join store's features.", registry=trainer)
         for outcome in JOIN_OUTCOMES:
             self.joins.labels(outcome)
         # The compute budget (--train-budget)
         self.skipped_training = Counter("hle_events_skipped_training_total", "Labelled events predicted and "
                                         "remembered without a gradient step, to keep up with the stream.",
-                                        registry=registry)
+                                        registry=trainer)
         self.train_steps_rate = Gauge("hle_train_steps_per_second", f"Gradient steps per second over the last "
-                                      f"{THROUGHPUT_WINDOW_S:.0f} s or more.", registry=registry)
+                                      f"{THROUGHPUT_WINDOW_S:.0f} s or more.", registry=trainer)
         self.train_budget = Gauge("hle_train_budget", "The budget in force: the share of labelled micro-batches "
                                   "trained on (auto, unlimited), or gradient steps per second (a fixed budget).",
-                                  registry=registry)
+                                  registry=trainer)
         self._steps_window_start, self._steps_at_window_start = time.monotonic(), None
         # Scale-out: a trainer with standbys, serving snapshots, predictor replicas.
         self.trainer_active = Gauge("hle_trainer_active", "1 while this trainer holds the input partitions and "
-                                    "may write the model store; 0 while a standby.", registry=registry)
+                                    "may write the model store; 0 while a standby.", registry=trainer)
         self.fenced = Counter("hle_trainer_fenced_total", "Checkpoints and commits refused because a newer "
-                              "trainer holds the model store.", registry=registry)
+                              "trainer holds the model store.", registry=trainer)
         self.snapshot_published = Gauge("hle_snapshot_published_timestamp_seconds",
                                         "Unix time of the last serving snapshot this trainer published.",
-                                        registry=registry)
+                                        registry=trainer)
         self.snapshot_age = Gauge("hle_snapshot_age_seconds", "Seconds since the trainer published the snapshot "
-                                  "this replica serves.", registry=registry)
+                                  "this replica serves.", registry=replica)
         self.snapshot_staleness = Gauge("hle_snapshot_staleness_versions", "Train steps between the newest "
-                                        "published snapshot and the one this replica serves.", registry=registry)
+                                        "published snapshot and the one this replica serves.", registry=replica)
         self.replica_skipped = Counter("hle_replica_skipped_total", "Records a predictor replica could not parse "
-                                       "(skipped; the trainer dead-letters them).", registry=registry)
+                                       "(skipped; the trainer dead-letters them).", registry=replica)
         self.snapshot_swaps = Counter("hle_snapshot_swaps_total", "Snapshots this replica swapped in.",
-                                      registry=registry)
+                                      registry=replica)
         self.snapshot_regressions = Counter("hle_snapshot_regressions_refused_total", "Snapshots this replica "
                                             "refused because their version is below the one it serves.",
-                                            registry=registry)
+                                            registry=replica)
         # Mirrors of the learner's own counters (they survive restarts in its checkpoint).
         self.nonfinite_steps = Gauge("hle_nonfinite_steps_skipped", "Train steps skipped by the numerical guard "
-                                     "(a NaN or Inf loss or gradient), over the model's lineage.", registry=registry)
+                                     "(a NaN or Inf loss or gradient), over the model's lineage.", registry=trainer)
         self.quarantined = Gauge("hle_quarantined_samples", "Samples dropped from the replay memory by the "
-                                 "numerical guard, over the model's lineage.", registry=registry)
+                                 "numerical guard, over the model's lineage.", registry=trainer)
         self.discriminant_rejected = Gauge("hle_discriminant_rejected_samples", "Samples the streaming discriminant "
                                            "left out of its class means as outliers (absurdly large features), over "
-                                           "the model's lineage.", registry=registry)
+                                           "the model's lineage.", registry=trainer)
         self.gpu_allocated = Gauge("hle_gpu_memory_allocated_bytes", "CUDA memory allocated by tensors.",
                                    registry=registry)
         self.gpu_reserved = Gauge("hle_gpu_memory_reserved_bytes", "CUDA memory reserved by the caching allocator.",

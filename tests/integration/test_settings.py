@@ -25,7 +25,7 @@ from hle_stream.service.checkpointer import CheckpointMismatchError
 from hle_stream.service.config import DaemonConfig, ProcessingConfig
 from hle_stream.service.daemon import Daemon
 from hle_stream.service.lineage import TrainedIdLog
-from hle_stream.service.settings import SETTINGS, build
+from hle_stream.service.settings import SETTINGS, SettingsError, build
 from hle_stream.service.store_owner import bind_store
 
 EXE = shutil.which("hle-stream") or str(Path(sys.executable).parent / "hle-stream")
@@ -42,6 +42,13 @@ def test_every_run_option_is_a_settings_field_and_its_defaults_build_the_default
     assert {name: option.envvar for name, option in options.items()} == {name: s.env for name, s in SETTINGS.items()}
     kafka, daemon = build({name: option.default for name, option in options.items()})
     assert (kafka, daemon) == (KafkaSettings(), DaemonConfig())  # each option's default is its field's, converted
+
+
+def test_a_checkpoint_dir_beside_a_model_store_is_refused_naming_both():
+    defaults = {name: option.default for name, option in _run_options().items()}
+    with pytest.raises(SettingsError, match="--checkpoint-dir /data/ckpt and --model-store s3://b/p name two places"):
+        build({**defaults, "checkpoint_dir": "/data/ckpt", "model_store": "s3://b/p"})
+    assert build({**defaults, "model_store": "s3://b/p"})[1].model_store == "s3://b/p"
 
 
 def test_an_option_is_declared_once_as_a_field_and_the_command_line_takes_it_from_there():

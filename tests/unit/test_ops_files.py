@@ -14,15 +14,23 @@ RECORDED = re.compile(r"\bhle:[a-z0-9_:]+")
 METRIC = re.compile(r"\b(hle_[a-z0-9_]+|process_[a-z_]+|up)\b")
 
 
-def _exported() -> set[str]:
-    """Every series name the registry can produce, labelled gauges not yet set included."""
+def _exported(role: str = "daemon") -> set[str]:
+    """Every series name a role's registry can produce, labelled gauges not yet set included."""
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "info": ["_info"]}
-    return {family.name + suffix for family in Telemetry(8, "pl-fms", "cpu").registry.collect()
+    return {family.name + suffix for family in Telemetry(8, "pl-fms", "cpu", role).registry.collect()
             for suffix in suffixes.get(family.type, [""])}
 
 
+def test_a_replica_exports_its_own_series_and_none_of_a_trainers():
+    daemon, replica = _exported("daemon"), _exported("replica")
+    assert {"hle_snapshot_age_seconds", "hle_snapshot_regressions_refused_total", "hle_model_version"} <= replica
+    assert not {"hle_checkpoint_last_success_timestamp_seconds", "hle_trainer_active", "hle_replay_memory_bytes",
+                "hle_prequential_accuracy_ratio"} & replica
+    assert "hle_snapshot_age_seconds" not in daemon and "hle_checkpoint_last_success_timestamp_seconds" in daemon
+
+
 def test_every_metric_the_dashboard_and_rules_name_is_exported():
-    exported = _exported() | {"up"}
+    exported = _exported("daemon") | _exported("replica") | {"up"}
     dashboard = (OPS / "grafana" / "dashboards" / "hle-stream.json").read_text()
     rules = (OPS / "rules" / "hle-recording.yml").read_text() + (OPS / "rules" / "hle-alerts.yml").read_text()
     named = set(METRIC.findall(dashboard + rules))

@@ -121,3 +121,19 @@ def test_classes_are_served_a_page_at_a_time(serve):
     _, _, answer = _call(port, "GET", "/classes?level=2&offset=1&limit=1")
     (level,) = answer["levels"]
     assert level["level"] == 2 and level["total"] == 2 and [c["path"] for c in level["classes"]] == ["b/y"]
+
+
+def test_health_probes_answer_while_idle_connections_fill_every_slot(serve):
+    """At the connection cap a new connection closes the oldest one that is not being answered:
+    idle or trickling sockets cannot lock the probes out."""
+    import socket
+
+    _, port = serve(max_connections=50)
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(80)]  # more than the cap
+    try:
+        idle[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # a slow client: its head never ends
+        answered = [_call(port, "GET", "/healthz")[0] for _ in range(40)]
+        assert answered.count(200) >= 38  # ≥ 95 %
+    finally:
+        for connection in idle:
+            connection.close()
