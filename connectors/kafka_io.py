@@ -92,6 +92,12 @@ class KafkaSource:
     def partition_count(self) -> int:
         return len(self.consumer.partitions_for_topic(self.topic) or ())
 
+    def seek(self, offsets: dict[int, int]) -> None:
+        held = self.assignment()
+        for partition, offset in offsets.items():
+            if partition in held:
+                self.consumer.seek(TopicPartition(self.topic, partition), offset)
+
     def commit(self, offsets: dict[int, int], timeout_ms: int = 10_000) -> None:
         """Raises ``SourceUnavailable`` (a timeout included) when the group's coordinator cannot
         take the offsets."""

@@ -58,6 +58,11 @@ class MemorySource:
             offset = start.get(p, self.committed.get(p, 0))
             self.positions[p] = ends[offset](p) if offset in ends else offset
 
+    def seek(self, offsets: dict[int, int]) -> None:
+        for partition, offset in offsets.items():
+            if partition in self.positions:
+                self.positions[partition] = offset
+
     def revoke(self, partitions: set[int]) -> None:
         """Partitions taken away (a rebalance): their unread records stay for the next owner."""
         for p in partitions:

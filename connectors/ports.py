@@ -51,6 +51,11 @@ class Source(Protocol):
         token that grows with every rebalance (``None`` while unknown)."""
         ...
 
+    def seek(self, offsets: dict[int, int]) -> None:
+        """Read each held partition from the given offset next (a model rolled back to an earlier
+        checkpoint reads again what it no longer holds)."""
+        ...
+
     def commit(self, offsets: dict[int, int]) -> None:
         """Store ``offsets`` (partition -> next offset to read) as the group's; raises ``SourceUnavailable``."""
         ...

@@ -355,6 +355,82 @@ def data_fetch(
     console.print(f"{name}: {folder}")
 
 
+model_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="A model store's versions: list them, show one, roll back to one.")
+app.add_typer(model_app, name="model")
+ModelStore = Annotated[str, typer.Option(help="The model store (a directory, or s3://bucket/prefix), or a "
+                                              "--checkpoint-dir.", envvar="HLE_MODEL_STORE")]
+
+
+def _model_store(url: str):
+    from connectors.blob_store import open_blob_store
+    from hle_stream.user_errors import UserError
+
+    if "://" not in url and not Path(url).is_dir():
+        raise UserError(f"{url} is not a directory (nor an s3:// store)")
+    return open_blob_store(url)
+
+
+@model_app.command("list")
+def model_list(model_store: ModelStore,
+               as_json: Annotated[bool, typer.Option("--json", help="One JSON document per version.")] = False) -> None:
+    """The versions in the store (its newest checkpoints), oldest first, and the rollbacks made."""
+    import dataclasses
+    import json
+
+    from hle_stream.service.model_history import history, versions
+
+    blobs = _model_store(model_store)
+    found = versions(blobs)
+    for version in found:
+        typer.echo(json.dumps(dataclasses.asdict(version)) if as_json else version.line())
+    for record in history(blobs):
+        console.print(f"rolled back to version {record['to_version']} as version {record['new_version']} "
+                      f"({record['checkpoint']}, replacing version {record['replaced_version']})")
+    console.print(f"{len(found)} versions in {blobs.url}")
+
+
+@model_app.command("show")
+def model_show(version: Annotated[int, typer.Argument(help="A model_version from 'hle-stream model list'.")],
+               model_store: ModelStore) -> None:
+    """One version in full, as JSON: who wrote it and when, what it learned, its offsets."""
+    import dataclasses
+    import json
+
+    from hle_stream.service.model_history import versions
+    from hle_stream.user_errors import UserError
+
+    blobs = _model_store(model_store)
+    matching = [v for v in versions(blobs) if v.version == version]
+    if not matching:
+        raise UserError(f"no version {version} in {blobs.url}; 'hle-stream model list' shows the versions there")
+    typer.echo(json.dumps(dataclasses.asdict(matching[-1]), indent=1))
+
+
+@model_app.command("rollback")
+def model_rollback(to: Annotated[int, typer.Option("--to", help="The model_version to go back to.")],
+                   model_store: ModelStore) -> None:
+    """Make an earlier version the newest, as a new version above every one published: replicas
+    serve it at their next refresh, a running trainer continues from it (the events after it are
+    learned again), and the store's history records it."""
+    from hle_stream.service.checkpoint import CheckpointNumberTaken
+    from hle_stream.service.model_history import RollbackError, rollback
+    from hle_stream.user_errors import UserError
+
+    blobs = _model_store(model_store)
+    for _ in range(5):  # a trainer wrote the same checkpoint number first: the next one
+        try:
+            rolled = rollback(blobs, to)
+            break
+        except RollbackError as err:
+            raise UserError(str(err)) from None
+        except CheckpointNumberTaken:
+            continue
+    else:
+        raise UserError(f"{blobs.url}: a trainer kept writing checkpoints while this rollback tried; try again")
+    console.print(f"rolled back to version {to}: now version {rolled.version} ({rolled.checkpoint})")
+
+
 @app.command()
 def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", envvar="HLE_BROKER_PORT")] = 9092,

@@ -148,6 +148,13 @@ class CheckpointStore:
             self.blobs.delete(old)
         return self.blobs.location(key)
 
+    def load(self, key: str) -> tuple[dict[str, Any], LoadReport]:
+        """One named checkpoint (a rollback's); raises if it is missing or does not pass its checks."""
+        blob = self.blobs.get(key)
+        if blob is None:
+            raise UnreadableCheckpointError(f"{self.blobs.location(key)} is gone (rotated out, or moved away)")
+        return decode(blob, key), LoadReport(path=self.blobs.location(key))
+
     def load_latest(self) -> tuple[dict[str, Any] | None, LoadReport]:
         """The newest checkpoint that passes its checks (``None`` when there is none), and a report
         of the corrupt files skipped. An incompatible version raises: falling back to an older

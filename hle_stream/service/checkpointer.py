@@ -147,13 +147,13 @@ class Checkpointer:
                            "written_at": time.time()}
         return state
 
-    def restore(self, fresh_start_allowed: bool = False) -> None:
+    def restore(self, fresh_start_allowed: bool = False, key: str | None = None) -> None:
         """Load the newest usable checkpoint into the processor (none: a fresh start). Raises
         ``CheckpointMismatchError`` for a checkpoint of another topic or of a foreign structure, and
         when every checkpoint is unusable unless ``fresh_start_allowed`` (then ``lost_every_checkpoint``:
         the caller reads the topic from an end it chose, not from the group's offsets, whose events
-        are in no model now)."""
-        state, report = self.store.load_latest()
+        are in no model now). ``key``: that checkpoint, not the newest (a rollback's)."""
+        state, report = self.store.load(key) if key is not None else self.store.load_latest()
         if report.corrupt:
             self.telemetry.record_corrupt_checkpoints(len(report.corrupt))
         # unusable ones found now, or by a start that was refused (they were moved aside then)

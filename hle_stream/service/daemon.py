@@ -25,6 +25,7 @@ from hle_stream.service.checkpointer import Checkpointer, CheckpointMismatchErro
 from hle_stream.service.config import ROLES, DaemonConfig
 from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.lineage import TrainedIdLog
+from hle_stream.service.model_history import rollback_marker
 from hle_stream.service.offsets import resume_offsets
 from hle_stream.service.processing import MicroBatchProcessor
 from hle_stream.service.snapshots import newest_snapshot_marker, publish_snapshot
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 EXIT_REFUSED = 2  # refused to start: configuration, checkpoint directory or checkpoint unusable
 EXIT_NO_FINAL_CHECKPOINT = 3  # stopped, but the final checkpoint could not be written
 CHECKPOINT_RETRY_S = 5.0  # after a failed checkpoint write (disk full, no descriptors)
+ROLLBACK_POLL_S = 2.0  # how often a trainer with a model store looks for a rollback
 
 
 class FinalCheckpointFailed(RuntimeError):
@@ -117,6 +119,8 @@ class Daemon:
         self._assigned: set[int] = set()  # input partitions held after the last rebalance
         self._refused: CheckpointMismatchError | None = None  # a takeover found a store it cannot continue
         self._read_from: int | None = None  # EARLIEST or LATEST: where the next assignment starts, once
+        self._rollback_seen: dict | None = None  # the store's rollback record when this model was restored
+        self._rollback_checked_at = float("-inf")
 
     # what HTTP serving reads
     learner = property(lambda self: self.processor.learner)
@@ -182,6 +186,7 @@ class Daemon:
             self.loop.request_stop()
             return
         self.checkpointer.fenced = False
+        self._rollback_seen = rollback_marker(self.blobs) if self.config.model_store is not None else None
         marker = self._continue_versions()
         learner = self.processor.learner
         self.snapshot = self._predictor() if learner is not None and self.config.http_port is not None else None
@@ -201,6 +206,8 @@ class Daemon:
                        self.config.take_over_store)
             if self.lease is None:  # a trainer with standbys restores when it takes over
                 self.checkpointer.restore(fresh_start_allowed=self.config.reset_offsets is not None)
+                if self.config.model_store is not None:
+                    self._rollback_seen = rollback_marker(self.blobs)
                 self._continue_versions()
             server = self._serve_http()
             self._run(serving=server is not None)
@@ -262,8 +269,9 @@ class Daemon:
             self._next_report_at = time.monotonic() + cfg.report_every_seconds
 
     def finish(self, source: Source, sink: DeliveringSink) -> bool:
-        """A clean stop (SIGTERM, ``max_events``): the final checkpoint and commit (a standby has none)."""
-        return self._standby() or self._checkpoint_and_commit(source, sink)
+        """A clean stop (SIGTERM, ``max_events``): the final checkpoint and commit (a standby, or a
+        daemon that found a store it cannot continue, has none)."""
+        return self._standby() or self._refused is not None or self._checkpoint_and_commit(source, sink)
 
     def aborted(self, err: Exception) -> None:
         log.warning("stopping without a final checkpoint (%s): the last checkpoint stands, and the events "
@@ -297,6 +305,8 @@ class Daemon:
                 self.snapshot = self._predictor(self.snapshot)
                 self._snapshot_finite = self.snapshot.finite
             self._snapshot_at = time.monotonic()
+        if time.monotonic() - self._rollback_checked_at >= ROLLBACK_POLL_S:
+            self._adopt_rollback(source)
         self._publish_snapshot(source)
         self.telemetry.record_consumed(len(records))
         self.telemetry.record_lag(source.lag(self.processor.next_offsets))
@@ -350,6 +360,36 @@ class Daemon:
             self.processor.next_offsets.clear()
             cp.own_commits = {}
             self._read_from = EARLIEST if self.config.reset_offsets == "earliest" else LATEST
+
+    def _adopt_rollback(self, source: Source) -> bool:
+        """A rollback of the model store (``hle-stream model rollback``) since this model was
+        restored: drop the model in hand and continue from the rollback's checkpoint, reading the
+        held partitions again from its offsets. Checked every ``ROLLBACK_POLL_S`` and before every
+        checkpoint, so this trainer never writes its model over the rolled-back one."""
+        self._rollback_checked_at = time.monotonic()
+        if self.config.model_store is None or self._standby():
+            return False
+        marker = rollback_marker(self.blobs)
+        if marker is None or marker == self._rollback_seen:
+            return False
+        self._rollback_seen = marker
+        log.warning("the model store was rolled back: continuing from %s (version %s); the events after it are read "
+                    "and learned again", marker.get("checkpoint"), marker.get("version"))
+        self.processor.reset()
+        try:
+            self.checkpointer.restore(key=str(marker["checkpoint"]))
+        except (CheckpointMismatchError, OSError, ValueError, KeyError) as err:
+            log.error("cannot continue from the rollback's checkpoint: %s; stopping without a checkpoint", err)
+            self._refused = CheckpointMismatchError(f"the rollback's checkpoint cannot be used: {err}")
+            self.loop.request_stop()
+            if self.lease is not None:
+                self.lease.release()
+            return True
+        source.seek(dict(self.processor.next_offsets))
+        self._unsaved = 0
+        if self.snapshot is not None and self.processor.learner is not None:
+            self.snapshot = self._predictor()
+        return True
 
     def _predictor(self, previous: Predictor | None = None) -> Predictor:
         return self.processor.learner.predictor(previous, version=self.processor.model_version)
@@ -408,6 +448,8 @@ class Daemon:
         self.telemetry.record_output_dropped()
 
     def _checkpoint_and_commit(self, source: Source, sink: DeliveringSink) -> bool:
+        if self._adopt_rollback(source):
+            return True  # the model in hand is gone; the rollback's checkpoint is the newest
         return self.checkpointer.checkpoint_and_commit(sink, source, lambda: self.loop.stopping,
                                                        self.loop.waiting_for_io)
 

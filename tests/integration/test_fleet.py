@@ -1,7 +1,7 @@
 """Scale-out through the real parts: the broker ``--broker`` chooses, the model store in a loopback
 S3 (moto), trainers and predictor replicas run as ``hle-stream run --role trainer`` and ``hle-stream serve``."""
 
-from tests.support.fleet import failover_run, fencing_run
+from tests.support.fleet import failover_run, fencing_run, rollback_run
 
 
 def test_a_standby_takes_over_from_a_killed_trainer_and_replicas_predict_every_event(start_broker, broker_kind,
@@ -28,3 +28,14 @@ def test_a_trainer_paused_past_its_session_writes_and_commits_nothing_once_resum
     assert result["a_checkpoints_in_store_after_resume"] == 0 and result["a_commits_after_resume"] == 0
     assert result["lost"] == 0 and result["trained_twice"] == 0
     assert result["exits"] == [0, 0]  # the fenced one stops as a standby, with nothing to save
+
+
+def test_a_rollback_is_served_by_the_replicas_and_continued_by_the_trainer_with_the_lineage_whole(start_broker,
+                                                                                                   tmp_path):
+    with start_broker(tmp_path / "broker.log") as broker:
+        result = rollback_run(broker.bootstrap_servers, tmp_path / "fleet")
+    print("fleet rollback:", result)
+    assert result["new_version"] > result["rolled_back_to"] and result["served_version_regressions"] == 0
+    assert result["replica_served_it_after_s"] < 30  # a safety bound: the refresh period is 0.5 s
+    assert result["lost"] == 0 and result["trained_twice"] == 0  # the final model's lineage: every event once
+    assert result["exits"] == [0, 0]

@@ -238,6 +238,46 @@ def fencing_run(bootstrap_servers: str, workdir: Path, events: int = 3000, seed:
                 "trained_twice": len(lineage) - len(set(lineage)), "lost": len(produced - set(lineage))}
 
 
+def rollback_run(bootstrap_servers: str, workdir: Path, events: int = 1600, seed: int = 0) -> dict:
+    """A trainer and a replica; once half the stream is learned, ``hle-stream model rollback`` to
+    the oldest checkpoint in the store (S3), then the other half. Returns how long the replica took
+    to serve the rolled-back model and the lineage's accounting."""
+    stream = labelled_stream(events, seed)
+    produced = {e["id"] for e in stream}
+    trainer_args = ["--checkpoint-every-events", "200", "--snapshot-every-seconds", "1"]
+    with Fleet(workdir, bootstrap_servers, trainer_args=trainer_args) as fleet:
+        trainer = fleet.start_trainer("trainer")
+        fleet.wait(lambda: trainer.takeovers(), 60, "the trainer did not become active")
+        replica = fleet.start_replica("replica")
+        fleet.produce(stream[: events // 2])
+        fleet.wait(lambda: len(fleet.trained()) >= events // 2 and len(fleet.store_checkpoints()) >= 3, 300,
+                   "half the stream was not learned into three checkpoints")
+        oldest = min(fleet.store_checkpoints())
+        listed = subprocess.run([EXE, "model", "list", "--model-store", fleet.store_url, "--json"],
+                                capture_output=True, text=True, env=fleet._env(), timeout=120)
+        versions = [json.loads(line) for line in listed.stdout.splitlines()]
+        to = next(v["version"] for v in versions if v["checkpoint"] == f"checkpoint-{oldest:09d}.pt")
+        rolled_at = time.monotonic()
+        done = subprocess.run([EXE, "model", "rollback", "--to", str(to), "--model-store", fleet.store_url],
+                              capture_output=True, text=True, env=fleet._env(), timeout=120)
+        assert done.returncode == 0, done.stderr
+        new_version = int(re.search(r"now version (\d+)", done.stderr).group(1))
+        fleet.wait(lambda: new_version in _served_versions(replica.lines()), 60, "the replica did not serve it")
+        served_after_s = time.monotonic() - rolled_at
+        fleet.wait(lambda: any("the model store was rolled back" in line for line in trainer.lines()), 60,
+                   "the trainer did not adopt the rollback")
+        fleet.produce(stream[events // 2:])
+        fleet.wait(lambda: set(fleet.trained()) >= produced, 300, "the rest was not learned")
+        trainer.process.send_signal(signal.SIGTERM)
+        replica.process.send_signal(signal.SIGTERM)
+        exits = [trainer.process.wait(60), replica.process.wait(60)]
+        lineage, served = fleet.trained(), _served_versions(replica.lines())
+        return {"events": events, "rolled_back_to": to, "new_version": new_version,
+                "replica_served_it_after_s": round(served_after_s, 2), "exits": exits,
+                "trained_twice": len(lineage) - len(set(lineage)), "lost": len(produced - set(lineage)),
+                "served_version_regressions": sum(b < a for a, b in zip(served, served[1:]))}
+
+
 def _served_versions(lines: list[str]) -> list[int]:
     """The versions a replica swapped in, in order (its "serving snapshot version N" lines)."""
     return [int(match.group(1)) for line in lines if (match := re.search(r"serving snapshot version (\d+)", line))]
