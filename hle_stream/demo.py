@@ -70,8 +70,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
         ensure_topics(kafka, {config.input_topic: 1, config.predictions_topic: 1, config.dead_letter_topic: 1})
         say(f"broker on {running.bootstrap_servers}; streaming {total} {settings.dataset} events "
             f"({settings.scenario}) into {config.input_topic}; the daemon learns with {settings.method}")
-        say(f"look inside while it runs: http://127.0.0.1:{port}/metrics, /classes, /readyz; "
-            f"try: curl -s 'http://127.0.0.1:{port}/classes?level=1&limit=5'")
+        say(f"watch it learn: open http://127.0.0.1:{port}/ in a browser (also /metrics, /classes, /readyz)")
         prometheus = _start_prometheus(port, Path(checkpoints), say) if settings.with_prometheus else None
         events = _until(stop_producing, simulated_events(dataset, settings.scenario, settings.seed, settings.events))
         producer = threading.Thread(target=produce, daemon=True, args=(kafka, config.input_topic, events))

@@ -25,6 +25,7 @@ from hle_stream.service.checkpointer import Checkpointer, CheckpointMismatchErro
 from hle_stream.service.config import ROLES, DaemonConfig
 from hle_stream.service.drift import DriftMonitor
 from hle_stream.service.lineage import TrainedIdLog
+from hle_stream.service.live_view import LiveView
 from hle_stream.service.model_history import rollback_marker
 from hle_stream.service.offsets import resume_offsets
 from hle_stream.service.processing import MicroBatchProcessor
@@ -121,6 +122,7 @@ class Daemon:
         self._read_from: int | None = None  # EARLIEST or LATEST: where the next assignment starts, once
         self._rollback_seen: dict | None = None  # the store's rollback record when this model was restored
         self._rollback_checked_at = float("-inf")
+        self.live = LiveView()  # what the page at / shows
 
     # what HTTP serving reads
     learner = property(lambda self: self.processor.learner)
@@ -128,6 +130,7 @@ class Daemon:
     confidence_threshold = property(lambda self: self.processor.confidence_threshold)
     checkpoint_ok = property(lambda self: self.checkpointer.healthy)
     writer_ok = property(lambda self: not self.checkpointer.fenced)
+    model_version = property(lambda self: self.processor.model_version)
     last_tick = property(lambda self: self.loop.last_tick)
     consumed = property(lambda self: self.processor.consumed)
 
@@ -289,7 +292,7 @@ class Daemon:
         train = self.budget.should_train(sum(lag.values()) if lag else None)
         started = time.perf_counter()
         with self.lock:
-            self.processor.process(records, sink, train=train)
+            self.processor.process(records, self.live.watching(sink), train=train)
         learner = self.processor.learner
         steps = learner.steps if learner is not None else 0
         self.budget.record(len(records), time.perf_counter() - started, steps - steps_before)
@@ -309,7 +312,10 @@ class Daemon:
             self._adopt_rollback(source)
         self._publish_snapshot(source)
         self.telemetry.record_consumed(len(records))
-        self.telemetry.record_lag(source.lag(self.processor.next_offsets))
+        lag = source.lag(self.processor.next_offsets)
+        self.telemetry.record_lag(lag)
+        self.live.sample(self.processor.prequential, learner, self.processor.consumed,
+                         sum(lag.values()) if lag else None)
         self.telemetry.refresh(learner, self.processor.prequential, self.processor.scoring.served_paths,
                                self.processor.confidence_threshold, self.processor.model_version)
 

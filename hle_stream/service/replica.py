@@ -51,6 +51,7 @@ class PredictorReplica:
         self.snapshot_published_at = 0.0
         self.loop = StreamLoop(config.max_batch, config.max_events)
         self.checkpoint_ok = self.writer_ok = True  # a replica writes no checkpoints
+        self.live = None  # no live page: it learns nothing (its /metrics has what it serves)
         self._snapshot_threshold: float | None = None  # the trainer's calibrated threshold, from the snapshot
         self.max_abs_feature = config.max_abs_feature
         self.prequential = PrequentialAccuracy()  # empty: /classes of a replica lists no accuracy

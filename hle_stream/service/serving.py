@@ -34,6 +34,7 @@ import json
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -52,12 +53,14 @@ from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.predictor import Predictor
 from hle_stream.metrics.prequential import PrequentialAccuracy
 from hle_stream.service.config import HttpLimits
+from hle_stream.service.live_view import LiveView
 from hle_stream.service.telemetry import NoTelemetry, Telemetry
 
 # A loop that has not ticked for this long is stuck: a poll waits at most 0.5 s and a batch of
 # 64 events trains in well under a second on a CPU, so 30 s leaves a wide margin.
 LIVENESS_WINDOW_S = 30.0
 MAX_CLASS_PAGE = 1000
+LIVE_PAGE = Path(__file__).with_name("static") / "live.html"  # plain HTML and JS, no build step
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
@@ -119,6 +122,7 @@ class ServedModel(Protocol):
     model_finite: bool
     checkpoint_ok: bool  # the last checkpoint write succeeded
     writer_ok: bool  # not fenced: the model store still names this trainer (a replica: always)
+    live: LiveView | None  # what the page at / shows (a replica: none)
     confidence_threshold: float
     max_abs_feature: float
     telemetry: Telemetry | NoTelemetry
@@ -128,6 +132,9 @@ class ServedModel(Protocol):
 
     @property
     def prequential(self) -> PrequentialAccuracy: ...
+
+    @property
+    def model_version(self) -> int: ...
 
 
 class _Refused(Exception):
@@ -253,8 +260,22 @@ def build_app(model: ServedModel, limits: HttpLimits = HttpLimits()) -> Starlett
         with model.lock:
             return JSONResponse({"levels": class_report(model.learner, model.prequential, level, offset, limit)})
 
+    def live_page(request: Request) -> Response:
+        """The page itself holds no data (it reads /live.json, with the token when one is set)."""
+        return Response(LIVE_PAGE.read_bytes(), media_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-cache"})
+
+    def live_json(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return refused(401, "unauthorized", "send Authorization: Bearer <token>")
+        with model.lock:
+            return JSONResponse(model.live.document(model.learner, model.prequential, model.model_version,
+                                                    class_report))
+
     routes = [Route("/predict", predict, methods=["POST"]), Route("/healthz", healthz), Route("/readyz", readyz),
               Route("/classes", classes)]
+    if model.live is not None:
+        routes += [Route("/", live_page), Route("/live.json", live_json)]
     if model.telemetry.exported:
         routes.append(Route("/metrics", metrics))
     return Starlette(routes=routes)

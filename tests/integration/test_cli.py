@@ -95,7 +95,7 @@ def test_demo_runs_broker_producer_and_daemon_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if " events (" in line]
     assert len(lines) >= 2 and lines[-1].startswith("600 events") and "L3 " in lines[-1]
-    assert "curl -s 'http://127.0.0.1:" in done.stdout
+    assert "watch it learn: open http://127.0.0.1:" in done.stdout  # the live page
     picture = tmp_path / "hle-demo-accuracy.png"
     assert f"accuracy over the stream, per level: {picture}" in done.stdout and picture.stat().st_size > 10_000
     assert "demo finished" in done.stdout

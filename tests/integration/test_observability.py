@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -257,3 +258,43 @@ def test_promtool_accepts_the_config_and_rules_and_the_alert_unit_tests_pass():
                  ["test", "rules", str(OPS / "rules" / "hle-alerts.test.yml")]):
         done = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "chromium not found: apt-get install chromium"
+        if os.environ.get("HLE_REQUIRE_CHROMIUM"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_the_live_page_in_a_real_browser_shows_what_the_daemon_measures(stack, tmp_path):
+    """Headless Chromium loads / from the daemon, runs its script (which reads /live.json) and the
+    page it renders is checked against /metrics; a screenshot is kept beside the test's files."""
+    _, _, daemon_port, _ = stack
+    browser = _chromium()
+    url = f"http://127.0.0.1:{daemon_port}/"
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+              f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-loaded="true"' in dom, dom[-2000:]
+    metrics = urllib.request.urlopen(f"{url}metrics", timeout=10).read().decode()
+    for level in ("1", "2", "3"):
+        shown = float(re.search(rf'id="accuracy-{level}" data-value="([0-9.e-]+)"', dom).group(1))
+        exported = float(re.search(rf'^hle_prequential_accuracy_ratio{{level="{level}"}} (\S+)$', metrics,
+                                   re.MULTILINE).group(1))
+        assert abs(shown - exported) < 1e-9, (level, shown, exported)
+        memory = re.search(rf'id="memory-{level}">(\d+)<', dom).group(1)
+        assert re.search(rf'^hle_replay_memory_samples{{level="{level}"}} {memory}(\.0)?$', metrics, re.MULTILINE)
+    curves = re.findall(r'<polyline class="level" data-level="(\d+)"', dom)  # (the script's own text has none)
+    assert curves == ["1", "2", "3"] and len(re.findall(r'<line class="expansion" x1="[\d.]', dom)) >= 3
+    assert "level 3: 12 classes" in dom  # the tree
+    shown = re.search(r'id="predictions">(.*?)</tbody>', dom, re.DOTALL).group(1)
+    assert shown.count("<tr>") == 20 and "›" in shown  # the last predictions, their paths coarse to fine
+    screenshot = tmp_path / "live-page.png"
+    subprocess.run([*common, f"--screenshot={screenshot}", "--window-size=1280,900", url], capture_output=True,
+                   timeout=120)
+    assert screenshot.stat().st_size > 10_000
+    print(f"screenshot of the live page: {screenshot}")

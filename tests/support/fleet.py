@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from connectors.blob_store import S3BlobStore
+from connectors.blob_store import S3BlobStore, open_blob_store
 from connectors.broker import free_port
 from connectors.settings import KafkaSettings
 from connectors.topics import ensure_topics
@@ -62,12 +62,14 @@ class Fleet:
     partitions: int = 4
     topic: str = "fleet"
     trainer_args: list[str] = field(default_factory=list)
+    store: str = "s3"  # the model store: "s3" (moto) or "directory" (a folder every member shares)
     members: list[Member] = field(default_factory=list)
 
     predictions = property(lambda self: f"{self.topic}-pred")
     dead_letters = property(lambda self: f"{self.topic}-dlq")
     lineage = property(lambda self: self.workdir / "trained-ids.log")
-    store_url = property(lambda self: f"s3://{MODEL_BUCKET}/{self.topic}")
+    store_url = property(lambda self: f"s3://{MODEL_BUCKET}/{self.topic}" if self.store == "s3"
+                         else str(self.workdir / "model-store"))
 
     def __enter__(self) -> "Fleet":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,7 @@ class Fleet:
     def store_checkpoints(self) -> dict[int, dict]:
         """Every checkpoint in the model store by number, decoded."""
         os.environ.update(self.s3.env)
-        store = S3BlobStore(MODEL_BUCKET, self.topic)
+        store = S3BlobStore(MODEL_BUCKET, self.topic) if self.store == "s3" else open_blob_store(self.store_url)
         found = {}
         for key in store.keys("checkpoint-"):
             blob = store.get(key) if key.endswith(".pt") else None
@@ -160,7 +162,7 @@ class Fleet:
         return urllib.request.urlopen(f"http://127.0.0.1:{member.http_port}/metrics", timeout=10).read().decode()
 
 
-def failover_run(bootstrap_servers: str, workdir: Path, events: int = 2400, seed: int = 0) -> dict:
+def failover_run(bootstrap_servers: str, workdir: Path, events: int = 2400, seed: int = 0, store: str = "s3") -> dict:
     """An active trainer, a standby, two replicas and a producer on a 4-partition topic; the active
     trainer is SIGKILLed once a third of the stream is learned. Returns the accounting."""
     stream = labelled_stream(events, seed)
@@ -168,7 +170,7 @@ def failover_run(bootstrap_servers: str, workdir: Path, events: int = 2400, seed
     # snapshots every second, checkpoints every 300 events: the successor restores a model older
     # than the newest snapshot its predecessor published
     trainer_args = ["--checkpoint-every-events", "300", "--snapshot-every-seconds", "1"]
-    with Fleet(workdir, bootstrap_servers, trainer_args=trainer_args) as fleet:
+    with Fleet(workdir, bootstrap_servers, trainer_args=trainer_args, store=store) as fleet:
         first = fleet.start_trainer("trainer-a")
         fleet.wait(lambda: first.takeovers(), 60, "trainer-a did not become active")
         second = fleet.start_trainer("trainer-b")
@@ -203,14 +205,17 @@ def failover_run(bootstrap_servers: str, workdir: Path, events: int = 2400, seed
 
 def fencing_run(bootstrap_servers: str, workdir: Path, events: int = 3000, seed: int = 0) -> dict:
     """The active trainer is SIGSTOPped past the session timeout, the standby takes over, then the
-    paused one is resumed: it must write no checkpoint and commit nothing afterwards."""
+    paused one is resumed: it must write no checkpoint and commit nothing afterwards, and what a
+    replica serves must never go back."""
     stream = labelled_stream(events, seed)
     produced = {e["id"] for e in stream}
-    with Fleet(workdir, bootstrap_servers,
-               trainer_args=["--checkpoint-every-events", "100", "--checkpoint-every-seconds", "1"]) as fleet:
+    with Fleet(workdir, bootstrap_servers, trainer_args=["--checkpoint-every-events", "100",
+                                                         "--checkpoint-every-seconds", "1",
+                                                         "--snapshot-every-seconds", "1"]) as fleet:
         first = fleet.start_trainer("trainer-a")
         fleet.wait(lambda: first.takeovers(), 60, "trainer-a did not become active")
         second = fleet.start_trainer("trainer-b")
+        replica = fleet.start_replica("replica")
         fleet.produce(stream)
         fleet.wait(lambda: len(fleet.trained()) >= events // 4, 300, "a quarter of the stream was not learned")
         first.process.send_signal(signal.SIGSTOP)
@@ -228,14 +233,17 @@ def fencing_run(bootstrap_servers: str, workdir: Path, events: int = 3000, seed:
         # every checkpoint that existed then (a line logged just after SIGCONT may be older)
         commits_after = [n for n in map(_committed_checkpoint, a_lines) if n is not None and n > newest_before]
         fenced_lines = [line for line in a_lines[_first_line_after(a_lines, resumed_at):] if "fenced" in line]
+        fleet.wait(lambda: set(fleet.predicted_ids(0.5)) >= produced, 300, "not every event was predicted")
         exits = []
-        for member in (first, second):
+        for member in (first, second, replica):
             member.process.send_signal(signal.SIGTERM)
             exits.append(member.process.wait(60))
-        lineage = fleet.trained()
+        lineage, documents, served = fleet.trained(), fleet.predictions_served(), _served_versions(replica.lines())
         return {"events": events, "exits": exits, "a_checkpoints_in_store_after_resume": len(writes_after),
                 "a_commits_after_resume": len(commits_after), "a_fenced_log_lines": len(fenced_lines),
-                "trained_twice": len(lineage) - len(set(lineage)), "lost": len(produced - set(lineage))}
+                "trained_twice": len(lineage) - len(set(lineage)), "lost": len(produced - set(lineage)),
+                "served_version_regressions": sum(b < a for a, b in zip(served, served[1:])),
+                "non_nested_paths": sum(not _nested(document["path"]) for document in documents)}
 
 
 def rollback_run(bootstrap_servers: str, workdir: Path, events: int = 1600, seed: int = 0) -> dict:

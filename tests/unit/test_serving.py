@@ -31,6 +31,7 @@ class Model:
         self.snapshot = self._learner.predictor()
         self.last_tick = time.monotonic()
         self.kafka_ok = self.model_finite = self.checkpoint_ok = self.writer_ok = True
+        self.live = None
         self.confidence_threshold = 0.0
         self.max_abs_feature = 1e6
         self.telemetry = NO_TELEMETRY
