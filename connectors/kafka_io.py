@@ -129,10 +129,12 @@ class KafkaSource:
         self.consumer.close()
 
 
-def read_topic(settings: KafkaSettings, topic: str, follow: bool, idle_s: float = 2.0) -> Iterator[Record]:
+def read_topic(settings: KafkaSettings, topic: str, follow: bool, idle_s: float = 2.0,
+               mark_caught_up: bool = False) -> Iterator[Record | None]:
     """Every record of ``topic`` from the beginning, in offset order per partition, outside any
     consumer group; without ``follow`` it stops once nothing has arrived for ``idle_s`` (the end
-    is not asked of the broker: the local broker's ListOffsets is wrong)."""
+    is not asked of the broker: the local broker's ListOffsets is wrong). ``mark_caught_up``: with
+    ``follow``, a ``None`` is yielded once, the first time nothing arrived for ``idle_s``."""
     consumer = KafkaConsumer(**settings.client(), auto_offset_reset="earliest", enable_auto_commit=False,
                              fetch_max_wait_ms=settings.fetch_max_wait_ms)
     try:
@@ -140,13 +142,16 @@ def read_topic(settings: KafkaSettings, topic: str, follow: bool, idle_s: float 
         if not partitions:
             raise ValueError(f"topic {topic!r} does not exist on {settings.bootstrap_servers}")
         consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-        quiet_since = time.monotonic()
+        quiet_since, caught_up = time.monotonic(), False
         while follow or time.monotonic() - quiet_since < idle_s:
             batches = consumer.poll(timeout_ms=200)
             if batches:
                 quiet_since = time.monotonic()
             for records in batches.values():
                 yield from records
+            if mark_caught_up and follow and not caught_up and time.monotonic() - quiet_since >= idle_s:
+                caught_up = True
+                yield None
     finally:
         consumer.close()
 

@@ -296,7 +296,8 @@ def demo(
     learner: Annotated[Optional[list[str]], typer.Option(help=LEARNER_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the stream.")] = 0,
     report_every_seconds: Annotated[float, typer.Option(help="Print a progress line this often.", min=0.1)] = 2.0,
-    picture: Annotated[Path, typer.Option(help="Where the accuracy-over-time picture goes at the end.")] = Path("hle-demo-accuracy.png"),
+    out: Annotated[Optional[Path], typer.Option(help="The run's folder, for its accuracy-over-time picture (default: "
+                                                     "a new ./hle-demo-<start time>, made only at the end).")] = None,
     with_prometheus: Annotated[bool, typer.Option("--with-prometheus", help="Also run Prometheus (if installed) with the shipped config and rules, scraping the demo.")] = False,
     data_root: Annotated[Optional[Path], typer.Option(help="Folder of the built-in datasets.", envvar="HLE_DATA_ROOT")] = None,
 ) -> None:
@@ -313,7 +314,7 @@ def demo(
     overrides = _learner_option_pairs(learner)
     _check_method(method, overrides)
     _find_or_fetch(dataset, data_root)
-    run_demo(DemoSettings(dataset, scenario, method, seed, events, report_every_seconds, data_root, picture,
+    run_demo(DemoSettings(dataset, scenario, method, seed, events, report_every_seconds, data_root, out,
                           with_prometheus, tuple(overrides.items())),
              say=lambda line: typer.echo(line))
 
@@ -532,6 +533,7 @@ def _produce_jsonl(settings, topic: str, source: str, rate: float | None) -> Non
                   + (f"; {len(bad)} lines skipped" if bad else ""))
 
 
+TAIL_NEWEST = 10  # what tail prints unless told otherwise, as tail(1) does
 TAIL_TOPICS = {"predictions": "hle-predictions", "dead-letters": "hle-dead-letters", "events": "hle-events"}
 
 
@@ -541,10 +543,14 @@ def tail(
     topic: Annotated[Optional[str], typer.Option(help="Read this topic instead (e.g. your --predictions-topic).")] = None,
     bootstrap_servers: Annotated[str, typer.Option(help="Kafka bootstrap servers.", envvar="HLE_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document per line, as stored.")] = False,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep waiting for new records (Ctrl-C stops).")] = False,
-    limit: Annotated[Optional[int], typer.Option(help="Stop after this many records.", min=1)] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Then keep waiting for new records (Ctrl-C stops).")] = False,
+    limit: Annotated[Optional[int], typer.Option(help=f"How many records: the newest {TAIL_NEWEST} by default; with "
+                                                      "--from-beginning, the first N (default: all).", min=1)] = None,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Print from the first record.")] = False,
 ) -> None:
-    """Print a topic's records from the beginning: predictions, dead letters or events."""
+    """Print a topic's newest records (predictions, dead letters or events), or all from the first."""
+    import collections
+
     from connectors.kafka_io import read_topic, wait_for_broker
     from connectors.settings import KafkaSettings
     from hle_stream.user_errors import UserError
@@ -554,13 +560,28 @@ def tail(
     name = topic or TAIL_TOPICS[what]
     settings = KafkaSettings(bootstrap_servers)
     wait_for_broker(settings, BROKER_WAIT_S)
-    shown = 0
+    newest: collections.deque = collections.deque(maxlen=limit or TAIL_NEWEST)
+    caught_up, shown = from_beginning, 0
+
+    def show(record) -> None:
+        nonlocal shown
+        typer.echo(_tail_line(record, what if topic is None else "", as_json))
+        shown += 1
+
     try:
-        for record in read_topic(settings, name, follow):
-            typer.echo(_tail_line(record, what if topic is None else "", as_json))
-            shown += 1
-            if limit is not None and shown >= limit:
-                break
+        for record in read_topic(settings, name, follow, mark_caught_up=not from_beginning):
+            if record is None:  # following, and the backlog is read: its newest, then what comes
+                caught_up = True
+                while newest:
+                    show(newest.popleft())
+            elif not caught_up:
+                newest.append(record)
+            else:
+                show(record)
+                if from_beginning and limit is not None and shown >= limit:
+                    break
+        while newest:
+            show(newest.popleft())
     except KeyboardInterrupt:
         pass
     except ValueError as err:

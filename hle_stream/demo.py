@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -39,7 +40,7 @@ class DemoSettings:
     events: int = 20000
     report_every_seconds: float = 2.0
     data_root: Path | None = None
-    picture: Path = Path("hle-demo-accuracy.png")
+    out: Path | None = None  # the run's folder; None: ./hle-demo-<start time>, made only when there is something to keep
     with_prometheus: bool = False
     learner_overrides: tuple[tuple[str, object], ...] = ()  # learner options by name, over the method's preset
 
@@ -52,6 +53,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
     # the broker, the producer and the daemon share this machine: torch's default of one thread per
     # core made them fight (about 15x slower on a busy 2-core machine); half the cores for torch
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    started = time.time()
     say(f"loading {settings.dataset} …")
     dataset = load_dataset(settings.dataset, data_root=settings.data_root)
     total = simulated_event_count(dataset, settings.scenario, settings.seed, settings.events)
@@ -97,8 +99,10 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> None:
             signal.signal(signal.SIGINT, previous[0])
             signal.signal(signal.SIGTERM, previous[1])
             producer.join(timeout=5)
-    if len(history) >= 2:
-        path = plot_progress(history, settings.picture, f"{settings.dataset} · {settings.scenario} · {settings.method}")
+    if len(history) >= 2:  # a run folder of its own: a later (or interrupted) run never overwrites this one
+        out = settings.out or Path(f"hle-demo-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}")
+        out.mkdir(parents=True, exist_ok=True)
+        path = plot_progress(history, out / "accuracy.png", f"{settings.dataset} · {settings.scenario} · {settings.method}")
         say(f"accuracy over the stream, per level: {path.resolve()}")
     say("demo finished: broker stopped, checkpoints removed")
 

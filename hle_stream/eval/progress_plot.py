@@ -15,7 +15,7 @@ def plot_progress(points: Sequence[tuple[int, dict[int, float], tuple[int, ...]]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     levels = sorted({lv for _, accuracy, _ in points for lv in accuracy})
     for level in levels:
         xs = [n for n, accuracy, _ in points if level in accuracy]
@@ -27,10 +27,10 @@ def plot_progress(points: Sequence[tuple[int, dict[int, float], tuple[int, ...]]
         previous = classes
     ax.set_xlabel("events")
     ax.set_ylabel("prequential accuracy, rolling (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 102)  # a curve at 100 % stays visible above the frame
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title(f"{title} (dotted: new classes appeared)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the curves, never over them
+    ax.set_title(f"{title}\ndotted: new classes appeared", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

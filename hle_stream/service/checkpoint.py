@@ -128,8 +128,10 @@ class CheckpointStore:
         return [self.blobs.location(key) for key in self.blobs.keys(PREFIX) if key.endswith(".corrupt")]
 
     def close(self) -> None:
-        """Release the directory (the OS releases it too when the process dies)."""
+        """Release the directory and remove its lock file (the OS releases the lock too when the
+        process dies; the file then stays, harmless)."""
         if self._lock is not None:
+            Path(self._lock.name).unlink(missing_ok=True)  # still held: whoever opens it next gets a new file
             self._lock.close()
             self._lock = None
 
@@ -197,16 +199,27 @@ class CheckpointStore:
 
 
 def _lock_directory(directory: Path):
-    """An exclusive, non-blocking ``flock`` on ``directory/.lock``, held while the file stays open."""
-    handle = open(directory / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
+    """An exclusive, non-blocking ``flock`` on ``directory/.lock``, held while the file stays open.
+    The holder removes the file when it closes the store (``CheckpointStore.close``), so a lock
+    taken on a file that was just removed is let go and taken again on the new one."""
+    path = directory / ".lock"
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise CheckpointDirLockedError(f"the checkpoint directory {directory} is in use by another hle-stream "
+                                           f"(pid {holder}); give each daemon its own --checkpoint-dir") from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
         handle.close()
-        raise CheckpointDirLockedError(f"the checkpoint directory {directory} is in use by another hle-stream "
-                                       f"(pid {holder}); give each daemon its own --checkpoint-dir") from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

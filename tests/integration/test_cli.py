@@ -96,8 +96,10 @@ def test_demo_runs_broker_producer_and_daemon_end_to_end(tmp_path):
     lines = [line for line in done.stdout.splitlines() if " events (" in line]
     assert len(lines) >= 2 and lines[-1].startswith("600 events") and "L3 " in lines[-1]
     assert "watch it learn: open http://127.0.0.1:" in done.stdout  # the live page
-    picture = tmp_path / "hle-demo-accuracy.png"
+    (folder,) = tmp_path.glob("hle-demo-*")  # a run folder of its own, nothing else in the current one
+    picture = folder / "accuracy.png"
     assert f"accuracy over the stream, per level: {picture}" in done.stdout and picture.stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]
     assert "demo finished" in done.stdout
 
 

@@ -81,7 +81,12 @@ def test_a_second_store_on_the_same_directory_is_refused_while_the_first_holds_i
     with pytest.raises(CheckpointDirLockedError, match="in use by another hle-stream"):
         CheckpointStore(tmp_path)
     first.close()
-    assert CheckpointStore(tmp_path).load_latest()[0] == {"n": 1}  # free again once released
+    assert not (tmp_path / ".lock").exists()  # nothing left behind once released
+    second = CheckpointStore(tmp_path)
+    assert second.load_latest()[0] == {"n": 1}  # free again once released
+    with pytest.raises(CheckpointDirLockedError):
+        CheckpointStore(tmp_path)  # and held again by the new holder's own lock file
+    second.close()
 
 
 def test_the_store_deletes_only_files_of_its_own_naming(tmp_path):

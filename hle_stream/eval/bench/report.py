@@ -158,7 +158,8 @@ def plot_curves(report: dict, path: Path) -> None:
 
     results = report["results"]
     levels = sorted({lv for seeds in results.values() for r in seeds.values() for lv in r["levels"]}, key=int)
-    fig, axes = plt.subplots(1, len(levels), figsize=(4.5 * len(levels), 3.6), squeeze=False)
+    # one shared y axis, so the levels are compared at a glance; the legend below, off the curves
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.8 * len(levels), 3.8), squeeze=False, sharey=True)
     for ax, level in zip(axes[0], levels):
         for method, seeds in results.items():
             curves = {}
@@ -174,12 +175,14 @@ def plot_curves(report: dict, path: Path) -> None:
             ax.axvline(end, color="grey", linestyle=":", linewidth=0.8)
         ax.set_title(f"level {level}")
         ax.set_xlabel("stream samples")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(0, 102)  # a curve at 100 % stays visible above the frame
         ax.grid(alpha=0.3)
-    axes[0][0].legend()
+    axes[0][0].set_ylabel("test accuracy (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False)
     cfg = report["config"]
-    fig.suptitle(f"{cfg['dataset']} · {cfg['scenario']} · {cfg['preset']} (dotted: task boundaries)")
-    fig.tight_layout()
+    fig.suptitle(f"{cfg['dataset']} · {cfg['scenario']} · {cfg['preset']}   (dotted: task boundaries)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
