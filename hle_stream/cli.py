@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -25,6 +26,7 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions
                   help="Online continual learning on hierarchical label expansion.")
 console = Console(stderr=True)
 BROKER_WAIT_S = 5.0  # produce and tail: how long a broker may take to answer before exit code 4
+PIPED_PROGRESS_S = 10.0  # a bench progress line this often when no terminal shows the bars
 
 
 def _split_list(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
@@ -114,11 +116,20 @@ def bench(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         tasks = {spec: bar.add_task(f"{spec.scenario} {spec.method} seed {spec.seed}", total=None) for spec in specs}
+        started: dict = {}  # spec -> (monotonic start, time of its last line)
 
         def show(spec: "RunSpec", position: int, total: int) -> None:
             bar.update(tasks[spec], completed=position, total=total)
+            now = time.monotonic()
+            first, last = started.setdefault(spec, (now, now))
+            name = f"{spec.scenario} {spec.method} seed {spec.seed}"
             if position >= total:  # also visible where the bar is not (a log file, CI)
-                console.print(f"finished {spec.scenario} {spec.method} seed {spec.seed}")
+                console.print(f"finished {name} in {now - first:.0f} s")
+            elif not console.is_terminal and now - last >= PIPED_PROGRESS_S and position:
+                rate = position / max(now - first, 1e-9)
+                console.print(f"{name}: {position}/{total} samples ({100 * position / total:.0f} %), {rate:.0f}/s, "
+                              f"about {(total - position) / rate:.0f} s left")
+                started[spec] = (first, now)
 
         runs = run_all(source, settings, specs, jobs, show)
     for sc in scenarios:
