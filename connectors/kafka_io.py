@@ -95,8 +95,15 @@ class KafkaSource:
     def seek(self, offsets: dict[int, int]) -> None:
         held = self.assignment()
         for partition, offset in offsets.items():
-            if partition in held:
-                self.consumer.seek(TopicPartition(self.topic, partition), offset)
+            if partition not in held:
+                continue
+            where = TopicPartition(self.topic, partition)
+            if offset == EARLIEST:
+                self.consumer.seek_to_beginning(where)
+            elif offset == LATEST:
+                self.consumer.seek_to_end(where)
+            else:
+                self.consumer.seek(where, offset)
 
     def commit(self, offsets: dict[int, int], timeout_ms: int = 10_000) -> None:
         """Raises ``SourceUnavailable`` (a timeout included) when the group's coordinator cannot

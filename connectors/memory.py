@@ -59,9 +59,10 @@ class MemorySource:
             self.positions[p] = ends[offset](p) if offset in ends else offset
 
     def seek(self, offsets: dict[int, int]) -> None:
+        ends = {EARLIEST: lambda p: 0, LATEST: lambda p: len(self.partitions[p])}
         for partition, offset in offsets.items():
             if partition in self.positions:
-                self.positions[partition] = offset
+                self.positions[partition] = ends[offset](partition) if offset in ends else offset
 
     def revoke(self, partitions: set[int]) -> None:
         """Partitions taken away (a rebalance): their unread records stay for the next owner."""

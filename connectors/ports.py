@@ -52,8 +52,8 @@ class Source(Protocol):
         ...
 
     def seek(self, offsets: dict[int, int]) -> None:
-        """Read each held partition from the given offset next (a model rolled back to an earlier
-        checkpoint reads again what it no longer holds)."""
+        """Read each held partition from the given offset (or ``EARLIEST`` / ``LATEST``) next (a
+        model rolled back to an earlier checkpoint reads again what it no longer holds)."""
         ...
 
     def commit(self, offsets: dict[int, int]) -> None:

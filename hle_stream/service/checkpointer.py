@@ -60,6 +60,9 @@ class Checkpointer:
         self.input_identity: dict | None = None  # where the offsets are valid now (connectors.topics.topic_identity)
         self.restored_identity: dict | None = None  # where the restored checkpoint's offsets were valid
         self.lost_every_checkpoint = False  # the last restore found checkpoints, none of them usable
+        # a rolled-back model: the group's offsets of a partition its checkpoint does not cover are a
+        # newer model's, so such a partition is read from its first event
+        self.uncovered_from_earliest = False
 
     def may_write(self, source: Source) -> bool:
         """False when this trainer has lost its turn (fenced): nothing to write, nothing to commit;
@@ -142,6 +145,7 @@ class Checkpointer:
         lineage = self.processor.lineage
         state["trained_ids"] = lineage.commit() if lineage is not None else None
         state["input_identity"] = self.input_identity
+        state["uncovered_from_earliest"] = self.uncovered_from_earliest
         state["writer"] = {"host": socket.gethostname(), "pid": os.getpid(),  # which trainer wrote it, for operators
                            "generation": self.lease.generation if self.lease is not None else None,
                            "written_at": time.time()}
@@ -159,6 +163,7 @@ class Checkpointer:
         # unusable ones found now, or by a start that was refused (they were moved aside then)
         unusable = (report.corrupt or self.store.quarantined()) if state is None else []
         self.restored_identity, self.lost_every_checkpoint = None, bool(unusable)
+        self.uncovered_from_earliest = bool(state.get("uncovered_from_earliest")) if state is not None else False
         if unusable and not fresh_start_allowed:
             raise CheckpointMismatchError(
                 f"every checkpoint in {self.where} is unusable ({', '.join(sorted(p.name for p in unusable))}): "

@@ -162,9 +162,11 @@ class Daemon:
                          self.config.reset_offsets)
             return start
         start = resume_offsets(self.processor.next_offsets, committed, self.checkpointer.own_commits)
-        self.processor.next_offsets.update(start)
+        if self.checkpointer.uncovered_from_earliest:  # a rolled-back model never read these
+            start.update({p: EARLIEST for p in committed if p not in self.processor.next_offsets})
+        self.processor.next_offsets.update({p: o for p, o in start.items() if o >= 0})
         for partition, offset in start.items():
-            log.info("partition %d resumes at offset %d", partition, offset)
+            log.info("partition %d resumes at %s", partition, f"offset {offset}" if offset >= 0 else "its first event")
         return start
 
     def _take_over(self) -> None:
@@ -391,7 +393,8 @@ class Daemon:
             if self.lease is not None:
                 self.lease.release()
             return True
-        source.seek(dict(self.processor.next_offsets))
+        # every held partition from the rolled-back model's offset, or from its first event
+        source.seek({p: self.processor.next_offsets.get(p, EARLIEST) for p in source.assignment()})
         self._unsaved = 0
         if self.snapshot is not None and self.processor.learner is not None:
             self.snapshot = self._predictor()

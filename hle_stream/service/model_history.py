@@ -104,6 +104,7 @@ def rollback(blobs: BlobStore, to_version: int) -> ModelVersion:
     marker = newest_snapshot_marker(blobs)
     newest = max([model_version_of(s) for _, s in checkpoints] + [int(marker["version"]) if marker else 0])
     state = {**state, "version_base": int(state.get("version_base", 0)) + newest + 1 - to_version,
+             "uncovered_from_earliest": True,  # the group's offsets are the replaced model's
              "writer": {"host": socket.gethostname(), "pid": os.getpid(), "generation": None,
                         "written_at": time.time(), "rollback_of": to_version}}
     path = CheckpointStore(blobs, exclusive=False).save(state)

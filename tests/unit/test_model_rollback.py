@@ -35,8 +35,7 @@ def _wait(condition, what: str, timeout_s: float = 120.0) -> None:
 
 def test_a_running_trainer_continues_from_a_rollback_and_its_lineage_holds_every_event_once(tmp_path: Path, caplog):
     store = tmp_path / "store"
-    events = _values(0, 240)
-    source = MemorySource("events", [list(events)])
+    source = MemorySource("events", [_values(0, 240), []])  # partition 1 gets events only later
     config = DaemonConfig(input_topic="events", model_store=str(store), checkpoint_every_events=40, max_batch=8,
                           http_port=None, metrics=False, trained_ids_log=tmp_path / "trained.log",
                           snapshot_every_seconds=0.0, processing=ProcessingConfig(
@@ -45,8 +44,10 @@ def test_a_running_trainer_continues_from_a_rollback_and_its_lineage_holds_every
     runner = threading.Thread(target=daemon.run, daemon=True)
     runner.start()
     blobs = DirectoryBlobStore(store)
-    _wait(lambda: (found := versions(blobs)) and len(found) == 3 and found[-1].offsets.get(0) == 240,
-          "three checkpoints, the newest of all 240 events")
+    _wait(lambda: (found := versions(blobs)) and found[-1].offsets.get(0) == 240, "all of partition 0 checkpointed")
+    source.append(1, _values(1000, 40))
+    _wait(lambda: (found := versions(blobs)) and found[-1].offsets.get(1) == 40 and 1 not in found[0].offsets,
+          "partition 1 checkpointed, the oldest checkpoint from before it")
     oldest = versions(blobs)[0]
     published_before = int(newest_snapshot_marker(blobs)["version"])
 
@@ -57,18 +58,19 @@ def test_a_running_trainer_continues_from_a_rollback_and_its_lineage_holds_every
 
     _wait(lambda: daemon.processor.model_version >= rolled.version, "the trainer adopted the rollback")
     assert f"continuing from {rolled.checkpoint} (version {rolled.version})" in caplog.text
-    assert daemon.processor.next_offsets[0] <= 240  # it reads again what the rolled-back model had not learned
     source.append(0, _values(240, 40))
-    _wait(lambda: daemon.processor.next_offsets.get(0) == 280, "the rest learned")
+    _wait(lambda: daemon.processor.next_offsets.get(0) == 280 and daemon.processor.next_offsets.get(1) == 40,
+          "both partitions learned again, to their ends")
     daemon.request_stop()
     runner.join(60)
     ids = read_ids(tmp_path / "trained.log")
-    assert sorted(ids) == sorted(f"e{i}" for i in range(280))  # every event once in the final model's lineage
+    expected = [f"e{i}" for i in range(280)] + [f"e{i}" for i in range(1000, 1040)]
+    assert sorted(ids) == sorted(expected)  # every event once in the final model's lineage, partition 1's too
     assert versions(blobs)[-1].version > rolled.version  # it went on from the rolled-back model
 
 
 def _resumed(source: MemorySource, resume) -> MemorySource:
     source.resume = resume
     source.positions.clear()
-    source.assign({0})
+    source.assign({0, 1})
     return source
