@@ -20,6 +20,16 @@ from connectors.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+def _seek(consumer: KafkaConsumer, partition: TopicPartition, offset: int) -> None:
+    """Read ``partition`` from ``offset`` next, or from one of its ends (``EARLIEST``, ``LATEST``)."""
+    if offset == EARLIEST:
+        consumer.seek_to_beginning(partition)
+    elif offset == LATEST:
+        consumer.seek_to_end(partition)
+    else:
+        consumer.seek(partition, offset)
+
+
 class _ResumeOnAssignment(AsyncConsumerRebalanceListener):
     """On assignment, read the group's committed offsets of the new partitions and seek each
     where the daemon's resume rule says.
@@ -47,12 +57,7 @@ class _ResumeOnAssignment(AsyncConsumerRebalanceListener):
                      for tp in assigned}
         by_partition = {tp.partition: tp for tp in assigned}
         for partition, offset in self.resume(committed).items():
-            if offset == EARLIEST:
-                self.consumer.seek_to_beginning(by_partition[partition])
-            elif offset == LATEST:
-                self.consumer.seek_to_end(by_partition[partition])
-            else:
-                self.consumer.seek(by_partition[partition], offset)
+            _seek(self.consumer, by_partition[partition], offset)
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         pass  # the daemon commits only what it holds after each checkpoint; nothing to flush here
@@ -95,15 +100,8 @@ class KafkaSource:
     def seek(self, offsets: dict[int, int]) -> None:
         held = self.assignment()
         for partition, offset in offsets.items():
-            if partition not in held:
-                continue
-            where = TopicPartition(self.topic, partition)
-            if offset == EARLIEST:
-                self.consumer.seek_to_beginning(where)
-            elif offset == LATEST:
-                self.consumer.seek_to_end(where)
-            else:
-                self.consumer.seek(where, offset)
+            if partition in held:
+                _seek(self.consumer, TopicPartition(self.topic, partition), offset)
 
     def commit(self, offsets: dict[int, int], timeout_ms: int = 10_000) -> None:
         """Raises ``SourceUnavailable`` (a timeout included) when the group's coordinator cannot

@@ -53,16 +53,17 @@ class MemorySource:
         new = partitions - set(self.positions)
         self.generation_id += 1
         start = self.resume({p: self.committed.get(p) for p in sorted(new)})
-        ends = {EARLIEST: lambda p: 0, LATEST: lambda p: len(self.partitions[p])}
         for p in new:
-            offset = start.get(p, self.committed.get(p, 0))
-            self.positions[p] = ends[offset](p) if offset in ends else offset
+            self.positions[p] = self._position(p, start.get(p, self.committed.get(p, 0)))
 
     def seek(self, offsets: dict[int, int]) -> None:
-        ends = {EARLIEST: lambda p: 0, LATEST: lambda p: len(self.partitions[p])}
         for partition, offset in offsets.items():
             if partition in self.positions:
-                self.positions[partition] = ends[offset](partition) if offset in ends else offset
+                self.positions[partition] = self._position(partition, offset)
+
+    def _position(self, partition: int, offset: int) -> int:
+        """``offset``, or the index one of the partition's ends (``EARLIEST``, ``LATEST``) stands for."""
+        return {EARLIEST: 0, LATEST: len(self.partitions[partition])}.get(offset, offset)
 
     def revoke(self, partitions: set[int]) -> None:
         """Partitions taken away (a rebalance): their unread records stay for the next owner."""

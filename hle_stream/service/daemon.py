@@ -185,14 +185,10 @@ class Daemon:
         try:
             self._restore()
         except CheckpointMismatchError as err:  # in the rebalance callback: stop the loop, never run on
-            log.error("cannot take over: %s", err)
-            self._refused = err
-            self.lease.release()  # a standby: no final checkpoint of the empty model in hand
-            self.loop.request_stop()
+            self._refuse("cannot take over", err)
             return
         self.checkpointer.fenced = False
-        self._rollback_seen = rollback_marker(self.blobs) if self.config.model_store is not None else None
-        marker = self._continue_versions()
+        marker = self._after_restore()
         learner = self.processor.learner
         self.snapshot = self._predictor() if learner is not None and self.config.http_port is not None else None
         # the group reassigns a session timeout after a failure; the predecessor's last snapshot
@@ -211,9 +207,7 @@ class Daemon:
                        self.config.take_over_store)
             if self.lease is None:  # a trainer with standbys restores when it takes over
                 self.checkpointer.restore(fresh_start_allowed=self.config.reset_offsets is not None)
-                if self.config.model_store is not None:
-                    self._rollback_seen = rollback_marker(self.blobs)
-                self._continue_versions()
+                self._after_restore()
             server = self._serve_http()
             self._run(serving=server is not None)
             if self._refused is not None:
@@ -387,11 +381,8 @@ class Daemon:
         try:
             self.checkpointer.restore(key=str(marker["checkpoint"]))
         except (CheckpointMismatchError, OSError, ValueError, KeyError) as err:
-            log.error("cannot continue from the rollback's checkpoint: %s; stopping without a checkpoint", err)
-            self._refused = CheckpointMismatchError(f"the rollback's checkpoint cannot be used: {err}")
-            self.loop.request_stop()
-            if self.lease is not None:
-                self.lease.release()
+            self._refuse("cannot continue from the rollback's checkpoint",
+                         CheckpointMismatchError(f"the rollback's checkpoint cannot be used: {err}"))
             return True
         # every held partition from the rolled-back model's offset, or from its first event
         source.seek({p: self.processor.next_offsets.get(p, EARLIEST) for p in source.assignment()})
@@ -399,6 +390,20 @@ class Daemon:
         if self.snapshot is not None and self.processor.learner is not None:
             self.snapshot = self._predictor()
         return True
+
+    def _refuse(self, what: str, err: CheckpointMismatchError) -> None:
+        """Stop with ``err`` (exit 2) and without a final checkpoint: the model in hand is not one to keep."""
+        log.error("%s: %s; stopping without a checkpoint", what, err)
+        self._refused = err
+        if self.lease is not None:
+            self.lease.release()
+        self.loop.request_stop()
+
+    def _after_restore(self) -> dict | None:
+        """What follows every restore but a rollback's: note the store's rollback record as seen, and
+        continue the versions above the newest snapshot (its marker is returned)."""
+        self._rollback_seen = rollback_marker(self.blobs) if self.config.model_store is not None else None
+        return self._continue_versions()
 
     def _predictor(self, previous: Predictor | None = None) -> Predictor:
         return self.processor.learner.predictor(previous, version=self.processor.model_version)
