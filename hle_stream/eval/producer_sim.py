@@ -27,12 +27,15 @@ def simulated_events(
     dataset: HierarchicalDataset, scenario: str, seed: int, limit: int | None = None,
     unlabelled_fraction: float = 0.0,
 ) -> Iterator[dict]:
-    """Event documents in stream order; ids are ``<stream position>-<sample index>``."""
+    """Event documents in stream order; ids are ``<stream position>-<sample index>``. A text
+    dataset's events carry ``text``."""
     subset = stratified_subsample(dataset.labels_train, limit, seed)
     stream = build_stream(dataset.labels_train[subset], scenario, seed)
     rng = np.random.default_rng(seed + 1)
     for position, (row, label) in enumerate(zip(subset[stream.indices], stream.labels)):
-        event = {"id": f"{position}-{row}", "ts": time.time(), **encode_features(dataset.x_train[row])}
+        sample = dataset.x_train[row]
+        event = {"id": f"{position}-{row}", "ts": time.time(),
+                 **({"text": sample} if dataset.is_text else encode_features(sample))}
         if rng.random() >= unlabelled_fraction:
             event["label"] = str(label)
         yield event

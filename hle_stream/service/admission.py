@@ -1,5 +1,6 @@
 """Which records of a micro-batch the model sees. Each record is parsed against the event contract
-and the model's input (its shape and dtype, fixed by the first usable event); then, over the
+and, its text encoded if it carries text, fitted to the model's input (its kind, shape and dtype,
+fixed by the first usable event); then, over the
 batch, the labelled events are checked against the class cap (as if the earlier ones were learned)
 and an event whose id is among the recent ones is refused as a duplicate. Every refusal is a dead
 letter with its reason; the micro-batch step (``hle_stream.service.processing``) sends them.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from connectors.ports import Record
-from hle_stream.contract import Event, EventError, LabelEvent, feature_dtype, parse_event, require_dtype
+from hle_stream.contract import Event, EventError, LabelEvent, feature_dtype, parse_event, require_dtype, require_kind
 from hle_stream.core.hierarchy import LabelTree
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.service.config import ProcessingConfig
@@ -29,22 +30,31 @@ class Admission:
         self.recent_ids = RecentIds(config.dedupe_window)
         self.no_classes_yet = LabelTree(config.learner_config.max_depth, config.learner_config.max_classes)
 
-    def parse(self, record: Record, batch: list[Event], learner: HierarchicalLearner | None,
-              labels_alone: bool) -> Event | LabelEvent:
-        """The record as an event that fits the model and the events admitted before it in ``batch``;
-        raises ``EventError``. ``labels_alone``: a label without features is a label event."""
+    def decode(self, record: Record, learner: HierarchicalLearner | None, labels_alone: bool) -> Event | LabelEvent:
+        """The record as an event of the contract, its features checked against the model's input
+        when one is known (a text event's are checked by ``fit`` once encoded); raises
+        ``EventError``. ``labels_alone``: a label without features is a label event."""
         cfg = self.config
-        event = parse_event(record.value, learner.input_spec.shape if learner else cfg.input_shape,
-                            learner.tree if learner else self.no_classes_yet, cfg.max_message_bytes,
-                            cfg.max_abs_feature, labels_alone=labels_alone)
-        if isinstance(event, LabelEvent):
-            return event
+        return parse_event(record.value, learner.input_spec.shape if learner else cfg.input_shape,
+                           learner.tree if learner else self.no_classes_yet, cfg.max_message_bytes,
+                           cfg.max_abs_feature, labels_alone=labels_alone, max_text_chars=cfg.max_text_chars)
+
+    def fit(self, event: Event, batch: list[Event], learner: HierarchicalLearner | None,
+            learner_reads_text: bool) -> None:
+        """Raises ``EventError`` unless ``event`` (its text encoded) fits the model and the events
+        admitted before it in ``batch``: its kind (text or features: a model takes one for good),
+        shape and dtype."""
+        reads_text = learner_reads_text if learner is not None else (batch[0].text is not None if batch else None)
+        if reads_text is not None:
+            require_kind(event, reads_text)
+        expected_shape = learner.input_spec.shape if learner else self.config.input_shape
+        if expected_shape is not None and tuple(event.x.shape) != tuple(expected_shape):  # as the contract says it
+            raise EventError("wrong_shape", f"features of shape {tuple(event.x.shape)}, expected {tuple(expected_shape)}")
         if batch and event.x.shape != batch[0].x.shape:
             raise EventError("wrong_shape", f"shape {event.x.shape} differs from {batch[0].x.shape} in the batch")
         expected = self._expected_dtype(batch, learner)
         if expected is not None:
             require_dtype(event, expected)
-        return event
 
     def _expected_dtype(self, batch: list[Event], learner: HierarchicalLearner | None) -> torch.dtype | None:
         if learner is not None:

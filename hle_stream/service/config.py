@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from connectors.settings import SETTING, KafkaSettings, setting
-from hle_stream.contract import DEFAULT_MAX_ABS_FEATURE
+from hle_stream.contract import DEFAULT_MAX_ABS_FEATURE, DEFAULT_MAX_TEXT_CHARS
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.methods import (
     DEFAULT_METHOD,
@@ -30,6 +30,7 @@ from hle_stream.core.methods import (
 from hle_stream.core.methods import PRESETS as METHODS
 from hle_stream.metrics.served_threshold import DEFAULT_CONFIDENCE_THRESHOLD
 from hle_stream.service.train_budget import parse_budget
+from hle_stream.text.encoder import DEFAULT_MAX_TOKENS, MAX_TOKENS_LIMIT, SHIPPED_ENCODER, EncoderChoice
 
 ROLES = ("single", "trainer")
 REFINEMENTS = ("relearn", "upgrade")
@@ -84,6 +85,13 @@ def _dtype(text: str | None) -> str | None:
     if text not in (None, "float32", "uint8"):
         raise SettingsError(f"--input-dtype {text!r}: float32 or uint8")
     return text
+
+
+def _encoder(name: str) -> str:
+    """A path that names no folder is a mistake to report now, not a hub name to look up later."""
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
+        raise SettingsError(f"--encoder {name!r}: no such folder (a sentence-transformers model folder, or minilm)")
+    return str(Path(name).expanduser()) if name.startswith("~") else name
 
 
 def _offset_reset(text: str | None) -> str | None:
@@ -156,6 +164,15 @@ class ProcessingConfig:
         "missing_field).", min=0)
     join_max_age_seconds: float = setting(3600.0, "... and for at most this long; a later label is dead-lettered as "
                                                   "label_expired.", min=0.0)
+    encoder: str = setting(
+        SHIPPED_ENCODER, "How text events ({\"id\", \"text\"}) become features: minilm (all-MiniLM-L6-v2, shipped "
+        "in the [text] extra, no network) or a local sentence-transformers model folder (or, online, a hub model "
+        "name). Loaded when the first text event comes; a model is bound to its encoder for good.", parse=_encoder)
+    encoder_max_tokens: int = setting(DEFAULT_MAX_TOKENS, "The encoder reads this many word pieces of each text "
+                                      "(more: slower, see docs/text.md); part of the encoder's identity.",
+                                      min=1, max=MAX_TOKENS_LIMIT)
+    encoder_threads: int = setting(0, "Threads the encoder computes with (0: --torch-threads).", min=0)
+    max_text_chars: int = setting(DEFAULT_MAX_TEXT_CHARS, "Longer texts are dead-lettered (too_large).", min=1)
     refinements: str = setting(
         "relearn", "A finer label for an event learned earlier (a, then a/b): relearn (learn the sample again at its "
         "new label; its coarse copy in the replay memory stays) or upgrade (change the copy in the replay memory in "
@@ -164,6 +181,9 @@ class ProcessingConfig:
     def resolved_learner_config(self) -> LearnerConfig:
         """The learner's settings: the method's preset over the base, then the named overrides."""
         return method_config(self.method, self.learner_config, dict(self.learner_overrides))
+
+    def encoder_choice(self) -> EncoderChoice:
+        return EncoderChoice(self.encoder, self.encoder_max_tokens, self.encoder_threads)
 
 
 @dataclass(frozen=True)

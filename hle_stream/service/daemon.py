@@ -18,6 +18,7 @@ from typing import Callable
 
 from connectors.blob_store import DirectoryBlobStore, open_blob_store
 from connectors.ports import EARLIEST, LATEST, DeliveringSink, Record, ResumeRule, Source
+from hle_stream.contract import Event
 from hle_stream.core.device import pick_device
 from hle_stream.core.predictor import Predictor
 from hle_stream.service.checkpoint import CheckpointStore
@@ -59,12 +60,15 @@ class Progress:
     lag: int | None  # records not read yet in the held partitions (None: not known yet)
     accuracy: dict[int, float]  # rolling prequential accuracy per level
     classes: tuple[int, ...]  # known classes per level
+    encoder: tuple[float, float] | None = None  # text encoder: seconds per micro-batch, texts/s (None: no text yet)
 
     def line(self) -> str:
         levels = "  ".join(f"L{lv} {acc:.3f}" for lv, acc in self.accuracy.items()) or "-"
         lag = "?" if self.lag is None else str(self.lag)
+        encoder = "" if self.encoder is None else \
+            f" | text encoder {1000 * self.encoder[0]:.0f} ms/batch ({self.encoder[1]:.0f} texts/s)"
         return (f"{self.consumed} events ({self.events_per_second:.0f}/s), {self.trained} learned, "
-                f"{self.dead_letters} dead letters, lag {lag} | classes per level {list(self.classes)} | "
+                f"{self.dead_letters} dead letters, lag {lag}{encoder} | classes per level {list(self.classes)} | "
                 f"prequential accuracy {levels}")
 
 
@@ -133,6 +137,9 @@ class Daemon:
     model_version = property(lambda self: self.processor.model_version)
     last_tick = property(lambda self: self.loop.last_tick)
     consumed = property(lambda self: self.processor.consumed)
+
+    def with_text_features(self, events: list[Event]) -> list[Event]:
+        return self.processor.texts.for_model(events, self.processor.encoder_identity is not None)
 
     @property
     def model_finite(self) -> bool:
@@ -479,7 +486,7 @@ class Daemon:
                         dead_letters=processor.dead_letters,
                         events_per_second=processor.consumed / elapsed if elapsed > 0 else 0.0, lag=lag,
                         accuracy={lv: round(acc, 3) for lv, acc in processor.prequential.rolling_accuracy().items()},
-                        classes=stats.classes_per_level if stats else ())
+                        classes=stats.classes_per_level if stats else (), encoder=processor.texts.cost())
 
     def _report(self, source: Source) -> None:
         self._last_reported = self.processor.consumed

@@ -13,7 +13,7 @@ crash-loop it on restart. (The one case of two outcomes: a labelled event predic
 learned because learning failed, also gets an ``internal_error`` dead letter saying so.)
 
 Its parts: ``admission`` (which records become events: parsing, the model's input, the class cap,
-duplicate ids), ``scoring`` (what was served, judged against the labels: prequential accuracy,
+duplicate ids), ``text_features`` (the encoder that turns a batch's text events into features), ``scoring`` (what was served, judged against the labels: prequential accuracy,
 served paths, the calibrated threshold, drift), the join store of features waiting for label
 events (``join_store``); this module predicts, answers, joins labels and learns, recording the
 lineage of what was learned.
@@ -34,6 +34,7 @@ import torch
 from connectors.ports import Record, Sink
 from hle_stream.contract import Event, EventError, LabelEvent, feature_dtype, prediction_document
 from hle_stream.core.config import LearnerConfig
+from hle_stream.core.device import pick_device
 from hle_stream.core.hierarchy import LabelPathError, LabelTree
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.methods import canonical
@@ -47,6 +48,7 @@ from hle_stream.service.join_store import JoinStore, Pending
 from hle_stream.service.lineage import TrainedIdLog
 from hle_stream.service.scoring import Scoring
 from hle_stream.service.telemetry import NO_TELEMETRY, NoTelemetry, Telemetry
+from hle_stream.service.text_features import TextFeatures
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class MicroBatchProcessor:
         self.telemetry = telemetry
         self.drift = drift  # handed to each new Scoring
         self.lineage = lineage
+        self.texts = TextFeatures(config.encoder_choice(), pick_device(config.learner_config.device).type, telemetry)
         # A learner's optimizer imports torch._dynamo when made (1-2 s): load it while the
         # daemon connects and joins its group, not when the first event is waiting.
         self._optimizer_import = BackgroundImport("torch._dynamo")
@@ -77,6 +80,7 @@ class MicroBatchProcessor:
         """Forget the model and everything tied to it (a trainer taking over with no checkpoint in
         the store starts a new lineage); the counters of this process stay."""
         self.learner: HierarchicalLearner | None = None
+        self.encoder_identity: dict[str, Any] | None = None  # the learner's encoder, when it learns from text
         self.scoring = Scoring(self.config, self.drift, self.telemetry)
         self.admission = Admission(self.config)
         self.next_offsets: dict[int, int] = {}
@@ -114,21 +118,22 @@ class MicroBatchProcessor:
     def process(self, records: Iterable[Record], out: Sink, train: bool = True) -> None:
         """``train=False`` (the daemon's compute budget): the labelled events are predicted and
         remembered, but no gradient step is taken for them."""
+        decoded = self._encode_texts([(record, self._decode(record)) for record in records])
         events, sources, label_events = [], [], []
-        for record in records:
-            self.consumed += 1
-            self.next_offsets[record.partition] = record.offset + 1
+        for record, item in decoded:
             try:
-                admitted = self._admit(record, events)
-                if isinstance(admitted, LabelEvent):
-                    label_events.append((admitted, record))
-                else:
-                    events.append(admitted)
-                    sources.append(record)
+                if isinstance(item, Exception):
+                    raise item
+                if isinstance(item, LabelEvent):
+                    label_events.append((item, record))
+                    continue
+                self._admit(item, events)
+                events.append(item)
+                sources.append(record)
             except EventError as err:
                 self._dead_letter(out, record, err.reason, str(err))
             except Exception as err:  # a bug of ours must not stop the stream: logged, dead-lettered
-                log.exception("internal error on %s[%d]@%d", record.topic, record.partition, record.offset)
+                log.error("internal error on %s[%d]@%d", record.topic, record.partition, record.offset, exc_info=err)
                 self._dead_letter(out, record, "internal_error", f"{type(err).__name__}: {err}")
         events, sources, refused = self.admission.screen(events, sources, self.tree)
         for record, reason, detail in refused:
@@ -140,6 +145,30 @@ class MicroBatchProcessor:
         if self.joins is not None:
             self.telemetry.record_join_store(len(self.joins), self.joins.nbytes)
 
+    def _decode(self, record: Record) -> Event | LabelEvent | Exception:
+        """The record against the contract; the error it raised, to be dead-lettered in order."""
+        self.consumed += 1
+        self.next_offsets[record.partition] = record.offset + 1
+        try:
+            return self.admission.decode(record, self.learner, labels_alone=self.joins is not None)
+        except Exception as err:
+            return err
+
+    def _encode_texts(self, decoded: list[tuple[Record, Any]]) -> list[tuple[Record, Any]]:
+        """The batch's text events with their features, from one encoder call (the encoder is
+        the costly part of a text event); if it fails, each of them carries the error."""
+        texts = [i for i, (_, item) in enumerate(decoded) if isinstance(item, Event) and item.text is not None]
+        if not texts:
+            return decoded
+        try:
+            encoded: list[Any] = self.texts.encode([decoded[i][1] for i in texts])
+        except Exception as err:
+            encoded = [err] * len(texts)
+        decoded = list(decoded)
+        for i, item in zip(texts, encoded):
+            decoded[i] = (decoded[i][0], item)
+        return decoded
+
     def _features_batch(self, out: Sink, events: list[Event], sources: list[Record], train: bool) -> None:
         try:
             x = torch.from_numpy(np.stack([e.x for e in events]))
@@ -150,12 +179,12 @@ class MicroBatchProcessor:
             return
         self._predict_then_learn(out, events, sources, x, train)
 
-    def _admit(self, record: Record, batch: list[Event]) -> Event | LabelEvent:
-        """The record as an event (``hle_stream.service.admission``); the first usable one creates the learner."""
-        event = self.admission.parse(record, batch, self.learner, labels_alone=self.joins is not None)
-        if isinstance(event, Event) and self.learner is None and not batch:
+    def _admit(self, event: Event, batch: list[Event]) -> None:
+        """Raises ``EventError`` unless the event fits the model and ``batch``
+        (``hle_stream.service.admission``); the first usable one creates the learner."""
+        self.admission.fit(event, batch, self.learner, self.encoder_identity is not None)
+        if self.learner is None and not batch:
             self._create_learner(event)
-        return event
 
     def _create_learner(self, event: Event) -> None:
         """The first usable event fixes the input; a shape the backbone cannot take (an image
@@ -168,7 +197,10 @@ class MicroBatchProcessor:
         except ValueError as err:
             raise EventError("wrong_shape", str(err)) from None
         self.learner = learner
-        log.info("learner created for inputs of shape %s (%s), method %s", shape, dtype, self.config.method)
+        self.encoder_identity = self.texts.identity if event.text is not None else None
+        log.info("learner created for inputs of shape %s (%s%s), method %s", shape, dtype,
+                 f", text through {self.encoder_identity['encoder']}" if self.encoder_identity else "",
+                 self.config.method)
 
     # -- test, then train ------------------------------------------------------------------
     def _predict_then_learn(self, out: Sink, events: list[Event], sources: list[Record], x: torch.Tensor, train: bool) -> None:
@@ -350,9 +382,14 @@ class MicroBatchProcessor:
                                         ",".join(map(str, self.config.input_shape)))
         if self.config.input_dtype is not None and learner["input_dtype"] != self.config.input_dtype:
             conflicts["input_dtype"] = (learner["input_dtype"], self.config.input_dtype)
+        saved_encoder = state.get("encoder")  # a model that learns from text is bound to its encoder
+        if saved_encoder is not None and saved_encoder != self.texts.identity:
+            conflicts["encoder"] = (_encoder_text(saved_encoder), _encoder_text(self.texts.identity))
         return conflicts
+
     def state_dict(self) -> dict[str, Any]:
         return {"learner": self.learner.state_dict() if self.learner else None, "method": self.config.method,
+                "encoder": self.encoder_identity,
                 "model_id": self.model_id, "version_base": self.version_base,
                 **self.scoring.state_dict(),
                 "offsets": dict(self.next_offsets),
@@ -363,6 +400,7 @@ class MicroBatchProcessor:
         if state["learner"] is not None:
             self.learner = HierarchicalLearner.from_state_dict(state["learner"],
                                                                device=self.config.learner_config.device)
+        self.encoder_identity = state.get("encoder")  # absent before text events: a model of features
         self.scoring.load_state_dict(state)
         self.next_offsets = {int(p): int(o) for p, o in state["offsets"].items()}
         self.model_id = state.get("model_id", self.model_id)  # checkpoints before model ids have none
@@ -371,3 +409,7 @@ class MicroBatchProcessor:
             self.admission.recent_ids.load_state_dict(state["recent_ids"])
         if self.joins is not None and state.get("joins") is not None:  # before label events: none
             self.joins.load_state_dict(state["joins"])
+
+
+def _encoder_text(identity: dict[str, Any]) -> str:
+    return f"{identity['encoder']}, {identity['max_tokens']} tokens"

@@ -23,7 +23,7 @@ import torch
 
 from connectors.blob_store import BlobStore
 from connectors.ports import DeliveringSink, Record, Source
-from hle_stream.contract import EventError, parse_event, prediction_document, require_dtype
+from hle_stream.contract import Event, EventError, parse_event, prediction_document, require_dtype
 from hle_stream.core.config import LearnerConfig
 from hle_stream.core.predictor import Predictor
 from hle_stream.metrics.prequential import PrequentialAccuracy
@@ -35,6 +35,8 @@ from hle_stream.service.stream_loop import StreamLoop
 from hle_stream.service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+TEXT_REFUSED = ("a predictor replica reads features only (it has no text encoder): text events are predicted by the "
+                "trainer, on its stream and its /predict")
 
 
 class PredictorReplica:
@@ -58,6 +60,7 @@ class PredictorReplica:
         self.consumed = 0
         self.predicted = 0
         self.next_offsets: dict[int, int] = {}
+        self._said_text = False  # the first text event skipped is logged
         self._next_commit_at = 0.0
         self._marker: dict | None = None
         self._checked_at = float("-inf")
@@ -76,6 +79,11 @@ class PredictorReplica:
     @property
     def model_finite(self) -> bool:
         return self.snapshot is None or self.snapshot.finite
+
+    def with_text_features(self, events: list[Event]) -> list[Event]:
+        if any(event.text is not None for event in events):
+            raise EventError("wrong_type", TEXT_REFUSED)
+        return events
 
     def request_stop(self) -> None:
         self.loop.request_stop()
@@ -169,8 +177,12 @@ class PredictorReplica:
             try:
                 event = parse_event(record.value, snapshot.input_spec.shape, None, self.config.max_message_bytes,
                                     self.config.max_abs_feature)
+                self.with_text_features([event])
                 require_dtype(event, snapshot.input_spec.dtype)
-            except EventError:
+            except EventError as err:
+                if err.reason == "wrong_type" and not self._said_text and TEXT_REFUSED in str(err):
+                    log.warning("%s: text events are skipped (hle_replica_skipped_total)", TEXT_REFUSED)
+                    self._said_text = True
                 self.telemetry.record_skipped()
                 continue
             events.append(event)

@@ -48,7 +48,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from hle_stream.contract import EventError, event_from_document, prediction_document, require_dtype
+from hle_stream.contract import (
+    Event,
+    EventError,
+    event_from_document,
+    prediction_document,
+    require_dtype,
+    require_shape,
+)
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.core.predictor import Predictor
 from hle_stream.metrics.prequential import PrequentialAccuracy
@@ -136,6 +143,9 @@ class ServedModel(Protocol):
     @property
     def model_version(self) -> int: ...
 
+    def with_text_features(self, events: list[Event]) -> list[Event]:
+        """The events with their texts encoded as the model's were; raises ``EventError``."""
+
 
 class _Refused(Exception):
     def __init__(self, status: int, error: str, detail: str) -> None:
@@ -192,9 +202,11 @@ def build_app(model: ServedModel, limits: HttpLimits = HttpLimits()) -> Starlett
         if len(documents) > limits.max_events:
             raise _Refused(413, "too_many_events", f"{len(documents)} events; at most {limits.max_events}")
         try:
-            events = [event_from_document(d, snapshot.input_spec.shape, max_abs_feature=model.max_abs_feature)
-                      for d in documents]
+            events = model.with_text_features([event_from_document(d, snapshot.input_spec.shape,
+                                                                   max_abs_feature=model.max_abs_feature)
+                                               for d in documents])
             for event in events:
+                require_shape(event, snapshot.input_spec.shape)
                 require_dtype(event, snapshot.input_spec.dtype)
         except EventError as err:
             raise _Refused(400, err.reason, str(err)[:500]) from None

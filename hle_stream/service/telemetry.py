@@ -79,6 +79,10 @@ class Telemetry:
         self.train_seconds = Histogram("hle_train_batch_duration_seconds",
                                        "Learner update time per micro-batch (its train steps included).",
                                        buckets=TRAIN_BUCKETS, registry=trainer)
+        self.encode_seconds = Histogram("hle_text_encode_duration_seconds", "Text encoder time per micro-batch of "
+                                        "text events.", buckets=TRAIN_BUCKETS, registry=trainer)
+        self.encoded = Counter("hle_text_events_encoded_total", "Text events turned into features by the encoder.",
+                               registry=trainer)
         self.predict_seconds = Histogram("hle_predict_duration_seconds", "Prediction time per call.", ["source"],
                                          buckets=PREDICT_BUCKETS, registry=registry)
         self.model_version = Gauge("hle_model_version", "The model_version in predictions: train steps, continued "
@@ -223,6 +227,10 @@ class Telemetry:
     def record_training(self, count: int, seconds: float) -> None:
         self.trained.inc(count)
         self.train_seconds.observe(seconds)
+
+    def record_encoding(self, count: int, seconds: float) -> None:
+        self.encoded.inc(count)
+        self.encode_seconds.observe(seconds)
 
     def record_join(self, outcome: str) -> None:
         self.joins.labels(outcome).inc()

@@ -35,4 +35,4 @@ def test_healthcheck_probes_healthz_on_the_served_port():
 
 def test_cpu_torch_by_default_and_cuda_by_build_argument():
     assert "ARG TORCH_INDEX=cpu" in DOCKERFILE
-    assert DOCKERFILE.index("pip install \"torch==") < DOCKERFILE.index("RUN pip install \".[s3]\"")
+    assert DOCKERFILE.index("pip install \"torch==") < DOCKERFILE.index("RUN pip install \".[s3,text]\"")

@@ -29,6 +29,7 @@ LAYERS = (
     ("hle_stream.core", "the learner: label tree, replay memory, networks, methods; no I/O"),
     ("connectors", "Kafka, the local broker, the model store; no learning code"),
     ("hle_stream.contract", "the event contract: events in, prediction documents out"),
+    ("hle_stream.text", "text events' features: a frozen pretrained sentence encoder, loaded lazily"),
     ("hle_stream.metrics", "live measures: prequential accuracy, served-path quality, the calibrated threshold"),
     ("hle_stream.eval", "datasets, HLE scenarios, the offline benchmark, the producer simulation"),
     ("hle_stream.service", "the daemon, trainer and replica roles, HTTP, telemetry, checkpoints"),

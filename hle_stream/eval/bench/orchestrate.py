@@ -19,6 +19,7 @@ import torch
 from hle_stream.eval.bench.presets import Preset
 from hle_stream.eval.bench.runner import RunSpec, run_benchmark
 from hle_stream.eval.datasets import HierarchicalDataset, load_dataset
+from hle_stream.text.encoder import EncoderChoice
 
 ProgressSink = Callable[[RunSpec, int, int], None]
 
@@ -28,9 +29,10 @@ class DataSource:
     name: str | None
     npz: Path | None
     data_root: Path | None
+    encoder: EncoderChoice = EncoderChoice()  # a text dataset's (its vectors are cached: embedded once)
 
     def load(self) -> HierarchicalDataset:
-        return load_dataset(self.name, self.npz, self.data_root)
+        return load_dataset(self.name, self.npz, self.data_root, encoder=self.encoder)
 
 
 _worker_dataset: HierarchicalDataset | None = None
@@ -54,8 +56,8 @@ def _run_in_worker(preset: Preset, spec: RunSpec) -> dict:
 def run_all(source: DataSource, preset: Preset, specs: list[RunSpec], jobs: int, progress: ProgressSink) -> list[dict]:
     """Every run of ``specs``; results in the order of ``specs``."""
     cores = os.cpu_count() or 1
+    dataset = source.load()  # here first: a text dataset is embedded once, not by every worker at once
     if jobs <= 1:
-        dataset = source.load()
         return [run_benchmark(dataset, preset, spec, lambda p, t, s=spec: progress(s, p, t))
                 for spec in specs]
     ctx = mp.get_context("spawn")

@@ -9,7 +9,8 @@ import numpy as np
 
 @dataclass
 class HierarchicalDataset:
-    """Samples ``x`` (float32 N×D vectors or uint8 N×C×H×W images) and leaf label paths."""
+    """Samples ``x`` (float32 N×D vectors, uint8 N×C×H×W images, or N texts as an object array of
+    ``str``: see ``is_text``) and leaf label paths."""
 
     name: str
     x_train: np.ndarray
@@ -23,6 +24,11 @@ class HierarchicalDataset:
                 raise ValueError(f"{self.name}: {split} has {len(x)} samples but {len(labels)} labels")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise ValueError(f"{self.name}: train and test samples differ in shape")
+
+    @property
+    def is_text(self) -> bool:
+        """Raw texts, which an encoder turns into vectors (``text_embeddings.embedded``)."""
+        return self.x_train.dtype == object
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -1,4 +1,5 @@
-"""20 Newsgroups (bydate) as TF-IDF + truncated SVD feature vectors, 3 levels: 7 → 16 → 20.
+"""20 Newsgroups (bydate), 3 levels: 7 → 16 → 20, as TF-IDF + truncated SVD feature vectors
+(``20news``) or as the raw posts (``20news-text``, for a text encoder).
 
 Features are fitted on the training posts only and cached, since the fit takes seconds.
 Headers are dropped up to the first blank line: the ``Newsgroups:`` header leaks the label.
@@ -15,6 +16,9 @@ from connectors.extras import import_extra
 from hle_stream.eval.datasets.base import HierarchicalDataset
 
 FEATURE_DIM = 256
+POST_CHARS = 4096
+"""A raw post is kept to its first this many characters: far more than an encoder reads (512 word
+pieces of English are about 2,500 characters), and short enough for an event and an .npz."""
 
 
 def group_path(group: str) -> str:
@@ -65,3 +69,11 @@ def load_newsgroups(root: Path, cache_dir: Path) -> HierarchicalDataset:
         tmp.replace(cache)
     data = np.load(cache)
     return HierarchicalDataset("20news", data["x_train"], data["y_train"], data["x_test"], data["y_test"])
+
+
+def load_newsgroup_posts(root: Path) -> HierarchicalDataset:
+    """The raw posts (headers dropped, cut to ``POST_CHARS``) of ``20news-bydate.tgz`` in ``root``."""
+    posts = _read_posts(root / "20news-bydate.tgz")
+    texts = {split: np.array([post[:POST_CHARS] for post in posts[split][0]], dtype=object) for split in posts}
+    return HierarchicalDataset("20news-text", texts["train"], np.array(posts["train"][1]),
+                               texts["test"], np.array(posts["test"][1]))
