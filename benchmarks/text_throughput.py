@@ -1,7 +1,8 @@
 """Is the encoder the daemon's ceiling on text events? Its rate alone against the daemon's.
 
-For each max length (word pieces the encoder reads): the encoder alone embeds 20 Newsgroups posts
-in micro-batches of 64 (the daemon's batch) with ``--threads`` torch threads; then the same posts,
+For each max length (word pieces the encoder reads): the encoder alone embeds about ``--seconds``
+of 20 Newsgroups posts in micro-batches of 64 (the daemon's batch) with ``--threads`` torch
+threads; then the same posts,
 as text events with their labels, all in a topic of a local broker first, go through
 ``hle-stream run`` with the same max length and threads, once with ``--train-budget auto`` and
 once ``unlimited``. The daemon's rate is read from its ``/metrics`` (events consumed per second
@@ -36,6 +37,7 @@ from hle_stream.text.encoder import EncoderChoice, TextEncoder
 from tests.support.fault_injection import EXE
 
 BATCH = 64
+FIRST_BATCH_S = 0.1  # a micro-batch's predictions go out within milliseconds of each other
 
 
 def encoder_rate(texts: list[str], max_tokens: int, threads: int) -> float:
@@ -70,19 +72,19 @@ def daemon_rate(broker: LocalBroker, topic: str, events: list[dict], max_tokens:
          "--checkpoint-dir", str(checkpoints), "--http-port", str(port), "--max-events", str(len(events)),
          "--train-budget", budget, "--encoder-max-tokens", str(max_tokens), "--encoder-threads", str(threads),
          "--torch-threads", str(threads)], stderr=open(work / f"{topic}.log", "wb"))
-    samples = []  # (seconds, events consumed, skipped) while the daemon runs
+    skipped = 0.0  # labelled events remembered without a gradient step, as last scraped
     while daemon.poll() is None:
         scraped = _scrape(port)
-        if scraped and scraped[0]:
-            samples.append((time.monotonic(), *scraped))
+        skipped = scraped[1] if scraped else skipped
         time.sleep(0.5)
-    first = next((s for s in samples if s[1] >= BATCH), samples[0])  # from the first micro-batch done
-    last = samples[-1]
-    predicted = {json.loads(r.value)["id"] for r in read_topic(settings, f"{topic}-pred", follow=False)}
+    # The daemon's rate from its predictions' timestamps (set when it sent them): from its first
+    # micro-batch's answers to its last's, so neither the encoder's load nor the final checkpoint counts.
+    sent = sorted(r.timestamp / 1000 for r in read_topic(settings, f"{topic}-pred", follow=False))
+    first_batch = sum(1 for stamp in sent if stamp - sent[0] < FIRST_BATCH_S)
     state = decode(sorted(checkpoints.glob("checkpoint-*.pt"))[-1].read_bytes())
-    return {"exit": daemon.returncode, "events_per_s": (last[1] - first[1]) / max(last[0] - first[0], 1e-9),
-            "predicted": len(predicted), "steps": state["learner"]["counters"]["steps"],
-            "trained": state["learner"]["counters"]["seen"] - int(last[2])}
+    return {"exit": daemon.returncode, "events_per_s": (len(sent) - first_batch) / max(sent[-1] - sent[0], 1e-9),
+            "predicted": len(sent), "steps": state["learner"]["counters"]["steps"],
+            "trained": state["learner"]["counters"]["seen"] - int(skipped)}
 
 
 def main() -> None:
@@ -99,8 +101,9 @@ def main() -> None:
     rows = []
     with LocalBroker() as broker, tempfile.TemporaryDirectory() as work:
         for length in (int(v) for v in args.lengths.split(",")):
-            alone = encoder_rate(texts[:4 * BATCH], length, args.threads)
-            count = max(4 * BATCH, round(alone * args.seconds / BATCH) * BATCH)
+            count = max(4 * BATCH, round(encoder_rate(texts[:4 * BATCH], length, args.threads) * args.seconds / BATCH)
+                        * BATCH)  # about --seconds of the encoder's work
+            alone = encoder_rate(texts[:count], length, args.threads)  # on the very texts the daemon gets
             row = {"max_tokens": length, "encoder_alone": alone, "events": count}
             for budget in ("auto", "unlimited"):
                 row[budget] = daemon_rate(broker, f"text-{length}-{budget}", events[:count], length, args.threads,

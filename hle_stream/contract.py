@@ -26,8 +26,8 @@ Limits, each a dead letter when broken: the whole value ``max_bytes`` (``too_lar
 at most ``MAX_ID_CHARS`` characters and valid Unicode, an integer id within 64 bits
 (``bad_id``); features a non-empty vector ``(D,)`` or image ``(C, H, W)`` (``wrong_shape``)
 whose float values are finite (``non_finite``) and within ``±max_abs_feature``
-(``out_of_range``); a text non-empty (``wrong_shape``), valid Unicode (``bad_encoding``) and at
-most ``max_text_chars`` characters (``too_large``); features and text both, or neither, in one
+(``out_of_range``); a text valid Unicode (``bad_encoding``) and at most ``max_text_chars``
+characters (``too_large``; an empty text is a text); features and text both, or neither, in one
 event (``wrong_type``, ``missing_field``); the label a valid path once normalized to NFC
 (``bad_label``, see ``hle_stream.core.hierarchy.LabelTree``).
 """
@@ -148,8 +148,6 @@ def _text(doc: dict[str, Any], max_chars: int) -> str:
         raise EventError("wrong_type", "an event carries features (x or x_b64) or text, not both")
     if not isinstance(text, str):
         raise EventError("wrong_type", "text must be a string")
-    if not text:
-        raise EventError("wrong_shape", "an empty text")
     if len(text) > max_chars:
         raise EventError("too_large", f"a text of {len(text)} characters; at most {max_chars} (--max-text-chars)")
     try:
