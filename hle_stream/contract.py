@@ -150,11 +150,7 @@ def _text(doc: dict[str, Any], max_chars: int) -> str:
         raise EventError("wrong_type", "text must be a string")
     if len(text) > max_chars:
         raise EventError("too_large", f"a text of {len(text)} characters; at most {max_chars} (--max-text-chars)")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EventError("bad_encoding", "the text holds an unpaired surrogate (not valid Unicode)") from None
-    return text
+    return _valid_unicode(text, "bad_encoding", "the text")
 
 
 def parse_event(
@@ -224,10 +220,15 @@ def _event_id(value: object) -> str:
         raise EventError("wrong_type", "id must be a string or an integer")
     if not value or len(value) > MAX_ID_CHARS:
         raise EventError("bad_id", f"an id of {len(value)} characters; 1 to {MAX_ID_CHARS} are accepted")
+    return _valid_unicode(value, "bad_id", "the id")
+
+
+def _valid_unicode(value: str, reason: str, what: str) -> str:
+    """JSON may escape half a surrogate pair, which no UTF-8 output can carry."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise EventError("bad_id", "the id holds an unpaired surrogate (not valid Unicode)") from None
+        raise EventError(reason, f"{what} holds an unpaired surrogate (not valid Unicode)") from None
     return value
 
 

@@ -11,7 +11,16 @@ from __future__ import annotations
 import torch
 
 from connectors.ports import Record
-from hle_stream.contract import Event, EventError, LabelEvent, feature_dtype, parse_event, require_dtype, require_kind
+from hle_stream.contract import (
+    Event,
+    EventError,
+    LabelEvent,
+    feature_dtype,
+    parse_event,
+    require_dtype,
+    require_kind,
+    require_shape,
+)
 from hle_stream.core.hierarchy import LabelTree
 from hle_stream.core.learner import HierarchicalLearner
 from hle_stream.service.config import ProcessingConfig
@@ -48,8 +57,8 @@ class Admission:
         if reads_text is not None:
             require_kind(event, reads_text)
         expected_shape = learner.input_spec.shape if learner else self.config.input_shape
-        if expected_shape is not None and tuple(event.x.shape) != tuple(expected_shape):  # as the contract says it
-            raise EventError("wrong_shape", f"features of shape {tuple(event.x.shape)}, expected {tuple(expected_shape)}")
+        if expected_shape is not None:
+            require_shape(event, expected_shape)
         if batch and event.x.shape != batch[0].x.shape:
             raise EventError("wrong_shape", f"shape {event.x.shape} differs from {batch[0].x.shape} in the batch")
         expected = self._expected_dtype(batch, learner)

@@ -164,7 +164,6 @@ class MicroBatchProcessor:
             encoded: list[Any] = self.texts.encode([decoded[i][1] for i in texts])
         except Exception as err:
             encoded = [err] * len(texts)
-        decoded = list(decoded)
         for i, item in zip(texts, encoded):
             decoded[i] = (decoded[i][0], item)
         return decoded

@@ -85,6 +85,12 @@ class PredictorReplica:
             raise EventError("wrong_type", TEXT_REFUSED)
         return events
 
+    def _skip_text(self) -> None:
+        if not self._said_text:
+            log.warning("%s: text events are skipped (hle_replica_skipped_total)", TEXT_REFUSED)
+            self._said_text = True
+        self.telemetry.record_skipped()
+
     def request_stop(self) -> None:
         self.loop.request_stop()
 
@@ -177,12 +183,11 @@ class PredictorReplica:
             try:
                 event = parse_event(record.value, snapshot.input_spec.shape, None, self.config.max_message_bytes,
                                     self.config.max_abs_feature)
-                self.with_text_features([event])
+                if event.text is not None:
+                    self._skip_text()
+                    continue
                 require_dtype(event, snapshot.input_spec.dtype)
-            except EventError as err:
-                if err.reason == "wrong_type" and not self._said_text and TEXT_REFUSED in str(err):
-                    log.warning("%s: text events are skipped (hle_replica_skipped_total)", TEXT_REFUSED)
-                    self._said_text = True
+            except EventError:
                 self.telemetry.record_skipped()
                 continue
             events.append(event)

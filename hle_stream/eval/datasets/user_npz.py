@@ -75,11 +75,8 @@ def _texts(path: Path, array: np.ndarray) -> np.ndarray:
 
 def file_digest(path: Path) -> str:
     """Names a user's file's content (the key of its cached text embeddings)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
 
 
 def save_npz(dataset: HierarchicalDataset, path: Path) -> None:
